@@ -1,0 +1,5 @@
+//! Checkpoints: the manifests that make each epoch's commit atomic across a
+//! pipeline's sources and sinks.
+
+pub mod manifest;
+pub mod store;

@@ -1,0 +1,3 @@
+//! Delta Lake sinks.
+
+pub mod two_phase_sink;

@@ -1,0 +1,5 @@
+//! Kafka: client configuration, start positions and source offsets.
+
+pub mod client_config;
+pub mod offsets;
+pub mod start_position;

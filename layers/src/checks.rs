@@ -1,0 +1,207 @@
+//! Checks across sections: names that must be unique, references that must
+//! resolve, and layers that must not feed each other in a circle.
+
+use std::collections::HashMap;
+
+use strata_engine::ods::{DEAD_LETTER_SUFFIX, reserved_column};
+
+use crate::diagnostic::Diagnostics;
+use crate::model::{Input, LayerBody};
+use crate::node_reader::Located;
+use crate::read_model::ReadWarehouse;
+use crate::suggest::closest;
+
+pub(crate) fn check_references(d: &mut Diagnostics, read: &ReadWarehouse) {
+    let w = &read.warehouse;
+    check_unique(d, &read.schema_names, "schemas", "schema");
+    check_unique(d, &read.layer_names, "layers", "layer");
+    for name in &read.layer_names {
+        if name.value.ends_with(DEAD_LETTER_SUFFIX) {
+            d.error(
+                name.pos,
+                &format!("layers.{}.name", name.value),
+                format!("layer names may not end in `{DEAD_LETTER_SUFFIX}`"),
+                Some(format!(
+                    "that suffix names each layer's dead-letter table; rename the layer, e.g. `{}`",
+                    name.value.trim_end_matches(DEAD_LETTER_SUFFIX)
+                )),
+            );
+        }
+    }
+    let schema_names: Vec<&str> = w.schemas.iter().map(|s| s.name.as_str()).collect();
+    for (layer_index, schema_ref) in &read.source_schemas {
+        let layer = &w.layers[*layer_index];
+        let path = format!("layers.{}.source.schema", layer.name);
+        match w.schema(&schema_ref.value) {
+            None => unknown_name(d, schema_ref, &path, "schema", &schema_names),
+            Some(schema) => {
+                if schema.event_time.is_none() {
+                    d.error(
+                        schema_ref.pos,
+                        &path,
+                        format!("schema `{}` has no `event_time`", schema.name),
+                        Some(format!(
+                            "ods tables are partitioned by event date: add `event_time: <a timestamp field>` to schema `{}`",
+                            schema.name
+                        )),
+                    );
+                }
+                for field in &schema.fields {
+                    if reserved_column(&field.name) {
+                        d.error(
+                            schema_ref.pos,
+                            &path,
+                            format!(
+                                "field `{}` of schema `{}` clashes with a column Strata adds to ods tables",
+                                field.name, schema.name
+                            ),
+                            Some("rename the field: `event_date` and names starting with `_kafka_` or `_strata_` are reserved".into()),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let layer_names: Vec<&str> = w.layers.iter().map(|l| l.name.as_str()).collect();
+    for layer in &w.layers {
+        let LayerBody::Sql(sql) = &layer.body else {
+            continue;
+        };
+        for input in &sql.inputs {
+            match input {
+                Input::Layer(name) if w.layer(&name.value).is_none() => unknown_name(
+                    d,
+                    name,
+                    &format!("layers.{}.inputs", layer.name),
+                    "layer",
+                    &layer_names,
+                ),
+                Input::Topic { schema, .. } if w.schema(&schema.value).is_none() => unknown_name(
+                    d,
+                    schema,
+                    &format!("layers.{}.inputs", layer.name),
+                    "schema",
+                    &schema_names,
+                ),
+                _ => {}
+            }
+        }
+    }
+    check_cycles(d, read);
+}
+
+fn check_unique(d: &mut Diagnostics, names: &[Located<String>], section: &str, what: &str) {
+    let mut first: HashMap<&str, &Located<String>> = HashMap::new();
+    for name in names {
+        if let Some(prev) = first.get(name.value.as_str()) {
+            d.error(
+                name.pos,
+                &format!("{section}.{}", name.value),
+                format!("{what} `{}` is defined twice", name.value),
+                Some(format!(
+                    "the first is on line {}; rename one of them",
+                    prev.pos.line
+                )),
+            );
+        } else {
+            first.insert(&name.value, name);
+        }
+    }
+}
+
+fn unknown_name(
+    d: &mut Diagnostics,
+    name: &Located<String>,
+    path: &str,
+    what: &str,
+    known: &[&str],
+) {
+    let help = match closest(&name.value, known.iter().copied()) {
+        Some(near) => format!("did you mean `{near}`?"),
+        None if known.is_empty() => format!("no {what} is defined; define one first"),
+        None => format!("known {what}s: {}", known.join(", ")),
+    };
+    d.error(
+        name.pos,
+        path,
+        format!("no {what} named `{}`", name.value),
+        Some(help),
+    );
+}
+
+/// Depth-first search over layer -> input layer edges; a back edge is a
+/// cycle, reported once at the layer that closes it.
+fn check_cycles(d: &mut Diagnostics, read: &ReadWarehouse) {
+    let w = &read.warehouse;
+    let index: HashMap<&str, usize> = w
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (l.name.as_str(), i))
+        .collect();
+    let edges: Vec<Vec<usize>> = w
+        .layers
+        .iter()
+        .map(|l| match &l.body {
+            LayerBody::Sql(sql) => sql
+                .inputs
+                .iter()
+                .filter_map(|i| match i {
+                    Input::Layer(n) => index.get(n.value.as_str()).copied(),
+                    Input::Topic { .. } => None,
+                })
+                .collect(),
+            LayerBody::Source(_) => Vec::new(),
+        })
+        .collect();
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        New,
+        Open,
+        Done,
+    }
+    let mut marks = vec![Mark::New; w.layers.len()];
+    for start in 0..w.layers.len() {
+        if marks[start] != Mark::New {
+            continue;
+        }
+        // (node, next edge to follow); `stack` is the current path.
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        marks[start] = Mark::Open;
+        while let Some((node, next)) = stack.last().copied() {
+            if let Some(&to) = edges[node].get(next) {
+                if let Some(top) = stack.last_mut() {
+                    top.1 += 1;
+                }
+                match marks[to] {
+                    Mark::New => {
+                        marks[to] = Mark::Open;
+                        stack.push((to, 0));
+                    }
+                    Mark::Open => {
+                        let from = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                        let mut cycle: Vec<&str> = stack[from..]
+                            .iter()
+                            .map(|(n, _)| w.layers[*n].name.as_str())
+                            .collect();
+                        cycle.push(&w.layers[to].name);
+                        let name = &read.layer_names[node];
+                        d.error(
+                            name.pos,
+                            &format!("layers.{}.inputs", name.value),
+                            format!("layers read each other in a cycle: {}", cycle.join(" <- ")),
+                            Some(
+                                "a layer may only read layers above it; remove one of these inputs"
+                                    .into(),
+                            ),
+                        );
+                    }
+                    Mark::Done => {}
+                }
+            } else {
+                marks[node] = Mark::Done;
+                stack.pop();
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The warehouse model: what a validated warehouse file says.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_engine::StartPosition;
+use strata_schemas::Schema;
+
+use crate::node_reader::Located;
+
+/// A validated warehouse: storage, broker, schemas and layers.
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    /// The warehouse's name (`warehouse:`), used in consumer group ids.
+    pub name: String,
+    /// The file it was read from.
+    pub file: PathBuf,
+    /// Where tables and checkpoints live.
+    pub storage: Storage,
+    /// The Kafka cluster layers read from.
+    pub kafka: Kafka,
+    /// Checkpoint settings shared by the layers.
+    pub checkpoint: Checkpoint,
+    /// Record schemas, by name.
+    pub schemas: Vec<Schema>,
+    /// The layers, in file order.
+    pub layers: Vec<Layer>,
+}
+
+impl Warehouse {
+    /// A schema by name.
+    pub fn schema(&self, name: &str) -> Option<&Schema> {
+        self.schemas.iter().find(|s| s.name == name)
+    }
+
+    /// A layer by name.
+    pub fn layer(&self, name: &str) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.name == name)
+    }
+}
+
+/// `storage:`: the root every table and checkpoint lives under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storage {
+    /// A URL: `file:///abs/path` (a relative path in the file is taken
+    /// relative to the file's directory) or `s3://bucket/prefix`.
+    pub root: String,
+    /// object_store options (credentials, region, endpoint).
+    pub options: BTreeMap<String, String>,
+}
+
+/// `kafka:`: the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kafka {
+    /// `host:port[,host:port]`.
+    pub bootstrap_servers: String,
+    /// Extra librdkafka properties for every client.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `checkpoint:`: how often epochs end, and how many manifests to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Time between checkpoint barriers (default 1 s).
+    pub interval: Duration,
+    /// Manifests kept per layer (default 10).
+    pub retain: usize,
+}
+
+/// The four warehouse layers of the Flink-era design.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum LayerKind {
+    /// Operational data store: raw events landed from Kafka.
+    Ods,
+    /// Detail: cleaned, deduplicated, enriched.
+    Dwd,
+    /// Summary: windowed aggregates.
+    Dws,
+    /// Application: dashboard-ready.
+    Ads,
+}
+
+impl LayerKind {
+    /// All kinds, in layer order.
+    pub const ALL: [LayerKind; 4] = [
+        LayerKind::Ods,
+        LayerKind::Dwd,
+        LayerKind::Dws,
+        LayerKind::Ads,
+    ];
+
+    /// The lower-case name, as written in files and used as the table's
+    /// schema name (`strata.ods.deals`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerKind::Ods => "ods",
+            LayerKind::Dwd => "dwd",
+            LayerKind::Dws => "dws",
+            LayerKind::Ads => "ads",
+        }
+    }
+}
+
+impl fmt::Display for LayerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One layer of the warehouse.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Unique name; also the table name and the pipeline id.
+    pub name: String,
+    /// Its kind.
+    pub kind: LayerKind,
+    /// Where its records come from and how they are transformed.
+    pub body: LayerBody,
+    /// Overrides the warehouse's checkpoint interval.
+    pub checkpoint_interval: Option<Duration>,
+}
+
+/// What a layer does.
+#[derive(Debug, Clone)]
+pub enum LayerBody {
+    /// An ODS layer: lands a Kafka source as it is.
+    Source(Source),
+    /// A DWD/DWS/ADS layer: SQL over inputs.
+    Sql(SqlLayer),
+}
+
+/// `source:` of an ODS layer.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Topics read (all partitions).
+    pub topics: Vec<String>,
+    /// The schema records are decoded with.
+    pub schema: String,
+    /// Where to start when the layer has no checkpoint yet.
+    pub start: StartPosition,
+    /// Consumer group used for offset commits (monitoring, `start: group`).
+    pub group_id: Option<String>,
+}
+
+/// `inputs:` and `sql:` of a DWD/DWS/ADS layer.
+#[derive(Debug, Clone)]
+pub struct SqlLayer {
+    /// Upstream layers or topics.
+    pub inputs: Vec<Input>,
+    /// The transform, in Flink SQL style.
+    pub sql: String,
+}
+
+/// One input of a SQL layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// An upstream layer, by name.
+    Layer(Located<String>),
+    /// A Kafka topic decoded with a schema.
+    Topic {
+        /// The topic.
+        topic: String,
+        /// The schema name.
+        schema: Located<String>,
+    },
+}

@@ -1,0 +1,207 @@
+//! Every class of problem `strata validate` must report, with its position.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"warehouse: beike
+storage:
+  root: ./data
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+  properties:
+    client.id: strata
+checkpoint:
+  interval: 500ms
+schemas:
+  deal_event:
+    event_time: event_time
+    fields:
+      - {name: deal_id, type: string, nullable: false}
+      - {name: amount, type: "decimal(18,2)"}
+      - {name: event_time, type: timestamp}
+layers:
+  - name: ods_deals
+    kind: ods
+    source:
+      topic: deals
+      schema: deal_event
+      start: "2026-11-01T00:00:00Z"
+  - name: dwd_deals
+    kind: dwd
+    inputs: [ods_deals]
+    sql: SELECT * FROM ods_deals
+"#;
+
+fn problems(text: &str) -> Vec<Diagnostic> {
+    match parse_str(text, Path::new("/w/wh.yaml")) {
+        Ok(_) => Vec::new(),
+        Err(LoadError::Invalid(d)) => d,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn find<'a>(ds: &'a [Diagnostic], needle: &str) -> &'a Diagnostic {
+    ds.iter()
+        .find(|d| d.to_string().contains(needle))
+        .unwrap_or_else(|| panic!("no diagnostic mentions {needle:?} in:\n{ds:#?}"))
+}
+
+#[test]
+fn the_reference_file_is_valid() {
+    let w = parse_str(GOOD, Path::new("/w/wh.yaml")).unwrap();
+    assert_eq!(w.storage.root, "file:///w/data");
+    assert_eq!(w.checkpoint.interval, std::time::Duration::from_millis(500));
+    assert_eq!(w.kafka.properties["client.id"], "strata");
+    let schema = w.schema("deal_event").unwrap();
+    // The event-time field is required even though the file did not say so.
+    assert!(!schema.fields[2].nullable);
+    let LayerBody::Source(source) = &w.layers[0].body else {
+        panic!()
+    };
+    assert_eq!(
+        source.start,
+        strata_engine::StartPosition::Timestamp {
+            millis: 1_793_491_200_000
+        }
+    );
+}
+
+#[test]
+fn unknown_keys_point_at_the_key_and_suggest() {
+    let ds = problems(&GOOD.replace("      topic: deals", "      topik: deals"));
+    let d = find(&ds, "unknown key `topik`");
+    assert_eq!((d.pos.line, d.pos.column), (21, 7));
+    assert_eq!(d.field, "layers.ods_deals.source.topik");
+    assert_eq!(d.help.as_deref(), Some("did you mean `topic`?"));
+    // The missing topic is reported too, not hidden by the first problem.
+    find(&ds, "missing required key `topic`");
+}
+
+#[test]
+fn missing_schema_and_unknown_input_suggest_close_names() {
+    let text = GOOD
+        .replace(
+            "schema: deal_event\n      start",
+            "schema: deal_events\n      start",
+        )
+        .replace("inputs: [ods_deals]", "inputs: [ods_deal]");
+    let ds = problems(&text);
+    let d = find(&ds, "no schema named `deal_events`");
+    assert_eq!(d.pos.line, 22);
+    assert!(d.help.as_deref().unwrap().contains("`deal_event`"));
+    let d = find(&ds, "no layer named `ods_deal`");
+    assert_eq!(d.pos.line, 26);
+    assert!(d.help.as_deref().unwrap().contains("`ods_deals`"));
+}
+
+#[test]
+fn bad_types_say_what_to_write() {
+    let ds = problems(&GOOD.replace("type: \"decimal(18,2)\"", "type: money"));
+    let d = find(&ds, "unknown type `money`");
+    assert_eq!(d.pos.line, 15);
+    assert_eq!(d.field, "schemas.deal_event.fields[1].type");
+    assert!(d.help.as_deref().unwrap().contains("decimal(18,2)"));
+}
+
+#[test]
+fn duplicate_layers_name_the_first() {
+    let text = GOOD.replace("name: dwd_deals", "name: ods_deals");
+    let ds = problems(&text);
+    let d = find(&ds, "layer `ods_deals` is defined twice");
+    assert_eq!(d.pos.line, 24);
+    assert!(d.help.as_deref().unwrap().contains("line 18"));
+}
+
+#[test]
+fn cycles_are_reported() {
+    let text = format!(
+        "{GOOD}  - name: dws_a\n    kind: dws\n    inputs: [dws_b]\n    sql: SELECT 1\n  - name: dws_b\n    kind: dws\n    inputs: [dws_a]\n    sql: SELECT 1\n"
+    );
+    let ds = problems(&text);
+    let d = find(&ds, "cycle");
+    assert!(
+        d.message.contains("dws_a") && d.message.contains("dws_b"),
+        "{d}"
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_one_run() {
+    let text = GOOD
+        .replace("interval: 500ms", "interval: soon")
+        .replace("kind: dwd", "kind: dwx")
+        .replace(
+            "bootstrap_servers: 127.0.0.1:9092",
+            "bootstrap_servers: localhost",
+        )
+        .replace("event_time: event_time\n", "event_time: created_at\n");
+    let ds = problems(&text);
+    find(&ds, "`soon` is not a positive duration");
+    find(&ds, "unknown layer kind `dwx`");
+    find(&ds, "`localhost` is not host:port");
+    find(&ds, "`created_at` is not a field of this schema");
+    // ... and sorted by position.
+    let lines: Vec<u32> = ds.iter().map(|d| d.pos.line).collect();
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted);
+}
+
+#[test]
+fn event_time_must_be_a_timestamp_and_ods_needs_one() {
+    let ds = problems(&GOOD.replace("event_time: event_time\n", "event_time: amount\n"));
+    find(&ds, "has type decimal(18,2), not timestamp");
+    find(&ds, "schema `deal_event` has no `event_time`");
+}
+
+#[test]
+fn reserved_columns_and_bad_names() {
+    let text = GOOD
+        .replace("name: deal_id,", "name: event_date,")
+        .replace("name: ods_deals\n", "name: Ods-Deals\n");
+    let ds = problems(&text);
+    find(&ds, "clashes with a column Strata adds");
+    let d = find(&ds, "`Ods-Deals` is not a valid name");
+    assert!(d.help.as_deref().unwrap().contains("ods_deals"));
+}
+
+#[test]
+fn environment_variables_expand_or_are_reported() {
+    let text = GOOD.replace(
+        "bootstrap_servers: 127.0.0.1:9092",
+        "bootstrap_servers: ${STRATA_TEST_SURELY_UNSET_VAR}",
+    );
+    let ds = problems(&text);
+    let d = find(
+        &ds,
+        "environment variable `STRATA_TEST_SURELY_UNSET_VAR` is not set",
+    );
+    assert!(d.help.as_deref().unwrap().contains(":-"));
+    let text = GOOD.replace(
+        "bootstrap_servers: 127.0.0.1:9092",
+        "bootstrap_servers: ${STRATA_TEST_SURELY_UNSET_VAR:-10.0.0.1:9093}",
+    );
+    let w = parse_str(&text, Path::new("/w/wh.yaml")).unwrap();
+    assert_eq!(w.kafka.bootstrap_servers, "10.0.0.1:9093");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    let ds = problems("warehouse: x\nlayers: [\n");
+    let d = find(&ds, "not valid YAML");
+    assert!(d.pos.line >= 2, "{d}");
+}
+
+#[test]
+fn ods_layers_take_no_sql_and_sql_layers_no_source() {
+    let text = GOOD.replace(
+        "      start: \"2026-11-01T00:00:00Z\"\n",
+        "      start: \"2026-11-01T00:00:00Z\"\n    sql: SELECT 1\n",
+    );
+    let ds = problems(&text);
+    find(
+        &ds,
+        "an ods layer lands its source as it is and takes no `sql`",
+    );
+}

@@ -1,0 +1,90 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Strata: Kafka -> streaming SQL -> Delta Lake, served over Flight SQL.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+pub struct Cli {
+    /// Log format: text for terminals, json for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise.
+    Auto,
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a warehouse file and report every problem with file:line:column.
+    Validate {
+        /// The warehouse YAML file.
+        file: PathBuf,
+    },
+    /// Run the warehouse's layers until SIGINT/SIGTERM (the last epoch is
+    /// committed on the way out).
+    Run {
+        /// The warehouse YAML file.
+        file: PathBuf,
+        /// Run only these layers (repeatable); default: all.
+        #[arg(long = "layer", value_name = "NAME")]
+        layers: Vec<String>,
+        /// Stop once every layer has caught up with the end of its input as
+        /// of the start (like Flink's bounded latest-offset mode).
+        #[arg(long)]
+        bounded: bool,
+    },
+    /// Produce generated events to Kafka (sample data, tests, benchmarks).
+    Gen(GenArgs),
+}
+
+/// Arguments of `strata gen`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GenArgs {
+    /// What to generate.
+    #[arg(value_enum)]
+    pub dataset: Dataset,
+    /// Kafka bootstrap servers.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "KAFKA_BOOTSTRAP")]
+    pub bootstrap_servers: String,
+    /// Topic to produce to (created if missing).
+    #[arg(long)]
+    pub topic: String,
+    /// Partitions of the topic when it is created.
+    #[arg(long, default_value_t = 4)]
+    pub partitions: i32,
+    /// Events to produce (0: until stopped).
+    #[arg(long, default_value_t = 100_000)]
+    pub count: u64,
+    /// Events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    /// Fraction of records that are deliberately malformed.
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed: f64,
+    /// Random seed, for reproducible data.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event times are spread over this many seconds before now.
+    #[arg(long, default_value_t = 3600)]
+    pub spread_secs: u64,
+}
+
+/// Datasets `strata gen` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dataset {
+    /// Real-estate deal events (created, signed, paid, cancelled).
+    Deals,
+}
