@@ -1,4 +1,9 @@
-//! Structured logs on stderr, filtered by `RUST_LOG` (default `info`).
+//! Structured logs on stderr.
+//!
+//! The defaults keep the dependencies' chatter out (the Delta kernel logs
+//! every snapshot at INFO, and an ERROR for the expected "no table here
+//! yet"); `RUST_LOG` directives are applied on top, so `RUST_LOG=debug`
+//! or `RUST_LOG=buoyant_kernel=info` still work.
 
 use std::io::IsTerminal;
 
@@ -6,9 +11,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+const DEFAULT_DIRECTIVES: &str =
+    "info,deltalake=warn,deltalake_core=warn,buoyant_kernel=off,datafusion=warn,rdkafka=warn";
+
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("info,deltalake=warn,deltalake_core=warn,datafusion=warn,rdkafka=warn")
+    let directives = match std::env::var("RUST_LOG") {
+        Ok(extra) if !extra.trim().is_empty() => format!("{DEFAULT_DIRECTIVES},{extra}"),
+        _ => DEFAULT_DIRECTIVES.to_string(),
+    };
+    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("warning: RUST_LOG is not a valid filter ({e}); using the defaults");
+        EnvFilter::new(DEFAULT_DIRECTIVES)
     });
     let json = match format {
         LogFormat::Json => true,

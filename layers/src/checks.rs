@@ -14,8 +14,8 @@ use crate::suggest::closest;
 pub(crate) fn check_references(d: &mut Diagnostics, read: &ReadWarehouse) {
     let w = &read.warehouse;
     check_unique(d, &read.schema_names, "schemas", "schema");
-    check_unique(d, &read.layer_names, "layers", "layer");
-    for name in &read.layer_names {
+    check_unique(d, &read.all_layer_names, "layers", "layer");
+    for name in &read.all_layer_names {
         if name.value.ends_with(DEAD_LETTER_SUFFIX) {
             d.error(
                 name.pos,

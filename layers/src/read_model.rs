@@ -46,8 +46,12 @@ const INPUT_KEYS: &[&str] = &["topic", "schema"];
 /// cross-reference checks need.
 pub(crate) struct ReadWarehouse {
     pub(crate) warehouse: Warehouse,
-    /// Where each layer's name, and each ODS layer's `schema:`, was written.
+    /// Where each layer's name, and each ODS layer's `schema:`, was written
+    /// (parallel to `warehouse.layers`).
     pub(crate) layer_names: Vec<Located<String>>,
+    /// The names of all layers, including those that failed to read (for
+    /// the duplicate check).
+    pub(crate) all_layer_names: Vec<Located<String>>,
     pub(crate) source_schemas: Vec<(usize, Located<String>)>,
     pub(crate) schema_names: Vec<Located<String>>,
 }
@@ -70,18 +74,23 @@ pub(crate) fn read_warehouse(
     let checkpoint = read_checkpoint(d, &top);
     let (schemas, schema_names) = read_schemas(d, &top);
     let mut layer_names = Vec::new();
+    let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
     let mut layers = Vec::new();
     match top.seq(d, "layers") {
         Some(items) => {
             for (i, item) in items.iter().enumerate() {
                 let path = format!("layers[{i}]");
-                if let Some((layer, name, schema_ref)) = read_layer(d, item, &path) {
-                    if let Some(schema_ref) = schema_ref {
-                        source_schemas.push((layers.len(), schema_ref));
+                let read = read_layer(d, item, &path);
+                if let Some(name) = read.name {
+                    all_layer_names.push(name.clone());
+                    if let Some(layer) = read.layer {
+                        if let Some(schema_ref) = read.schema_ref {
+                            source_schemas.push((layers.len(), schema_ref));
+                        }
+                        layer_names.push(name);
+                        layers.push(layer);
                     }
-                    layer_names.push(name);
-                    layers.push(layer);
                 }
             }
         }
@@ -103,6 +112,7 @@ pub(crate) fn read_warehouse(
             layers,
         },
         layer_names,
+        all_layer_names,
         source_schemas,
         schema_names,
     })
@@ -133,7 +143,11 @@ fn read_storage(d: &mut Diagnostics, top: &MapReader<'_>, file: &Path) -> Storag
 }
 
 fn base_dir(file: &Path) -> PathBuf {
-    let dir = file.parent().unwrap_or(Path::new("."));
+    // `warehouse.yaml` has the parent "", which is the current directory.
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
 
@@ -325,12 +339,28 @@ fn read_schema(d: &mut Diagnostics, name: &str, node: &Node, path: &str) -> Opti
                         fields.push(field);
                         field_names.push(fname);
                     }
-                    Err(e) => d.error(
-                        ftype.pos,
-                        &format!("{fpath}.type"),
-                        format!("unknown type `{}`", e.given),
-                        Some(e.hint),
-                    ),
+                    Err(e) => {
+                        let base = e
+                            .given
+                            .split('(')
+                            .next()
+                            .unwrap_or("")
+                            .trim()
+                            .to_ascii_lowercase();
+                        let hint = match crate::suggest::closest(&base, FieldType::accepted_names())
+                        {
+                            Some(near) if near != base => {
+                                format!("did you mean `{near}`? ({})", e.hint)
+                            }
+                            _ => e.hint,
+                        };
+                        d.error(
+                            ftype.pos,
+                            &format!("{fpath}.type"),
+                            format!("unknown type `{}`", e.given),
+                            Some(hint),
+                        )
+                    }
                 }
             }
             if items.is_empty() {
@@ -381,13 +411,55 @@ fn read_schema(d: &mut Diagnostics, name: &str, node: &Node, path: &str) -> Opti
     Some(schema)
 }
 
-type ReadLayer = (Layer, Located<String>, Option<Located<String>>);
+fn peek_name(node: &Node) -> Option<&str> {
+    let NodeValue::Map(pairs) = &node.value else {
+        return None;
+    };
+    pairs.iter().find_map(|(k, v)| match (&k.value, &v.value) {
+        (NodeValue::Str(k), NodeValue::Str(v)) if k == "name" => Some(v.as_str()),
+        _ => None,
+    })
+}
 
-fn read_layer(d: &mut Diagnostics, node: &Node, path: &str) -> Option<ReadLayer> {
-    let section = MapReader::new(d, node, path, LAYER_KEYS)?;
-    let name = section.required_string(d, "name", "name the layer: `name: ods_deals`")?;
+/// A layer as far as it could be read: its name may be known even when the
+/// rest is broken, and still counts for the duplicate-name check.
+#[derive(Default)]
+struct ReadLayer {
+    name: Option<Located<String>>,
+    layer: Option<Layer>,
+    schema_ref: Option<Located<String>>,
+}
+
+fn read_layer(d: &mut Diagnostics, node: &Node, index_path: &str) -> ReadLayer {
+    // Name the layer by its name in every diagnostic, once it has one.
+    let path = match peek_name(node) {
+        Some(name) => format!("layers.{name}"),
+        None => index_path.to_string(),
+    };
+    let Some(section) = MapReader::new(d, node, &path, LAYER_KEYS) else {
+        return ReadLayer::default();
+    };
+    let Some(name) = section.required_string(d, "name", "name the layer: `name: ods_deals`") else {
+        return ReadLayer::default();
+    };
     check_name(d, &name, &format!("{path}.name"));
-    let path = format!("layers.{}", name.value);
+    let (layer, schema_ref) = match read_layer_body(d, &section, &path, &name) {
+        Some((layer, schema_ref)) => (Some(layer), schema_ref),
+        None => (None, None),
+    };
+    ReadLayer {
+        name: Some(name),
+        layer,
+        schema_ref,
+    }
+}
+
+fn read_layer_body(
+    d: &mut Diagnostics,
+    section: &MapReader<'_>,
+    path: &str,
+    name: &Located<String>,
+) -> Option<(Layer, Option<Located<String>>)> {
     let kind_text = section.required_string(d, "kind", "write `kind: ods` (or dwd, dws, ads)")?;
     let kind = match kind_text.value.to_ascii_lowercase().as_str() {
         "ods" => LayerKind::Ods,
@@ -442,7 +514,7 @@ fn read_layer(d: &mut Diagnostics, node: &Node, path: &str) -> Option<ReadLayer>
             "sql",
             "write the layer's transform: `sql: SELECT ... FROM input`",
         );
-        let inputs = read_inputs(d, &section, &path);
+        let inputs = read_inputs(d, section, path);
         LayerBody::Sql(SqlLayer {
             inputs,
             sql: sql.map(|s| s.value).unwrap_or_default(),
@@ -455,7 +527,6 @@ fn read_layer(d: &mut Diagnostics, node: &Node, path: &str) -> Option<ReadLayer>
             body,
             checkpoint_interval,
         },
-        name,
         schema_ref,
     ))
 }

@@ -68,6 +68,19 @@ fn the_reference_file_is_valid() {
 }
 
 #[test]
+fn relative_roots_are_resolved_against_the_file_directory() {
+    let w = parse_str(GOOD, Path::new("wh.yaml")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(w.storage.root, format!("file://{}/data", cwd.display()));
+    let w = parse_str(
+        &GOOD.replace("root: ./data", "root: s3://bucket/wh/"),
+        Path::new("wh.yaml"),
+    )
+    .unwrap();
+    assert_eq!(w.storage.root, "s3://bucket/wh");
+}
+
+#[test]
 fn unknown_keys_point_at_the_key_and_suggest() {
     let ds = problems(&GOOD.replace("      topic: deals", "      topik: deals"));
     let d = find(&ds, "unknown key `topik`");

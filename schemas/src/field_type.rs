@@ -82,6 +82,12 @@ impl FieldType {
     pub fn name(self) -> String {
         self.to_string()
     }
+
+    /// Every spelling [`FromStr`] accepts without arguments (for
+    /// "did you mean" suggestions).
+    pub fn accepted_names() -> impl Iterator<Item = &'static str> {
+        NAMES.iter().map(|(name, _)| *name).chain(["decimal"])
+    }
 }
 
 impl fmt::Display for FieldType {

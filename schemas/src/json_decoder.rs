@@ -191,11 +191,24 @@ fn describe_json_error(e: &serde_json::Error) -> String {
         Some(i) => &text[..i],
         None => &text,
     };
-    let base = base.replace("invalid type: ", "");
     if e.is_syntax() || e.is_eof() {
-        format!("not valid JSON: {base} (at byte column {})", e.column())
-    } else {
-        base
+        return format!("not valid JSON: {base} (at byte column {})", e.column());
+    }
+    // serde says "invalid type: sequence, expected a JSON object"; say it
+    // the way round people read it.
+    match base
+        .strip_prefix("invalid type: ")
+        .and_then(|rest| rest.split_once(", expected "))
+    {
+        Some((found, expected)) => {
+            let found = match found {
+                "sequence" => "a JSON array",
+                "map" => "a JSON object",
+                other => other,
+            };
+            format!("expected {expected}, found {found}")
+        }
+        None => base.to_string(),
     }
 }
 
@@ -338,7 +351,7 @@ struct ScalarVisitor<'s> {
 }
 
 impl ScalarVisitor<'_> {
-    fn from_i64<'de, E: de::Error>(&self, v: i64) -> Result<Parsed<'de>, E> {
+    fn parse_i64<'de, E: de::Error>(&self, v: i64) -> Result<Parsed<'de>, E> {
         match self.spec.field_type {
             FieldType::Int32 => i32::try_from(v)
                 .map(Parsed::I32)
@@ -354,7 +367,7 @@ impl ScalarVisitor<'_> {
         }
     }
 
-    fn from_str<'de, E: de::Error>(&self, v: Cow<'de, str>) -> Result<Parsed<'de>, E> {
+    fn parse_text<'de, E: de::Error>(&self, v: Cow<'de, str>) -> Result<Parsed<'de>, E> {
         let t = v.trim();
         let parsed = match self.spec.field_type {
             FieldType::String => return Ok(Parsed::Str(v)),
@@ -396,12 +409,12 @@ impl<'de> Visitor<'de> for ScalarVisitor<'_> {
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-        self.from_i64(v)
+        self.parse_i64(v)
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
         match i64::try_from(v) {
-            Ok(v) => self.from_i64(v),
+            Ok(v) => self.parse_i64(v),
             Err(_) => match self.spec.field_type {
                 FieldType::Float32 => Ok(Parsed::F32(v as f32)),
                 FieldType::Float64 => Ok(Parsed::F64(v as f64)),
@@ -419,18 +432,18 @@ impl<'de> Visitor<'de> for ScalarVisitor<'_> {
             FieldType::String => Ok(Parsed::Str(Cow::Owned(v.to_string()))),
             // JavaScript producers write whole numbers as 3.0.
             FieldType::Int32 | FieldType::Int64 | FieldType::Timestamp if integral => {
-                self.from_i64(v as i64)
+                self.parse_i64(v as i64)
             }
             _ => Err(mismatch(self.spec, &format!("the number {v}"))),
         }
     }
 
     fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-        self.from_str(Cow::Borrowed(v))
+        self.parse_text(Cow::Borrowed(v))
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        self.from_str(Cow::Owned(v.to_owned()))
+        self.parse_text(Cow::Owned(v.to_owned()))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, _map: A) -> Result<Self::Value, A::Error> {

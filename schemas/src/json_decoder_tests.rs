@@ -118,7 +118,15 @@ fn reasons_name_the_field_and_the_problem() {
     let r = reason(&mut d, r#"{"id":1} trailing"#);
     assert!(r.starts_with("not valid JSON"), "{r}");
     let r = reason(&mut d, "[1,2]");
-    assert!(r.contains("JSON object"), "{r}");
+    assert_eq!(
+        r,
+        "expected a JSON object with the record's fields, found a JSON array"
+    );
+    let r = reason(&mut d, "7");
+    assert_eq!(
+        r,
+        "expected a JSON object with the record's fields, found integer `7`"
+    );
     let r = reason(&mut d, r#"{"city":"x"}"#);
     assert_eq!(r, "required field `id` is missing");
     let r = reason(&mut d, r#"{"id":null}"#);
