@@ -19,6 +19,7 @@
 pub mod checkpoint;
 pub mod delta;
 mod error;
+mod failpoint;
 pub mod kafka;
 pub mod ods;
 mod shutdown;

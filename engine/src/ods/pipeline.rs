@@ -12,6 +12,7 @@ use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest};
 use crate::checkpoint::store::CheckpointStore;
 use crate::delta::two_phase_sink::DeltaSink;
 use crate::error::{EngineError, Result};
+use crate::failpoint::{self, Point};
 use crate::kafka::client_config::KafkaConfig;
 use crate::kafka::offsets::SourceOffsets;
 use crate::kafka::start_position::StartPosition;
@@ -175,8 +176,11 @@ pub async fn run_ods(spec: OdsSpec, shutdown: Shutdown) -> Result<OdsReport> {
                         offsets,
                         sinks,
                     };
+                    failpoint::hit(Point::BeforeManifest, epoch);
                     store.write(&manifest).await?;
+                    failpoint::hit(Point::AfterManifest, epoch);
                     rows_sink.commit(epoch, &manifest.sinks[0]).await?;
+                    failpoint::hit(Point::BetweenTableCommits, epoch);
                     dead_sink.commit(epoch, &manifest.sinks[1]).await?;
                     // The group commit is advisory; the source does it.
                     let _ = committed_tx.send(manifest.offsets.clone());

@@ -1,0 +1,52 @@
+//! Crash points in the commit protocol, for recovery tests.
+//!
+//! Random SIGKILLs rarely land in the millisecond between writing a manifest
+//! and committing the tables, yet that is the window recovery exists for. So
+//! a test can name a step and an epoch in `STRATA_FAILPOINT`
+//! (`<point>:<epoch>`), and the process aborts right there, with no cleanup,
+//! just as a SIGKILL would. Unset (always, outside tests) it costs one
+//! comparison per epoch.
+
+use std::sync::OnceLock;
+
+/// The steps of an epoch's commit where a crash can be injected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Point {
+    /// The sinks have written their files; no manifest yet.
+    BeforeManifest,
+    /// The manifest is durable; no table has committed the epoch.
+    AfterManifest,
+    /// The first table has committed the epoch, the second not yet.
+    BetweenTableCommits,
+}
+
+impl Point {
+    fn name(self) -> &'static str {
+        match self {
+            Point::BeforeManifest => "before_manifest",
+            Point::AfterManifest => "after_manifest",
+            Point::BetweenTableCommits => "between_table_commits",
+        }
+    }
+}
+
+fn configured() -> Option<&'static (String, u64)> {
+    static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let text = std::env::var("STRATA_FAILPOINT").ok()?;
+        let (point, epoch) = text.split_once(':')?;
+        Some((point.to_string(), epoch.parse().ok()?))
+    })
+    .as_ref()
+}
+
+/// Aborts the process if `STRATA_FAILPOINT` names this point and epoch.
+pub(crate) fn hit(point: Point, epoch: u64) {
+    if let Some((name, at)) = configured()
+        && name == point.name()
+        && *at == epoch
+    {
+        eprintln!("STRATA_FAILPOINT {name}:{epoch} reached; aborting");
+        std::process::abort();
+    }
+}

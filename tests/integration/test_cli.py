@@ -1,0 +1,67 @@
+"""The command line: `strata validate` on good and bad files."""
+
+import subprocess
+
+
+def run(strata_bin, *args):
+    return subprocess.run([strata_bin, *args], capture_output=True, text=True, timeout=60)
+
+
+def test_validate_accepts_the_quickstart_warehouse(strata_bin):
+    out = run(strata_bin, "validate", "examples/quickstart/warehouse.yaml")
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stdout
+
+
+def test_validate_reports_every_problem_with_file_line_column(strata_bin, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        """warehouse: t
+kafka:
+  bootstrap_servers: 127.0.0.1:9092
+schemas:
+  deal:
+    event_time: ts
+    fields:
+      - {name: id, type: strng}
+      - {name: ts, type: timestamp}
+layers:
+  - name: ods_deals
+    kind: ods
+    source: {topic: deals, schema: dael}
+  - name: ods_deals
+    kind: ods
+    soruce: {topic: x, schema: deal}
+"""
+    )
+    out = run(strata_bin, "validate", str(bad))
+    assert out.returncode == 1
+    err = out.stderr
+    assert f"{bad}:8:26: schemas.deal.fields[0].type: unknown type `strng`" in err, err
+    assert "help: did you mean `string`?" in err, err
+    assert f"{bad}:13:36: layers.ods_deals.source.schema: no schema named `dael`" in err, err
+    assert "help: did you mean `deal`?" in err, err
+    assert f"{bad}:14:11: layers.ods_deals: layer `ods_deals` is defined twice" in err, err
+    assert f"{bad}:14:5: layers.ods_deals.source: missing required key `source`" in err, err
+    assert f"{bad}:16:5: layers.ods_deals.soruce: unknown key `soruce`" in err, err
+    assert "help: did you mean `source`?" in err, err
+    assert "problems found" in err, err
+
+
+def test_run_refuses_sql_layers_until_they_are_supported(strata_bin, tmp_path):
+    wh = tmp_path / "wh.yaml"
+    wh.write_text(
+        """warehouse: t
+kafka: {bootstrap_servers: "127.0.0.1:9092"}
+schemas:
+  deal:
+    event_time: ts
+    fields: [{name: id, type: string}, {name: ts, type: timestamp}]
+layers:
+  - {name: ods_deals, kind: ods, source: {topic: deals, schema: deal}}
+  - {name: dws_deals, kind: dws, inputs: [ods_deals], sql: "SELECT 1"}
+"""
+    )
+    out = run(strata_bin, "run", str(wh))
+    assert out.returncode == 1
+    assert "layer `dws_deals` (dws) is a SQL layer" in out.stderr, out.stderr
