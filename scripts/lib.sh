@@ -85,10 +85,37 @@ stop_process() {
     kill -KILL "$pid" 2>/dev/null || true
 }
 
+# The broker build runs beside Strata's own build: each leaves a core idle
+# much of the time, so together they take little more than the longer one.
+# Sets BROKER_INSTALL_PID (empty if already installed). Not to be called in
+# $(...): the job must be a child of the calling shell for `wait`.
+start_broker_install() {
+    BROKER_INSTALL_PID=""
+    [ -x "$STRATA_NISSHI_BIN" ] && return 0
+    mkdir -p "$STRATA_CACHE"
+    install_broker >"$STRATA_CACHE/nisshi-install.log" 2>&1 &
+    BROKER_INSTALL_PID=$!
+    log "building the broker in the background ($STRATA_CACHE/nisshi-install.log)"
+}
+
+# Waits for start_broker_install's job, if there is one.
+wait_broker_install() {
+    [ -z "${BROKER_INSTALL_PID:-}" ] && return 0
+    if ! wait "$BROKER_INSTALL_PID"; then
+        log "building the broker failed:"
+        tail -50 "$STRATA_CACHE/nisshi-install.log" >&2
+        return 1
+    fi
+}
+
+check_prerequisites() {
+    command -v cargo >/dev/null || { log "cargo is required (https://rustup.rs)"; exit 1; }
+    command -v python3 >/dev/null || install_apt_packages python3 python3-venv
+}
+
 # Everything the tests and the demo need, on a brand-new machine.
 setup_all() {
-    command -v cargo >/dev/null || { log "cargo is required (rustup.rs)"; exit 1; }
-    command -v python3 >/dev/null || install_apt_packages python3 python3-venv
+    check_prerequisites
     install_broker
     install_python_clients
 }

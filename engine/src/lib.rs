@@ -16,6 +16,8 @@
 //!
 //! See `ods::run_ods` for the pipeline that lands a topic in a table.
 
+#![warn(missing_docs)]
+
 pub mod checkpoint;
 pub mod delta;
 mod error;

@@ -32,6 +32,8 @@
 //! assert!(text.contains("did you mean `deal`?"), "{text}");
 //! ```
 
+#![warn(missing_docs)]
+
 mod checks;
 mod diagnostic;
 mod duration;

@@ -25,6 +25,8 @@
 //! assert_eq!(batch.num_rows(), 1);
 //! ```
 
+#![warn(missing_docs)]
+
 mod field_type;
 mod json_decoder;
 mod schema;

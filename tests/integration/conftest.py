@@ -215,6 +215,20 @@ layers:
         return DeltaTable(str(path)).transaction_version(self.layer)
 
 
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _kill_leftovers():
+    """A failing test must not leave a `strata` or broker process behind."""
+    yield
+    while _STARTED:
+        proc = _STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 class Strata:
     """A `strata run` process, its logs in a file."""
 
@@ -235,6 +249,7 @@ class Strata:
             stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "info"), **env},
         )
+        _STARTED.append(self.proc)
         return self
 
     def kill9(self):
@@ -310,6 +325,7 @@ class Broker:
              "--storage-engine", "sqlite://broker.db"],
             stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir,
         )
+        _STARTED.append(self.proc)
 
         def listening():
             try:

@@ -2,6 +2,7 @@
 //! exactly once, with a dead-letter table for records that do not decode.
 
 mod columns;
+mod committer;
 mod pipeline;
 mod record_stage;
 mod source_loop;

@@ -6,17 +6,12 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::BaseConsumer;
 use strata_schemas::Schema;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest};
-use crate::checkpoint::store::CheckpointStore;
-use crate::delta::two_phase_sink::DeltaSink;
 use crate::error::{EngineError, Result};
-use crate::failpoint::{self, Point};
 use crate::kafka::client_config::KafkaConfig;
-use crate::kafka::offsets::SourceOffsets;
 use crate::kafka::start_position::StartPosition;
-use crate::ods::columns::{DEAD_LETTER_SUFFIX, EVENT_DATE, dead_letter_schema};
+use crate::ods::committer::EpochCommitter;
 use crate::ods::record_stage::RecordStage;
 use crate::ods::source_loop::{SourceEvent, SourceLoop, SourceSettings};
 use crate::shutdown::Shutdown;
@@ -69,53 +64,15 @@ pub struct OdsReport {
 /// caught up), committing a last epoch on the way out.
 pub async fn run_ods(spec: OdsSpec, shutdown: Shutdown) -> Result<OdsReport> {
     let pipeline = spec.layer.clone();
-    let store = CheckpointStore::open(&spec.storage, &pipeline)?;
     let stage = RecordStage::new(&pipeline, &spec.schema)?;
-    let table = spec.storage.table("ods", &pipeline)?;
-    let dead_table = spec
-        .storage
-        .table("ods", &format!("{pipeline}{DEAD_LETTER_SUFFIX}"))?;
-    let mut rows_sink =
-        DeltaSink::open(&table, stage.schema().clone(), &[EVENT_DATE], &pipeline).await?;
-    let mut dead_sink = DeltaSink::open(&dead_table, dead_letter_schema(), &[], &pipeline).await?;
-
-    let latest = store.latest().await?;
-    let resume_epoch = latest.as_ref().map_or(0, |m| m.epoch);
-    for sink in [&rows_sink, &dead_sink] {
-        if let Some(held) = sink.committed_epoch()
-            && held > resume_epoch
-        {
-            return Err(EngineError::Pipeline {
-                pipeline,
-                reason: format!(
-                    "table {} holds epoch {held}, but the newest checkpoint is {resume_epoch}: the checkpoints under _strata/checkpoints/ were removed or replaced. Restore them, or move the layer's tables aside to rebuild it from the topic",
-                    sink.url()
-                ),
-            });
-        }
-    }
-    let resume_offsets = match &latest {
-        Some(manifest) => {
-            for pending in &manifest.sinks {
-                let sink = if pending.table == rows_sink.url() {
-                    &mut rows_sink
-                } else if pending.table == dead_sink.url() {
-                    &mut dead_sink
-                } else {
-                    warn!(pipeline = %pipeline, table = %pending.table, "checkpoint names a table this layer no longer writes; skipping it");
-                    continue;
-                };
-                let outcome = sink.commit(manifest.epoch, pending).await?;
-                debug!(pipeline = %pipeline, table = %pending.table, epoch = manifest.epoch, ?outcome, "recovery commit");
-            }
-            info!(pipeline = %pipeline, epoch = manifest.epoch, partitions = manifest.offsets.len(), "resuming from checkpoint");
-            manifest.offsets.clone()
-        }
-        None => {
-            info!(pipeline = %pipeline, start = ?spec.start, "no checkpoint yet; starting from the configured position");
-            SourceOffsets::default()
-        }
-    };
+    let mut committer = EpochCommitter::open(
+        &pipeline,
+        &spec.storage,
+        stage.schema().clone(),
+        spec.checkpoint_retain,
+    )
+    .await?;
+    let resume = committer.recover().await?;
 
     let consumer: BaseConsumer = spec
         .kafka
@@ -134,8 +91,8 @@ pub async fn run_ods(spec: OdsSpec, shutdown: Shutdown) -> Result<OdsReport> {
         },
         consumer,
         stage,
-        resume_offsets,
-        resume_epoch + 1,
+        resume.offsets,
+        resume.epoch + 1,
         tx,
         committed_rx,
         shutdown.clone(),
@@ -153,40 +110,16 @@ pub async fn run_ods(spec: OdsSpec, shutdown: Shutdown) -> Result<OdsReport> {
     let sink_result: Result<()> = async {
         while let Some(event) = rx.recv().await {
             match event {
-                SourceEvent::Data(staged) => {
-                    if let Some(rows) = staged.rows {
-                        rows_sink.write(rows).await?;
-                    }
-                    if let Some(dead) = staged.dead_letters {
-                        dead_sink.write(dead).await?;
-                    }
-                }
+                SourceEvent::Data(staged) => committer.write(staged).await?,
                 SourceEvent::Barrier {
                     epoch,
                     offsets,
                     records,
                 } => {
                     let started = Instant::now();
-                    let sinks = vec![rows_sink.pre_commit().await?, dead_sink.pre_commit().await?];
-                    let manifest = Manifest {
-                        format: MANIFEST_FORMAT,
-                        pipeline: pipeline.clone(),
-                        epoch,
-                        created_at_ms: chrono::Utc::now().timestamp_millis(),
-                        offsets,
-                        sinks,
-                    };
-                    failpoint::hit(Point::BeforeManifest, epoch);
-                    store.write(&manifest).await?;
-                    failpoint::hit(Point::AfterManifest, epoch);
-                    rows_sink.commit(epoch, &manifest.sinks[0]).await?;
-                    failpoint::hit(Point::BetweenTableCommits, epoch);
-                    dead_sink.commit(epoch, &manifest.sinks[1]).await?;
-                    // The group commit is advisory; the source does it.
-                    let _ = committed_tx.send(manifest.offsets.clone());
-                    if let Err(e) = store.prune(spec.checkpoint_retain).await {
-                        warn!(pipeline = %pipeline, error = %e, "could not prune old checkpoints");
-                    }
+                    let manifest = committer.commit_epoch(epoch, offsets).await?;
+                    // The source commits these to the consumer group (advisory).
+                    let _ = committed_tx.send(manifest.offsets);
                     let (rows, dead) = (manifest.sinks[0].rows, manifest.sinks[1].rows);
                     report.epochs += 1;
                     report.records += records;
