@@ -45,9 +45,42 @@ pub enum Command {
         /// of the start (like Flink's bounded latest-offset mode).
         #[arg(long)]
         bounded: bool,
+        /// Do not start the Flight SQL server.
+        #[arg(long)]
+        no_serve: bool,
     },
+    /// Serve the warehouse's tables over Flight SQL (no pipelines).
+    Serve {
+        /// The warehouse YAML file.
+        file: PathBuf,
+    },
+    /// Run a SQL query through the Flight SQL server and print the result.
+    Query(QueryArgs),
     /// Produce generated events to Kafka (sample data, tests, benchmarks).
     Gen(GenArgs),
+}
+
+/// Arguments of `strata query`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct QueryArgs {
+    /// The SQL, e.g. "SELECT city, count(*) FROM ods.ods_deals GROUP BY city".
+    pub sql: String,
+    /// The server: http://host:port, or https://host:port for TLS.
+    #[arg(
+        long,
+        default_value = "http://127.0.0.1:50051",
+        env = "STRATA_ENDPOINT"
+    )]
+    pub endpoint: String,
+    /// User name, if the server requires one.
+    #[arg(long, env = "STRATA_USER")]
+    pub user: Option<String>,
+    /// Password (better: the STRATA_PASSWORD environment variable).
+    #[arg(long, env = "STRATA_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// CA certificate (PEM) to trust for https endpoints.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
 }
 
 /// Arguments of `strata gen`.

@@ -9,7 +9,7 @@ use crate::diagnostic::Diagnostics;
 use crate::model::{Input, LayerBody};
 use crate::node_reader::Located;
 use crate::read_model::ReadWarehouse;
-use crate::suggest::closest;
+use strata_schemas::closest;
 
 pub(crate) fn check_references(d: &mut Diagnostics, read: &ReadWarehouse) {
     let w = &read.warehouse;

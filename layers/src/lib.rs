@@ -39,10 +39,11 @@ mod diagnostic;
 mod duration;
 mod interpolate;
 mod model;
+mod names;
 mod node_reader;
 mod plan;
 mod read_model;
-mod suggest;
+mod read_schema;
 mod yaml_tree;
 
 use std::fmt;
@@ -52,11 +53,11 @@ pub use diagnostic::Diagnostic;
 pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
-    Checkpoint, Input, Kafka, Layer, LayerBody, LayerKind, Source, SqlLayer, Storage, Warehouse,
+    Checkpoint, DEFAULT_LISTEN, Input, Kafka, Layer, LayerBody, LayerKind, Serve, Source, SqlLayer,
+    Storage, Tls, User, Warehouse,
 };
 pub use node_reader::Located;
 pub use plan::{Plan, PlanError, plan};
-pub use suggest::closest;
 pub use yaml_tree::Position;
 
 use diagnostic::Diagnostics;

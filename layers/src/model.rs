@@ -25,6 +25,8 @@ pub struct Warehouse {
     pub checkpoint: Checkpoint,
     /// Record schemas, by name.
     pub schemas: Vec<Schema>,
+    /// How tables are served over Flight SQL.
+    pub serve: Serve,
     /// The layers, in file order.
     pub layers: Vec<Layer>,
 }
@@ -68,6 +70,38 @@ pub struct Checkpoint {
     /// Manifests kept per layer (default 10).
     pub retain: usize,
 }
+
+/// `serve:`: the Flight SQL endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Serve {
+    /// `ip:port` to listen on (default `127.0.0.1:50051`).
+    pub listen: std::net::SocketAddr,
+    /// Users allowed to query; with none, only loopback clients can connect.
+    pub users: Vec<User>,
+    /// TLS certificate and key (PEM files).
+    pub tls: Option<Tls>,
+}
+
+/// One user of the Flight SQL endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// User name.
+    pub username: String,
+    /// Password (write `${ENV_VAR}` to keep it out of the file).
+    pub password: String,
+}
+
+/// TLS files, resolved against the warehouse file's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// Certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Private key (PEM).
+    pub key: PathBuf,
+}
+
+/// The default Flight SQL address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 
 /// The four warehouse layers of the Flink-era design.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

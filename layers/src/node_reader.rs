@@ -7,8 +7,8 @@ use std::time::Duration;
 use crate::diagnostic::Diagnostics;
 use crate::duration::parse_duration;
 use crate::interpolate::interpolate;
-use crate::suggest::closest;
 use crate::yaml_tree::{Node, NodeValue, Position};
+use strata_schemas::closest;
 
 /// A value and where it was written, kept for checks that run after reading
 /// (a layer naming a schema that does not exist points at the name).

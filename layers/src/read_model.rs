@@ -9,16 +9,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use strata_engine::StartPosition;
-use strata_schemas::{Field, FieldType, Schema, parse_timestamp_micros};
+use strata_schemas::parse_timestamp_micros;
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{
-    Checkpoint, Input, Kafka, Layer, LayerBody, LayerKind, Source, SqlLayer, Storage, Warehouse,
+    Checkpoint, DEFAULT_LISTEN, Input, Kafka, Layer, LayerBody, LayerKind, Serve, Source, SqlLayer,
+    Storage, Tls, User, Warehouse,
 };
+use crate::names::check_name;
 use crate::node_reader::{Located, MapReader, scalar_text};
+use crate::read_schema::read_schemas;
 use crate::yaml_tree::{Node, NodeValue};
 
 const TOP_KEYS: &[&str] = &[
+    "serve",
     "warehouse",
     "storage",
     "kafka",
@@ -27,10 +31,11 @@ const TOP_KEYS: &[&str] = &[
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
+const SERVE_KEYS: &[&str] = &["listen", "users", "tls"];
+const USER_KEYS: &[&str] = &["username", "password"];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 const KAFKA_KEYS: &[&str] = &["bootstrap_servers", "properties"];
 const CHECKPOINT_KEYS: &[&str] = &["interval", "retain"];
-const SCHEMA_KEYS: &[&str] = &["fields", "event_time"];
-const FIELD_KEYS: &[&str] = &["name", "type", "nullable"];
 const LAYER_KEYS: &[&str] = &[
     "name",
     "kind",
@@ -73,6 +78,7 @@ pub(crate) fn read_warehouse(
     let kafka = read_kafka(d, &top);
     let checkpoint = read_checkpoint(d, &top);
     let (schemas, schema_names) = read_schemas(d, &top);
+    let serve = read_serve(d, &top, file);
     let mut layer_names = Vec::new();
     let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
@@ -109,6 +115,7 @@ pub(crate) fn read_warehouse(
             kafka,
             checkpoint,
             schemas,
+            serve,
             layers,
         },
         layer_names,
@@ -201,6 +208,93 @@ fn resolve_root(d: &mut Diagnostics, root: &Located<String>, file: &Path) -> Opt
     Some(file_url(&base_dir(file).join(text)))
 }
 
+fn read_serve(d: &mut Diagnostics, top: &MapReader<'_>, file: &Path) -> Serve {
+    let mut serve = Serve {
+        listen: DEFAULT_LISTEN
+            .parse()
+            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50051))),
+        users: Vec::new(),
+        tls: None,
+    };
+    let Some(section) = top
+        .node("serve")
+        .and_then(|n| MapReader::new(d, n, "serve", SERVE_KEYS))
+    else {
+        return serve;
+    };
+    if let Some(listen) = section.string(d, "listen") {
+        match listen.value.parse() {
+            Ok(addr) => serve.listen = addr,
+            Err(_) => d.error(
+                listen.pos,
+                "serve.listen",
+                format!("`{}` is not an ip:port address", listen.value),
+                Some("write e.g. `127.0.0.1:50051`, or `0.0.0.0:50051` to accept other hosts (needs `users`)".into()),
+            ),
+        }
+    }
+    for (i, item) in section
+        .seq(d, "users")
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let path = format!("serve.users[{i}]");
+        let Some(user) = MapReader::new(d, item, &path, USER_KEYS) else {
+            continue;
+        };
+        let name = user.required_string(d, "username", "write `username: bi`");
+        let password = user.required_string(
+            d,
+            "password",
+            "write `password: ${STRATA_BI_PASSWORD}` to take it from the environment",
+        );
+        if let (Some(name), Some(password)) = (name, password) {
+            if password.value.is_empty() {
+                d.error(
+                    password.pos,
+                    &format!("{path}.password"),
+                    "the password is empty",
+                    Some("set a password, or remove the user".into()),
+                );
+            }
+            serve.users.push(User {
+                username: name.value,
+                password: password.value,
+            });
+        }
+    }
+    if let Some(tls) = section
+        .node("tls")
+        .and_then(|n| MapReader::new(d, n, "serve.tls", TLS_KEYS))
+    {
+        let mut file_of = |key: &str| {
+            let value = tls.required_string(
+                d,
+                key,
+                &format!(
+                    "write `{key}: path/to/server.{}`",
+                    if key == "cert" { "crt" } else { "key" }
+                ),
+            )?;
+            let path = base_dir(file).join(&value.value);
+            if !path.is_file() {
+                d.error(
+                    value.pos,
+                    &format!("serve.tls.{key}"),
+                    format!("{} does not exist", path.display()),
+                    Some("paths are relative to the warehouse file; point at a PEM file".into()),
+                );
+            }
+            Some(path)
+        };
+        if let (Some(cert), Some(key)) = (file_of("cert"), file_of("key")) {
+            serve.tls = Some(Tls { cert, key });
+        }
+    }
+    serve
+}
+
 fn read_kafka(d: &mut Diagnostics, top: &MapReader<'_>) -> Kafka {
     let mut kafka = Kafka {
         bootstrap_servers: String::new(),
@@ -267,148 +361,6 @@ fn read_checkpoint(d: &mut Diagnostics, top: &MapReader<'_>) -> Checkpoint {
         checkpoint.retain = retain.max(1) as usize;
     }
     checkpoint
-}
-
-fn read_schemas(d: &mut Diagnostics, top: &MapReader<'_>) -> (Vec<Schema>, Vec<Located<String>>) {
-    let mut schemas = Vec::new();
-    let mut names = Vec::new();
-    let Some(node) = top.node("schemas") else {
-        return (schemas, names);
-    };
-    let NodeValue::Map(entries) = &node.value else {
-        d.error(
-            node.pos,
-            "schemas",
-            format!(
-                "expected a mapping of schema names, found {}",
-                node.value.kind()
-            ),
-            Some("write `schemas:` then `deal_event:` with `fields:` under it".into()),
-        );
-        return (schemas, names);
-    };
-    for (key, body) in entries {
-        let Some(name) = scalar_text(d, key, "schemas") else {
-            continue;
-        };
-        let path = format!("schemas.{}", name.value);
-        check_name(d, &name, &path);
-        if let Some(schema) = read_schema(d, &name.value, body, &path) {
-            schemas.push(schema);
-            names.push(name);
-        }
-    }
-    (schemas, names)
-}
-
-fn read_schema(d: &mut Diagnostics, name: &str, node: &Node, path: &str) -> Option<Schema> {
-    let section = MapReader::new(d, node, path, SCHEMA_KEYS)?;
-    let mut fields: Vec<Field> = Vec::new();
-    let mut field_names: Vec<Located<String>> = Vec::new();
-    match section.seq(d, "fields") {
-        Some(items) => {
-            for (i, item) in items.iter().enumerate() {
-                let fpath = format!("{path}.fields[{i}]");
-                let Some(f) = MapReader::new(d, item, &fpath, FIELD_KEYS) else {
-                    continue;
-                };
-                let fname = f.required_string(d, "name", "give the field a name: `name: deal_id`");
-                let ftype =
-                    f.required_string(d, "type", "give the field a type, e.g. `type: string`");
-                let nullable = f.bool(d, "nullable").unwrap_or(true);
-                let (Some(fname), Some(ftype)) = (fname, ftype) else {
-                    continue;
-                };
-                check_identifier(d, &fname, &format!("{fpath}.name"));
-                if let Some(prev) = field_names.iter().find(|p| p.value == fname.value) {
-                    d.error(
-                        fname.pos,
-                        &format!("{fpath}.name"),
-                        format!("field `{}` is declared twice", fname.value),
-                        Some(format!(
-                            "the first is on line {}; rename or remove one",
-                            prev.pos.line
-                        )),
-                    );
-                    continue;
-                }
-                match ftype.value.parse::<FieldType>() {
-                    Ok(t) => {
-                        let mut field = Field::new(fname.value.clone(), t);
-                        field.nullable = nullable;
-                        fields.push(field);
-                        field_names.push(fname);
-                    }
-                    Err(e) => {
-                        let base = e
-                            .given
-                            .split('(')
-                            .next()
-                            .unwrap_or("")
-                            .trim()
-                            .to_ascii_lowercase();
-                        let hint = match crate::suggest::closest(&base, FieldType::accepted_names())
-                        {
-                            Some(near) if near != base => {
-                                format!("did you mean `{near}`? ({})", e.hint)
-                            }
-                            _ => e.hint,
-                        };
-                        d.error(
-                            ftype.pos,
-                            &format!("{fpath}.type"),
-                            format!("unknown type `{}`", e.given),
-                            Some(hint),
-                        )
-                    }
-                }
-            }
-            if items.is_empty() {
-                d.error(
-                    section.pos(),
-                    &format!("{path}.fields"),
-                    "a schema needs at least one field",
-                    None,
-                );
-            }
-        }
-        None if section.node("fields").is_none() => section.missing(
-            d,
-            "fields",
-            "list the fields: `fields:` then `- {name: deal_id, type: string}`",
-        ),
-        None => {}
-    }
-    let mut schema = Schema::new(name, fields);
-    if let Some(et) = section.string(d, "event_time") {
-        match schema.fields.iter_mut().find(|f| f.name == et.value) {
-            Some(f) if f.field_type == FieldType::Timestamp => {
-                // A record without its event time cannot be placed in time:
-                // it goes to the dead-letter table rather than a null partition.
-                f.nullable = false;
-                schema = schema.with_event_time(et.value);
-            }
-            Some(f) => d.error(
-                et.pos,
-                &format!("{path}.event_time"),
-                format!("event-time field `{}` has type {}, not timestamp", f.name, f.field_type),
-                Some(format!("declare `{}` with `type: timestamp` (it accepts RFC 3339 text and epoch milliseconds)", f.name)),
-            ),
-            None => {
-                let known: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
-                d.error(
-                    et.pos,
-                    &format!("{path}.event_time"),
-                    format!("`{}` is not a field of this schema", et.value),
-                    Some(match crate::suggest::closest(&et.value, known.iter().copied()) {
-                        Some(near) => format!("did you mean `{near}`?"),
-                        None => format!("name one of its timestamp fields: {}", known.join(", ")),
-                    }),
-                );
-            }
-        }
-    }
-    Some(schema)
 }
 
 fn peek_name(node: &Node) -> Option<&str> {
@@ -643,47 +595,4 @@ fn read_inputs(d: &mut Diagnostics, section: &MapReader<'_>, path: &str) -> Vec<
         );
     }
     inputs
-}
-
-/// Warehouse, schema and layer names become table names, SQL identifiers
-/// and directory names, so they keep to lower-case letters, digits and `_`
-/// (SQL folds unquoted names to lower case).
-fn check_name(d: &mut Diagnostics, name: &Located<String>, path: &str) {
-    let lower = name.value.chars().all(|c| !c.is_ascii_uppercase());
-    check_identifier_with(d, name, path, lower);
-}
-
-/// Field names are column names in Parquet, Delta and SQL: letters, digits
-/// and `_`. Mixed case is allowed (JSON keys are often camelCase).
-fn check_identifier(d: &mut Diagnostics, name: &Located<String>, path: &str) {
-    check_identifier_with(d, name, path, true);
-}
-
-fn check_identifier_with(d: &mut Diagnostics, name: &Located<String>, path: &str, case_ok: bool) {
-    let ok = case_ok
-        && name
-            .value
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name
-            .value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !ok {
-        let suggestion: String = name
-            .value
-            .to_ascii_lowercase()
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        d.error(
-            name.pos,
-            path,
-            format!("`{}` is not a valid name", name.value),
-            Some(format!(
-                "use letters, digits and `_`, starting with a letter, e.g. `{suggestion}`"
-            )),
-        );
-    }
 }

@@ -30,11 +30,13 @@
 mod field_type;
 mod json_decoder;
 mod schema;
+mod suggest;
 mod temporal;
 
 pub use field_type::{FieldType, FieldTypeError, TIMESTAMP_TZ};
 pub use json_decoder::{DecodeError, JsonDecoder};
 pub use schema::{Field, Schema};
+pub use suggest::closest;
 pub use temporal::{
     day_of_timestamp_micros, parse_date, parse_timestamp_micros, timestamp_from_epoch_millis,
 };

@@ -1,7 +1,10 @@
 //! One module per subcommand.
 
 mod gen_events;
+mod query;
 mod run;
+mod serve;
+mod signals;
 mod validate;
 
 use std::process::ExitCode;
@@ -15,7 +18,10 @@ pub async fn dispatch(command: Command) -> ExitCode {
             file,
             layers,
             bounded,
-        } => run::run(&file, &layers, bounded).await,
+            no_serve,
+        } => run::run(&file, &layers, bounded, !no_serve).await,
+        Command::Serve { file } => serve::serve(&file).await,
+        Command::Query(args) => query::query(args).await,
         Command::Gen(args) => gen_events::generate(args).await,
     }
 }

@@ -1,4 +1,5 @@
-//! `strata run FILE`: every layer as a pipeline, until a signal.
+//! `strata run FILE`: every layer as a pipeline, and the Flight SQL server,
+//! until a signal.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -6,9 +7,12 @@ use std::process::ExitCode;
 use strata_engine::Shutdown;
 use strata_engine::ods::run_ods;
 use tokio::task::JoinSet;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-pub async fn run(file: &Path, layers: &[String], bounded: bool) -> ExitCode {
+use crate::commands::serve;
+use crate::commands::signals::stop_on_signals;
+
+pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bool) -> ExitCode {
     let warehouse = match strata_layers::load(file) {
         Ok(w) => w,
         Err(e) => {
@@ -24,7 +28,18 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool) -> ExitCode {
         }
     };
     let shutdown = Shutdown::new();
-    tokio::spawn(stop_on_signals(shutdown.clone()));
+    stop_on_signals(shutdown.clone());
+    let server = if serve_tables {
+        match serve::start(&warehouse, shutdown.wait()).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                eprintln!("error: {e} (or run with --no-serve)");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     info!(warehouse = %warehouse.name, layers = plan.ods.len(), storage = %warehouse.storage.root, "starting");
     let mut tasks = JoinSet::new();
     for spec in plan.ods {
@@ -50,34 +65,17 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool) -> ExitCode {
             }
         }
     }
+    // Bounded runs end by themselves: the server goes with them.
+    shutdown.trigger();
+    if let Some(server) = server
+        && let Err(e) = server.wait().await
+    {
+        error!(error = %e, "the Flight SQL server failed");
+        failed = true;
+    }
     if failed {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
     }
-}
-
-/// The first SIGINT or SIGTERM stops cleanly (each layer commits its last
-/// epoch); a second one exits at once, which is as safe as a crash.
-async fn stop_on_signals(shutdown: Shutdown) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        warn!("cannot listen for signals; stop with SIGKILL (no data is lost)");
-        return;
-    };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    info!("stopping: committing the last epoch of every layer (signal again to exit at once)");
-    shutdown.trigger();
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
-    }
-    warn!("second signal: exiting now; the next start recovers from the last checkpoint");
-    std::process::exit(130);
 }

@@ -1,10 +1,12 @@
-//! "Did you mean ...?": the closest known name to a misspelled one.
+//! "Did you mean ...?": the closest known name to a misspelled one, for
+//! every error message that names something the user wrote (a config key,
+//! a type, a schema, a table in a query).
 
 /// The candidate closest to `given` by edit distance, if it is close enough
 /// to be a plausible typo (at most a third of the name's length, and 3).
 ///
 /// ```
-/// use strata_layers::closest;
+/// use strata_schemas::closest;
 /// assert_eq!(closest("topik", ["topic", "topics", "schema"]), Some("topic"));
 /// assert_eq!(closest("xyz", ["topic", "schema"]), None);
 /// ```

@@ -1,0 +1,81 @@
+//! `strata serve FILE`, and the Flight SQL server `strata run` starts.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use strata_flight_server::{Credentials, RunningServer, ServeConfig, ServeError, TlsFiles};
+use strata_layers::Warehouse;
+use tracing::error;
+
+use strata_engine::Shutdown;
+
+use crate::commands::signals::stop_on_signals;
+
+/// The server settings of `warehouse`.
+pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
+    let mut root = warehouse.storage.root.clone();
+    if !root.ends_with('/') {
+        root.push('/');
+    }
+    let root = url::Url::parse(&root).map_err(|e| format!("storage root {root}: {e}"))?;
+    Ok(ServeConfig {
+        listen: warehouse.serve.listen,
+        users: warehouse
+            .serve
+            .users
+            .iter()
+            .map(|u| Credentials {
+                username: u.username.clone(),
+                password: u.password.clone(),
+            })
+            .collect(),
+        tls: warehouse.serve.tls.as_ref().map(|t| TlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+        }),
+        root,
+        storage_options: warehouse
+            .storage
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    })
+}
+
+/// Starts the server for `warehouse`, stopping when `stop` resolves.
+pub async fn start(
+    warehouse: &Warehouse,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<RunningServer, String> {
+    let config = config(warehouse)?;
+    strata_flight_server::start(config, stop)
+        .await
+        .map_err(|e: ServeError| e.to_string())
+}
+
+pub async fn serve(file: &Path) -> ExitCode {
+    let warehouse = match strata_layers::load(file) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = Shutdown::new();
+    stop_on_signals(shutdown.clone());
+    let server = match start(&warehouse, shutdown.wait()).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match server.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %e, "the Flight SQL server failed");
+            ExitCode::FAILURE
+        }
+    }
+}
