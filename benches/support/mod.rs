@@ -1,6 +1,9 @@
 //! What the benches share: running `strata` as a child process and measuring
 //! its peak memory, and reading what it committed from the Delta log.
 
+// Each bench binary compiles this module and uses part of it.
+#![allow(dead_code)]
+
 pub mod child;
 pub mod delta_log;
 pub mod stats;

@@ -12,6 +12,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
@@ -155,9 +156,19 @@ pub async fn start(
         "Flight SQL server listening (catalog `strata`, schemas ods, dwd, dws, ads)"
     );
     let router = builder.add_service(FlightServiceServer::new(service));
+    // Small responses (a point query's one row) would otherwise wait for
+    // Nagle's algorithm and the client's delayed ACK: ~40 ms per round trip.
+    let incoming = TcpListenerStream::new(listener).map(|conn| {
+        if let Ok(stream) = &conn
+            && let Err(e) = stream.set_nodelay(true)
+        {
+            warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+        conn
+    });
     let task = tokio::spawn(async move {
         router
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(ServeError::from)
     });

@@ -141,7 +141,7 @@ mod tests {
         );
         let s = query_status(e, "SELECT x\nFROM t WHERE  ", &known());
         assert!(
-            s.message().ends_with("found: EOF at Line: 2, Column: 14"),
+            s.message().ends_with("found: EOF at Line: 2, Column: 13"),
             "{}",
             s.message()
         );

@@ -84,7 +84,8 @@ layers: []
     def connect(self, user=USER, password=PASSWORD, **kwargs):
         db_kwargs = {"username": user, "password": password} if user else {}
         db_kwargs.update(kwargs)
-        return flight_sql.connect(self.uri, db_kwargs=db_kwargs)
+        # The warehouse is read-only: there are no transactions to turn off.
+        return flight_sql.connect(self.uri, db_kwargs=db_kwargs, autocommit=True)
 
 
 @pytest.fixture
@@ -245,7 +246,7 @@ def test_tls(tmp_path, strata_bin):
     uri = f"grpc+tls://127.0.0.1:{server.port}"
     db_kwargs = {"username": USER, "password": PASSWORD,
                  adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value: cert.read_text()}
-    with flight_sql.connect(uri, db_kwargs=db_kwargs) as conn, conn.cursor() as cur:
+    with flight_sql.connect(uri, db_kwargs=db_kwargs, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM ads.gmv_by_city")
         assert cur.fetchone() == (5,)
     # A plaintext client cannot talk to it.
@@ -268,7 +269,7 @@ def test_queries_during_commits_see_whole_epochs(tmp_path, strata_bin, kafka, rn
     strata = Strata(strata_bin, wh).start()
     wait_until(lambda: (strata.assert_alive(), wh.row_count() > 0)[1], 60, "the first commit")
     seen = []
-    with flight_sql.connect(f"grpc://127.0.0.1:{port}") as conn, conn.cursor() as cur:
+    with flight_sql.connect(f"grpc://127.0.0.1:{port}", autocommit=True) as conn, conn.cursor() as cur:
         while producer.is_alive() or len(seen) < 20:
             cur.execute("SELECT count(*), count(DISTINCT _kafka_offset * 10 + _kafka_partition) FROM ods.ods_deals")
             count, distinct = cur.fetchone()
