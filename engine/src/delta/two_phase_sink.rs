@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use deltalake::DeltaTable;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
@@ -23,7 +23,7 @@ use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, Transactio
 use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTableBuilder, DeltaTableError};
+use deltalake::{DeltaTableBuilder, DeltaTableError, TableProperty};
 use tracing::{debug, info};
 
 use crate::checkpoint::manifest::PendingCommit;
@@ -85,10 +85,22 @@ impl DeltaSink {
                     .as_ref()
                     .try_into_kernel()
                     .map_err(|e| EngineError::delta(&url, "converting the schema")(e.into()))?;
+                // Min/max statistics of raw bytes skip no file and make the
+                // writer warn on every commit: collect them for the rest.
+                let stats_columns: Vec<&str> = schema
+                    .fields()
+                    .iter()
+                    .filter(|f| !matches!(f.data_type(), DataType::Binary | DataType::LargeBinary))
+                    .map(|f| f.name().as_str())
+                    .collect();
                 table = table
                     .create()
                     .with_columns(kernel_schema.fields().cloned())
                     .with_partition_columns(partition_columns.iter().copied())
+                    .with_configuration_property(
+                        TableProperty::DataSkippingStatsColumns,
+                        Some(stats_columns.join(",")),
+                    )
                     .await
                     .map_err(EngineError::delta(&url, "creating the table"))?;
                 info!(table = %url, "created delta table");
