@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use support::child::Measured;
+use support::flags::Flags;
 use support::stats::percentile;
 
 struct Args {
@@ -31,31 +32,11 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        rows: 10_000_000,
-        point_queries: 2_000,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        if flag == "--bench" {
-            continue;
-        }
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--rows" => args.rows = value()?.parse().map_err(|e| format!("--rows: {e}"))?,
-            "--point-queries" => {
-                args.point_queries = value()?
-                    .parse()
-                    .map_err(|e| format!("--point-queries: {e}"))?
-            }
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; use --rows N --point-queries N"
-                ));
-            }
-        }
-    }
-    Ok(args)
+    let flags = Flags::parse(&["rows", "point-queries"])?;
+    Ok(Args {
+        rows: flags.get("rows", 10_000_000)?,
+        point_queries: flags.get("point-queries", 2_000)?,
+    })
 }
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;

@@ -29,6 +29,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
+use support::flags::Flags;
 use support::stats::percentile;
 
 struct Args {
@@ -41,42 +42,22 @@ struct Args {
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        events: 1_000_000,
-        partitions: 4,
-        rate: 20_000,
-        steady_secs: 30,
-        interval: "1s".into(),
-        only: None,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        // `cargo bench` passes `--bench`; ignore it.
-        if flag == "--bench" {
-            continue;
-        }
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--events" => args.events = value()?.parse().map_err(|e| format!("--events: {e}"))?,
-            "--partitions" => {
-                args.partitions = value()?.parse().map_err(|e| format!("--partitions: {e}"))?
-            }
-            "--rate" => args.rate = value()?.parse().map_err(|e| format!("--rate: {e}"))?,
-            "--steady-secs" => {
-                args.steady_secs = value()?
-                    .parse()
-                    .map_err(|e| format!("--steady-secs: {e}"))?
-            }
-            "--interval" => args.interval = value()?,
-            "--only" => args.only = Some(value()?),
-            other => {
-                return Err(format!(
-                    "unknown argument {other}; use --events N --partitions P --rate R --steady-secs S --interval 1s --only catchup|steady"
-                ));
-            }
-        }
-    }
-    Ok(args)
+    let flags = Flags::parse(&[
+        "events",
+        "partitions",
+        "rate",
+        "steady-secs",
+        "interval",
+        "only",
+    ])?;
+    Ok(Args {
+        events: flags.get("events", 1_000_000)?,
+        partitions: flags.get("partitions", 4)?,
+        rate: flags.get("rate", 20_000)?,
+        steady_secs: flags.get("steady-secs", 30)?,
+        interval: flags.get("interval", "1s".to_string())?,
+        only: flags.text("only"),
+    })
 }
 
 fn main() -> ExitCode {
@@ -168,6 +149,21 @@ fn gen_args<'a>(
     ]
 }
 
+/// `strata run` on `warehouse` (no Flight SQL server: not measured here).
+fn spawn_run(strata: &Path, warehouse: &Path, dir: &Path) -> std::io::Result<Measured> {
+    Measured::spawn(
+        strata,
+        &[
+            "--log-format",
+            "json",
+            "run",
+            "--no-serve",
+            warehouse.to_str().unwrap_or_default(),
+        ],
+        &dir.join("strata.log"),
+    )
+}
+
 /// Committed records in both of the layer's tables.
 struct Committed {
     rows: LogReader,
@@ -226,16 +222,7 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
     let dir = work.join("catchup");
     let warehouse = write_warehouse(&dir, kafka, &topic, &args.interval)?;
     let started = Instant::now();
-    let child = Measured::spawn(
-        strata,
-        &[
-            "--log-format",
-            "json",
-            "run",
-            warehouse.to_str().unwrap_or_default(),
-        ],
-        &dir.join("strata.log"),
-    )?;
+    let child = spawn_run(strata, &warehouse, &dir)?;
     let mut committed = Committed::new(&dir);
     let waited = committed.wait_for(args.events, started, Duration::from_secs(1800));
     let elapsed = started.elapsed().as_secs_f64();
@@ -267,16 +254,7 @@ fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<(
         strata,
         &gen_args(kafka, &topic, &args.partitions.to_string(), "1", "0"),
     )?;
-    let child = Measured::spawn(
-        strata,
-        &[
-            "--log-format",
-            "json",
-            "run",
-            warehouse.to_str().unwrap_or_default(),
-        ],
-        &dir.join("strata.log"),
-    )?;
+    let child = spawn_run(strata, &warehouse, &dir)?;
     std::thread::sleep(Duration::from_secs(2));
     println!(
         "\n[steady] producing {total} events at {} events/s for {} s ...",

@@ -6,4 +6,5 @@
 
 pub mod child;
 pub mod delta_log;
+pub mod flags;
 pub mod stats;

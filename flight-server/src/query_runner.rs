@@ -144,6 +144,12 @@ impl QueryRunner {
         Ok(Box::pin(flight))
     }
 
+    /// Plans `handle` and streams its result.
+    pub(crate) async fn execute(&self, handle: &StatementHandle) -> Result<DoGetStream, Status> {
+        let df = self.plan(handle).await?;
+        self.stream(df, &handle.sql).await
+    }
+
     /// Binds one row of parameters to a prepared statement: the returned
     /// handle carries them, and they are kept here too for clients that
     /// keep using the old handle.

@@ -56,6 +56,17 @@ impl StrataFlightSql {
     }
 }
 
+/// A handle for a client's SQL, with `?` placeholders numbered.
+fn new_handle(sql: &str) -> Result<StatementHandle, Status> {
+    let sql = number_placeholders(sql)
+        .map_err(|e| Status::invalid_argument(format!("SQL syntax error: {e}")))?;
+    Ok(StatementHandle::new(sql))
+}
+
+fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
+    StatementHandle::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
 fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
     let message: IpcMessage = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
@@ -134,9 +145,7 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.auth.check(request.metadata())?;
-        let sql = number_placeholders(&query.query)
-            .map_err(|e| Status::invalid_argument(format!("SQL syntax error: {e}")))?;
-        let handle = StatementHandle::new(sql);
+        let handle = new_handle(&query.query)?;
         let df = self.runner.plan(&handle).await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode().into(),
@@ -154,10 +163,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.auth.check(request.metadata())?;
-        let handle = StatementHandle::decode(&ticket.statement_handle)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let df = self.runner.plan(&handle).await?;
-        Ok(Response::new(self.runner.stream(df, &handle.sql).await?))
+        let handle = decode_handle(&ticket.statement_handle)?;
+        Ok(Response::new(self.runner.execute(&handle).await?))
     }
 
     async fn do_action_create_prepared_statement(
@@ -166,9 +173,7 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         self.auth.check(request.metadata())?;
-        let sql = number_placeholders(&query.query)
-            .map_err(|e| Status::invalid_argument(format!("SQL syntax error: {e}")))?;
-        let handle = StatementHandle::new(sql);
+        let handle = new_handle(&query.query)?;
         let df = self.runner.plan(&handle).await?;
         let parameters = self.runner.parameter_schema(&df, &handle.sql)?;
         Ok(ActionCreatePreparedStatementResult {
@@ -184,8 +189,7 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
         self.auth.check(request.metadata())?;
-        let handle = StatementHandle::decode(&query.prepared_statement_handle)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let handle = decode_handle(&query.prepared_statement_handle)?;
         let batches: Vec<RecordBatch> =
             arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
                 request.into_inner().map_err(FlightError::from),
@@ -212,8 +216,7 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         self.auth.check(request.metadata())?;
-        let mut handle = StatementHandle::decode(&cmd.prepared_statement_handle)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut handle = decode_handle(&cmd.prepared_statement_handle)?;
         let df = self.runner.plan(&handle).await?;
         // The ticket carries the parameters, so executing it needs no state.
         if handle.params.is_none()
@@ -239,10 +242,8 @@ impl FlightSqlService for StrataFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
         self.auth.check(request.metadata())?;
-        let handle = StatementHandle::decode(&query.prepared_statement_handle)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let df = self.runner.plan(&handle).await?;
-        Ok(Response::new(self.runner.stream(df, &handle.sql).await?))
+        let handle = decode_handle(&query.prepared_statement_handle)?;
+        Ok(Response::new(self.runner.execute(&handle).await?))
     }
 
     async fn do_action_close_prepared_statement(

@@ -7,9 +7,17 @@ mod serve;
 mod signals;
 mod validate;
 
+use std::path::Path;
 use std::process::ExitCode;
 
+use strata_layers::Warehouse;
+
 use crate::cli::Command;
+
+/// Loads a warehouse file, printing every problem it has if it is invalid.
+fn load_warehouse(file: &Path) -> Option<Warehouse> {
+    strata_layers::load(file).map_err(|e| eprintln!("{e}")).ok()
+}
 
 pub async fn dispatch(command: Command) -> ExitCode {
     match command {

@@ -9,16 +9,13 @@ use strata_engine::ods::run_ods;
 use tokio::task::JoinSet;
 use tracing::{error, info};
 
+use crate::commands::load_warehouse;
 use crate::commands::serve;
 use crate::commands::signals::stop_on_signals;
 
 pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bool) -> ExitCode {
-    let warehouse = match strata_layers::load(file) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(warehouse) = load_warehouse(file) else {
+        return ExitCode::FAILURE;
     };
     let plan = match strata_layers::plan(&warehouse, layers, bounded) {
         Ok(p) => p,

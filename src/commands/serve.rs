@@ -9,6 +9,7 @@ use tracing::error;
 
 use strata_engine::Shutdown;
 
+use crate::commands::load_warehouse;
 use crate::commands::signals::stop_on_signals;
 
 /// The server settings of `warehouse`.
@@ -55,12 +56,8 @@ pub async fn start(
 }
 
 pub async fn serve(file: &Path) -> ExitCode {
-    let warehouse = match strata_layers::load(file) {
-        Ok(w) => w,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(warehouse) = load_warehouse(file) else {
+        return ExitCode::FAILURE;
     };
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());

@@ -138,6 +138,8 @@ class Warehouse:
     start: str = "earliest"
     interval: str = "200ms"
     group_id: str | None = None
+    # 0: the Flight SQL server `strata run` starts takes any free port.
+    serve_port: int = 0
     path: pathlib.Path = field(init=False)
 
     def __post_init__(self):
@@ -153,6 +155,8 @@ storage:
   root: ./data
 kafka:
   bootstrap_servers: {self.bootstrap}
+serve:
+  listen: 127.0.0.1:{self.serve_port}
 checkpoint:
   interval: {self.interval}
 schemas:

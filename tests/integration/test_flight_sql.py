@@ -262,10 +262,8 @@ def test_queries_during_commits_see_whole_epochs(tmp_path, strata_bin, kafka, rn
     create_topic(kafka, topic, partitions=2)
     records = make_records(20_000, partitions=2, malformed_every=0, rng=rng)
     producer, errors = produce_in_background(kafka, topic, records, chunk=400, pause=0.05)
-    wh = Warehouse(tmp_path, kafka, topic, interval="100ms")
     port = free_port()
-    wh.path.write_text(wh.path.read_text().replace(
-        "checkpoint:", f"serve:\n  listen: 127.0.0.1:{port}\ncheckpoint:"))
+    wh = Warehouse(tmp_path, kafka, topic, interval="100ms", serve_port=port)
     strata = Strata(strata_bin, wh).start()
     wait_until(lambda: (strata.assert_alive(), wh.row_count() > 0)[1], 60, "the first commit")
     seen = []

@@ -1,0 +1,44 @@
+//! `--name value` flags for bench binaries (`cargo bench` adds `--bench`).
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+/// The flags a bench was given.
+pub struct Flags(HashMap<String, String>);
+
+impl Flags {
+    /// Parses the process arguments; only names in `known` are accepted.
+    pub fn parse(known: &[&str]) -> Result<Self, String> {
+        let mut flags = HashMap::new();
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            if flag == "--bench" {
+                continue;
+            }
+            let name = flag.trim_start_matches("--");
+            if !known.contains(&name) {
+                let usage: Vec<String> = known.iter().map(|k| format!("--{k} VALUE")).collect();
+                return Err(format!("unknown argument {flag}; use {}", usage.join(" ")));
+            }
+            let value = it.next().ok_or(format!("{flag} needs a value"))?;
+            flags.insert(name.to_string(), value);
+        }
+        Ok(Flags(flags))
+    }
+
+    /// The value of `--name`, or `default`.
+    pub fn get<T: FromStr>(&self, name: &str, default: T) -> Result<T, String>
+    where
+        T::Err: std::fmt::Display,
+    {
+        match self.0.get(name) {
+            Some(v) => v.parse().map_err(|e| format!("--{name} {v}: {e}")),
+            None => Ok(default),
+        }
+    }
+
+    /// The value of `--name` as text, if given.
+    pub fn text(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
