@@ -24,7 +24,9 @@ mod error;
 mod failpoint;
 pub mod kafka;
 pub mod ods;
+pub mod operators;
 mod shutdown;
+pub mod sql;
 pub mod storage;
 
 pub use error::{EngineError, Result};

@@ -1,0 +1,141 @@
+//! Running a planned layer query on a stream: batches in, windows out when
+//! the watermark passes them, state in and out of checkpoints.
+
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
+use datafusion::error::Result;
+use datafusion::execution::TaskContext;
+
+use crate::operators::session_window::SessionBuffer;
+use crate::sql::planner::{AGGREGATE_SLOT, PlannedQuery, Program, SESSION_SLOT};
+
+/// A layer's query, running.
+pub struct LayerQuery {
+    program: Program,
+    ctx: Arc<TaskContext>,
+    session: Option<SessionBuffer>,
+}
+
+impl LayerQuery {
+    /// Starts `planned`, running its segments in `ctx`.
+    pub fn new(planned: PlannedQuery, ctx: Arc<TaskContext>) -> Result<Self> {
+        let session = match &planned.program {
+            Program::Session {
+                below,
+                gap_us,
+                keys,
+                ..
+            } => Some(SessionBuffer::new(below.schema(), keys, *gap_us)?),
+            _ => None,
+        };
+        Ok(LayerQuery {
+            program: planned.program,
+            ctx,
+            session,
+        })
+    }
+
+    /// Whether results are updates of earlier rows (a plain `GROUP BY`),
+    /// rather than rows to append.
+    pub fn is_updating(&self) -> bool {
+        matches!(self.program, Program::Updating { .. })
+    }
+
+    /// Processes a batch of `input`; returns the rows it produces at once
+    /// (only stateless queries produce rows before a watermark).
+    pub async fn on_batch(&mut self, input: &str, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        match &mut self.program {
+            Program::Stateless(segment) => segment.run(input, vec![batch], &self.ctx).await,
+            Program::Window {
+                below, aggregate, ..
+            }
+            | Program::Updating {
+                below, aggregate, ..
+            } => {
+                for rows in below.run(input, vec![batch], &self.ctx).await? {
+                    aggregate.process(&rows)?;
+                }
+                Ok(Vec::new())
+            }
+            Program::Session { below, .. } => {
+                let rows = below.run(input, vec![batch], &self.ctx).await?;
+                if let Some(buffer) = &mut self.session {
+                    for rows in rows {
+                        buffer.push(rows)?;
+                    }
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// The watermark reached `watermark`: returns the rows of every window
+    /// (or session) that it closed.
+    pub async fn on_watermark(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
+        match &mut self.program {
+            Program::Window {
+                aggregate, above, ..
+            } => match aggregate.close_until(watermark)? {
+                Some(closed) => above.run(AGGREGATE_SLOT, vec![closed], &self.ctx).await,
+                None => Ok(Vec::new()),
+            },
+            Program::Session { closed, .. } => {
+                let Some(buffer) = &mut self.session else {
+                    return Ok(Vec::new());
+                };
+                match buffer.close_until(watermark)? {
+                    Some(rows) => closed.run(SESSION_SLOT, vec![rows], &self.ctx).await,
+                    None => Ok(Vec::new()),
+                }
+            }
+            Program::Stateless(_) | Program::Updating { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// At a checkpoint: the updated results of a plain `GROUP BY` (rows to
+    /// upsert); nothing for other queries.
+    pub async fn on_checkpoint(&mut self) -> Result<Vec<RecordBatch>> {
+        match &mut self.program {
+            Program::Updating {
+                aggregate, above, ..
+            } => match aggregate.take_changed()? {
+                Some(rows) => above.run(AGGREGATE_SLOT, vec![rows], &self.ctx).await,
+                None => Ok(Vec::new()),
+            },
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The query's state, for a checkpoint.
+    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        match &mut self.program {
+            Program::Window { aggregate, .. } | Program::Updating { aggregate, .. } => {
+                aggregate.snapshot()
+            }
+            Program::Session { .. } => match &self.session {
+                Some(buffer) => buffer.snapshot(),
+                None => Ok(None),
+            },
+            Program::Stateless(_) => Ok(None),
+        }
+    }
+
+    /// Loads state from a checkpoint.
+    pub fn restore(&mut self, state: RecordBatch) -> Result<()> {
+        match &mut self.program {
+            Program::Window { aggregate, .. } | Program::Updating { aggregate, .. } => {
+                aggregate.restore(&state)
+            }
+            Program::Session { .. } => match &mut self.session {
+                Some(buffer) => buffer.restore(state),
+                None => Ok(()),
+            },
+            Program::Stateless(_) => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "layer_query_tests.rs"]
+mod tests;

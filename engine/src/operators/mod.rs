@@ -1,0 +1,5 @@
+//! Streaming operators: what runs a layer's query on a stream.
+
+pub mod layer_query;
+pub mod session_window;
+pub mod window_aggregate;

@@ -1,0 +1,401 @@
+//! Incremental windowed aggregation: `GROUP BY window_start, window_end,
+//! keys...`, emitted when the watermark passes `window_end`.
+//!
+//! The window TVF rewrite has already given every row its window (HOP and
+//! CUMULATE rows once per window they fall in), so one operator serves
+//! TUMBLE, HOP and CUMULATE: groups are kept per `window_end`, and a window
+//! is final, emitted and forgotten once the watermark reaches its end
+//! (append-only output, as Flink's window aggregations).
+//!
+//! The aggregation itself is DataFusion's: its `GroupValues` map keys to
+//! group ids and its vectorized `GroupsAccumulator`s (COUNT, SUM, AVG,
+//! MIN/MAX, COUNT(DISTINCT), APPROX_DISTINCT's HyperLogLog, percentile
+//! digests...) keep one state per group. State is as large as the number of
+//! groups in open windows, never the number of rows. Checkpoints store each
+//! accumulator's intermediate state (the same state DataFusion exchanges
+//! between partial and final aggregation) and restore by merging it back.
+//!
+//! Without a `window_end` key the same operator keeps one never-closing
+//! bucket: a plain `GROUP BY` whose current results are emitted as updates.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
+};
+use arrow::compute::{concat_batches, take};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
+use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+
+/// The bucket of a plain (windowless) `GROUP BY`.
+const NO_WINDOW: i64 = i64::MAX;
+
+/// Groups and accumulators of one window.
+struct Groups {
+    values: Box<dyn GroupValues>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+}
+
+/// A windowed (or plain) `GROUP BY`, planned by DataFusion, run incrementally.
+pub struct WindowAggregate {
+    group_exprs: Vec<Arc<dyn PhysicalExpr>>,
+    group_schema: SchemaRef,
+    aggregates: Vec<Arc<AggregateFunctionExpr>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    window_end: Option<usize>,
+    windows: BTreeMap<i64, Groups>,
+    output_schema: SchemaRef,
+    state_schema: SchemaRef,
+    /// How many state columns each accumulator has.
+    state_widths: Vec<usize>,
+    ids: Vec<usize>,
+    /// Plain `GROUP BY`: which groups changed since the last `take_changed`.
+    changed: Vec<bool>,
+}
+
+impl WindowAggregate {
+    /// The operator for `agg`; `window_end` names its window-end group key
+    /// (`None` for a plain `GROUP BY`).
+    pub fn from_exec(agg: &AggregateExec, window_end: Option<&str>) -> Result<Self> {
+        if !matches!(
+            agg.mode(),
+            AggregateMode::Single | AggregateMode::SinglePartitioned
+        ) {
+            return Err(DataFusionError::Internal(format!(
+                "expected a single-phase aggregate, got {:?}",
+                agg.mode()
+            )));
+        }
+        let group_by = agg.group_expr();
+        if !group_by.is_single() {
+            return Err(DataFusionError::NotImplemented(
+                "GROUPING SETS, CUBE and ROLLUP on a stream".into(),
+            ));
+        }
+        let input = agg.input_schema();
+        let mut fields = Vec::new();
+        for (expr, name) in group_by.expr() {
+            fields.push(Field::new(
+                name,
+                expr.data_type(&input)?,
+                expr.nullable(&input)?,
+            ));
+        }
+        let group_schema = Arc::new(Schema::new(fields));
+        let window_end = match window_end {
+            Some(name) => Some(group_schema.index_of(name).map_err(|_| {
+                DataFusionError::Plan(format!("a windowed aggregation must GROUP BY {name}"))
+            })?),
+            None => None,
+        };
+        if let Some(i) = window_end
+            && !matches!(group_schema.field(i).data_type(), DataType::Timestamp(_, _))
+        {
+            return Err(DataFusionError::Plan(
+                "window_end must be a timestamp".into(),
+            ));
+        }
+        let aggregates = agg.aggr_expr().to_vec();
+        let mut state_fields: Vec<Field> = group_schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        let mut state_widths = Vec::with_capacity(aggregates.len());
+        for (i, a) in aggregates.iter().enumerate() {
+            let fields = a.state_fields()?;
+            state_widths.push(fields.len());
+            for f in fields {
+                state_fields.push(Field::new(
+                    format!("{i}_{}", f.name()),
+                    f.data_type().clone(),
+                    true,
+                ));
+            }
+        }
+        Ok(WindowAggregate {
+            group_exprs: group_by.expr().iter().map(|(e, _)| e.clone()).collect(),
+            group_schema,
+            aggregates,
+            filters: agg.filter_expr().to_vec(),
+            window_end,
+            windows: BTreeMap::new(),
+            output_schema: ExecutionPlan::schema(agg),
+            state_schema: Arc::new(Schema::new(state_fields)),
+            state_widths,
+            ids: Vec::new(),
+            changed: Vec::new(),
+        })
+    }
+
+    /// The schema of emitted rows: group keys, then aggregate values.
+    pub fn output_schema(&self) -> &SchemaRef {
+        &self.output_schema
+    }
+
+    /// Open windows (a plain `GROUP BY` has one).
+    pub fn open_windows(&self) -> usize {
+        self.windows.len()
+    }
+
+    /// Groups held across all open windows.
+    pub fn groups(&self) -> usize {
+        self.windows.values().map(|g| g.values.len()).sum()
+    }
+
+    fn new_groups(&self) -> Result<Groups> {
+        let values = new_group_values(self.group_schema.clone(), &GroupOrdering::None)?;
+        let accumulators = self
+            .aggregates
+            .iter()
+            .map(|a| -> Result<Box<dyn GroupsAccumulator>> {
+                if a.groups_accumulator_supported() {
+                    a.create_groups_accumulator()
+                } else {
+                    let a = a.clone();
+                    Ok(Box::new(GroupsAccumulatorAdapter::new(move || {
+                        a.create_accumulator()
+                    })))
+                }
+            })
+            .collect::<Result<_>>()?;
+        Ok(Groups {
+            values,
+            accumulators,
+        })
+    }
+
+    /// Adds a batch of the aggregate's input.
+    pub fn process(&mut self, batch: &RecordBatch) -> Result<()> {
+        let n = batch.num_rows();
+        if n == 0 {
+            return Ok(());
+        }
+        let keys = evaluate(&self.group_exprs, batch)?;
+        let args: Vec<Vec<ArrayRef>> = self
+            .aggregates
+            .iter()
+            .map(|a| evaluate(&a.expressions(), batch))
+            .collect::<Result<_>>()?;
+        let filters: Vec<Option<ArrayRef>> = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| f.evaluate(batch)?.into_array(n))
+                    .transpose()
+            })
+            .collect::<Result<_>>()?;
+        let Some(end_index) = self.window_end else {
+            return self.update(NO_WINDOW, &keys, &args, &filters);
+        };
+        let ends = timestamps(&keys[end_index])?;
+        if ends.null_count() > 0 {
+            return Err(DataFusionError::Execution(
+                "a row has no window_end: is its time column null?".into(),
+            ));
+        }
+        let values = ends.values();
+        if values.iter().all(|v| *v == values[0]) {
+            return self.update(values[0], &keys, &args, &filters);
+        }
+        // HOP rows, or a batch spanning windows: update each window with its rows.
+        let mut by_window: HashMap<i64, Vec<u32>> = HashMap::new();
+        for (row, end) in values.iter().enumerate() {
+            by_window.entry(*end).or_default().push(row as u32);
+        }
+        for (end, rows) in by_window {
+            let rows = UInt32Array::from(rows);
+            let pick = |cols: &[ArrayRef]| -> Result<Vec<ArrayRef>> {
+                cols.iter()
+                    .map(|c| take(c.as_ref(), &rows, None).map_err(DataFusionError::from))
+                    .collect()
+            };
+            let keys = pick(&keys)?;
+            let args = args.iter().map(|a| pick(a)).collect::<Result<Vec<_>>>()?;
+            let filters = filters
+                .iter()
+                .map(|f| {
+                    f.as_ref()
+                        .map(|f| take(f.as_ref(), &rows, None))
+                        .transpose()
+                })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            self.update(end, &keys, &args, &filters)?;
+        }
+        Ok(())
+    }
+
+    fn update(
+        &mut self,
+        window: i64,
+        keys: &[ArrayRef],
+        args: &[Vec<ArrayRef>],
+        filters: &[Option<ArrayRef>],
+    ) -> Result<()> {
+        if !self.windows.contains_key(&window) {
+            let groups = self.new_groups()?;
+            self.windows.insert(window, groups);
+        }
+        let Some(groups) = self.windows.get_mut(&window) else {
+            return Ok(());
+        };
+        groups.values.intern(keys, &mut self.ids)?;
+        let total = groups.values.len();
+        if window == NO_WINDOW {
+            self.changed.resize(total, false);
+            for id in &self.ids {
+                self.changed[*id] = true;
+            }
+        }
+        for ((acc, args), filter) in groups.accumulators.iter_mut().zip(args).zip(filters) {
+            let filter = filter
+                .as_ref()
+                .and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
+            acc.update_batch(args, &self.ids, filter, total)?;
+        }
+        Ok(())
+    }
+
+    /// Emits and forgets every window that ends at or before `watermark`
+    /// (microseconds).
+    pub fn close_until(&mut self, watermark: i64) -> Result<Option<RecordBatch>> {
+        if self.window_end.is_none() {
+            return Ok(None);
+        }
+        let closed: Vec<i64> = self.windows.range(..=watermark).map(|(k, _)| *k).collect();
+        let mut out = Vec::with_capacity(closed.len());
+        for end in closed {
+            if let Some(groups) = self.windows.remove(&end) {
+                out.push(self.emit(groups)?);
+            }
+        }
+        concat(&self.output_schema, out)
+    }
+
+    /// The current results of the groups of a plain `GROUP BY` that changed
+    /// since the last call (state is kept).
+    pub fn take_changed(&mut self) -> Result<Option<RecordBatch>> {
+        if !self.changed.contains(&true) {
+            return Ok(None);
+        }
+        // Snapshotting re-interns the keys in group-id order, so the ids the
+        // `changed` flags refer to stay the same.
+        let Some(snapshot) = self.snapshot()? else {
+            return Ok(None);
+        };
+        let groups = self.groups_from(&snapshot)?;
+        let all = self.emit(groups)?;
+        let mask = BooleanArray::from(std::mem::take(&mut self.changed));
+        Ok(Some(arrow::compute::filter_record_batch(&all, &mask)?))
+    }
+
+    fn emit(&self, mut groups: Groups) -> Result<RecordBatch> {
+        let mut columns = groups.values.emit(EmitTo::All)?;
+        for acc in &mut groups.accumulators {
+            columns.push(acc.evaluate(EmitTo::All)?);
+        }
+        Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
+    }
+
+    /// The state of every open window, for a checkpoint: group keys, then
+    /// each accumulator's intermediate state. The operator keeps its state.
+    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
+        let mut parts = Vec::with_capacity(self.windows.len());
+        for (_, mut groups) in std::mem::take(&mut self.windows) {
+            let mut columns = groups.values.emit(EmitTo::All)?;
+            for acc in &mut groups.accumulators {
+                columns.extend(acc.state(EmitTo::All)?);
+            }
+            parts.push(RecordBatch::try_new(self.state_schema.clone(), columns)?);
+        }
+        let snapshot = concat(&self.state_schema, parts)?;
+        if let Some(snapshot) = &snapshot {
+            self.restore(snapshot)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Loads the state a [`snapshot`](Self::snapshot) returned.
+    pub fn restore(&mut self, snapshot: &RecordBatch) -> Result<()> {
+        if snapshot.schema().fields() != self.state_schema.fields() {
+            return Err(DataFusionError::Execution(
+                "the checkpointed state does not match this query (was the layer's SQL changed? backfill it instead)".into(),
+            ));
+        }
+        let windows: Vec<(i64, RecordBatch)> = match self.window_end {
+            None => vec![(NO_WINDOW, snapshot.clone())],
+            Some(i) => split_by_window(snapshot, i)?,
+        };
+        for (end, part) in windows {
+            let groups = self.groups_from(&part)?;
+            self.windows.insert(end, groups);
+        }
+        Ok(())
+    }
+
+    fn groups_from(&mut self, state: &RecordBatch) -> Result<Groups> {
+        let mut groups = self.new_groups()?;
+        let keys = &state.columns()[..self.group_schema.fields().len()];
+        groups.values.intern(keys, &mut self.ids)?;
+        let total = groups.values.len();
+        let mut next = keys.len();
+        for (acc, width) in groups.accumulators.iter_mut().zip(&self.state_widths) {
+            let width = *width;
+            let columns = &state.columns()[next..next + width];
+            next += width;
+            acc.merge_batch(columns, &self.ids, total)?;
+        }
+        Ok(groups)
+    }
+}
+
+fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {
+    exprs
+        .iter()
+        .map(|e| e.evaluate(batch)?.into_array(batch.num_rows()))
+        .collect()
+}
+
+fn timestamps(array: &ArrayRef) -> Result<&TimestampMicrosecondArray> {
+    array
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| DataFusionError::Plan("window_end must be a microsecond timestamp".into()))
+}
+
+fn split_by_window(batch: &RecordBatch, end_index: usize) -> Result<Vec<(i64, RecordBatch)>> {
+    let ends = timestamps(batch.column(end_index))?;
+    let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
+    for (row, end) in ends.values().iter().enumerate() {
+        by_window.entry(*end).or_default().push(row as u32);
+    }
+    by_window
+        .into_iter()
+        .map(|(end, rows)| {
+            let rows = UInt32Array::from(rows);
+            let columns = batch
+                .columns()
+                .iter()
+                .map(|c| take(c.as_ref(), &rows, None))
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok((end, RecordBatch::try_new(batch.schema(), columns)?))
+        })
+        .collect()
+}
+
+fn concat(schema: &SchemaRef, parts: Vec<RecordBatch>) -> Result<Option<RecordBatch>> {
+    match parts.len() {
+        0 => Ok(None),
+        1 => Ok(parts.into_iter().next()),
+        _ => Ok(Some(concat_batches(schema, &parts)?)),
+    }
+}

@@ -1,0 +1,9 @@
+//! Streaming SQL: Flink-style layer queries planned with DataFusion and run
+//! by Strata's streaming operators.
+
+pub mod batch_slot;
+pub mod planner;
+pub mod segment;
+pub mod stream_table;
+pub mod window_tvf;
+pub mod window_udfs;

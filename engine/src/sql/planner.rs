@@ -1,0 +1,489 @@
+//! From a layer's SQL to a streaming program.
+//!
+//! DataFusion plans the (window-rewritten) SQL as if the inputs were tables.
+//! The physical plan is then cut at its one stateful node, the aggregate:
+//! - below it, a stateless [`Segment`] run on every input batch;
+//! - the aggregate becomes Strata's [`WindowAggregate`] (TUMBLE, HOP,
+//!   CUMULATE, or a plain `GROUP BY`), or a session operator;
+//! - above it, a stateless segment run on every batch the aggregate emits:
+//!   HAVING, projections, and per-window Top-N (`ROW_NUMBER() OVER
+//!   (PARTITION BY window_start ...)`), which only ever see whole windows.
+//!
+//! Anything that would need state DataFusion keeps (a sort or a LIMIT over
+//! the whole stream, a second aggregation) is refused with what to write
+//! instead, rather than run with batch semantics that would be wrong.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::aggregates::AggregateExec;
+use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
+
+use crate::operators::window_aggregate::WindowAggregate;
+use crate::sql::batch_slot::BatchSlot;
+use crate::sql::segment::Segment;
+use crate::sql::stream_table::StreamTable;
+use crate::sql::window_tvf::{WindowKind, WindowTvf, rewrite};
+use crate::sql::window_udfs::window_udfs;
+
+/// The slot the aggregate's output is fed through, in the segment above it.
+pub const AGGREGATE_SLOT: &str = "__strata_aggregate";
+/// The slot closed sessions are fed through.
+pub const SESSION_SLOT: &str = "__strata_session";
+
+/// Why a layer's SQL cannot run as a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// The SQL itself is wrong (syntax, unknown column, types).
+    #[error("{0}")]
+    Sql(String),
+    /// Valid SQL that has no streaming meaning (yet); says what to write.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<DataFusionError> for PlanError {
+    fn from(e: DataFusionError) -> Self {
+        PlanError::Sql(e.find_root().to_string())
+    }
+}
+
+/// A layer's query, ready to run.
+pub struct PlannedQuery {
+    /// The layer's output rows.
+    pub output_schema: SchemaRef,
+    /// How the rows are computed.
+    pub program: Program,
+    /// The window TVF, if the query has one.
+    pub window: Option<WindowTvf>,
+    /// The input names the query reads.
+    pub inputs: Vec<String>,
+    /// The output column carrying event time, if any: what downstream
+    /// layers window on.
+    pub output_time_column: Option<String>,
+}
+
+/// The shapes of streaming program.
+pub enum Program {
+    /// Row by row: filters, projections, functions.
+    Stateless(Segment),
+    /// A TUMBLE / HOP / CUMULATE aggregation.
+    Window {
+        /// Up to the aggregate's input.
+        below: Segment,
+        /// The aggregate.
+        aggregate: WindowAggregate,
+        /// On emitted windows.
+        above: Segment,
+    },
+    /// A SESSION aggregation: rows wait per key until their session closes.
+    Session {
+        /// Up to the aggregate's input.
+        below: Segment,
+        /// The aggregate and what is above it, run on closed sessions.
+        closed: Segment,
+        /// The inactivity gap, microseconds.
+        gap_us: i64,
+        /// Session keys (columns of `below`'s output).
+        keys: Vec<String>,
+    },
+    /// A plain `GROUP BY`: results are updated as rows arrive and upserted
+    /// by their group keys.
+    Updating {
+        /// Up to the aggregate's input.
+        below: Segment,
+        /// The aggregate (one never-closing bucket).
+        aggregate: WindowAggregate,
+        /// On current results.
+        above: Segment,
+        /// Output columns that identify a row (the GROUP BY keys).
+        keys: Vec<String>,
+    },
+}
+
+/// Plans layer queries with DataFusion.
+pub struct StreamingPlanner {
+    udfs: Vec<ScalarUDF>,
+}
+
+/// DataFusion nodes that keep no state between batches.
+const STATELESS: &[&str] = &[
+    "ProjectionExec",
+    "FilterExec",
+    "UnnestExec",
+    "CooperativeExec",
+    "CoalesceBatchesExec",
+    "BatchSlot",
+    "UnionExec",
+    "InterleaveExec",
+    "RepartitionExec",
+    "CoalescePartitionsExec",
+];
+/// What may run on each emitted window, on top of the stateless nodes.
+const PER_WINDOW: &[&str] = &[
+    "SortExec",
+    "BoundedWindowAggExec",
+    "WindowAggExec",
+    "SortPreservingMergeExec",
+];
+
+impl StreamingPlanner {
+    /// A planner; `udfs` are users' scalar functions, callable by name.
+    pub fn new(udfs: Vec<ScalarUDF>) -> Self {
+        StreamingPlanner { udfs }
+    }
+
+    fn context(&self) -> SessionContext {
+        // One partition: there is no repartitioning on a stream, and the
+        // aggregate is planned as a single-phase node.
+        let config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(false);
+        let ctx = SessionContext::new_with_config(config);
+        // COUNT(DISTINCT x) alone would become two stacked aggregations.
+        ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+        for f in window_udfs().into_iter().chain(self.udfs.iter().cloned()) {
+            ctx.register_udf(f);
+        }
+        ctx
+    }
+
+    /// The task context segments run in.
+    pub fn task_ctx(&self) -> Arc<TaskContext> {
+        self.context().task_ctx()
+    }
+
+    /// Plans `sql` over `inputs` (name, schema); an input's event-time column
+    /// is named in its schema's metadata under [`TIME_COLUMN_KEY`].
+    pub async fn plan(
+        &self,
+        sql: &str,
+        inputs: &[(String, SchemaRef)],
+    ) -> Result<PlannedQuery, PlanError> {
+        let rewritten = rewrite(sql).map_err(|e| PlanError::Sql(e.message))?;
+        if rewritten.windows.len() > 1 {
+            return Err(PlanError::Unsupported(
+                "one window TVF per layer: window the second input in a layer of its own (window joins come with the joins issue)".into(),
+            ));
+        }
+        let window = rewritten.windows.first().cloned();
+        let ctx = self.context();
+        for (name, schema) in inputs {
+            ctx.register_table(
+                name.as_str(),
+                Arc::new(StreamTable::new(name, schema.clone())),
+            )?;
+        }
+        if let Some(w) = &window {
+            check_time_column(w, inputs)?;
+        }
+        let plan = ctx
+            .sql(&rewritten.sql)
+            .await?
+            .create_physical_plan()
+            .await?;
+        let aggregates = nodes_named(&plan, "AggregateExec");
+        let (program, read) = match aggregates.as_slice() {
+            [] => {
+                check_nodes(&plan, STATELESS, "in a layer without aggregation")?;
+                if window.is_some() {
+                    return Err(PlanError::Unsupported(
+                        "a window TVF needs an aggregation: GROUP BY window_start, window_end, ..."
+                            .into(),
+                    ));
+                }
+                let segment = Segment::new(plan.clone())?;
+                let read = segment.inputs();
+                (Program::Stateless(segment), read)
+            }
+            [agg_node] => plan_aggregate(&plan, agg_node, window.as_ref())?,
+            _ => {
+                return Err(PlanError::Unsupported(
+                    "one aggregation per layer: compute the second in a downstream layer that reads this one".into(),
+                ));
+            }
+        };
+        let declared: HashSet<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        let used: HashSet<&str> = read.iter().map(String::as_str).collect();
+        if let Some(unused) = declared.iter().find(|n| !used.contains(*n)) {
+            return Err(PlanError::Sql(format!(
+                "input `{unused}` is declared but the SQL never reads it; name it in FROM or remove it from inputs (its rows would be dropped)"
+            )));
+        }
+        let output_schema = plan.schema();
+        let output_time_column = output_time_column(&output_schema, inputs, &program);
+        Ok(PlannedQuery {
+            output_schema,
+            program,
+            window,
+            inputs: read,
+            output_time_column,
+        })
+    }
+}
+
+fn check_time_column(w: &WindowTvf, inputs: &[(String, SchemaRef)]) -> Result<(), PlanError> {
+    let Some((_, schema)) = inputs.iter().find(|(n, _)| *n == w.input) else {
+        let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(PlanError::Sql(format!(
+            "{}(TABLE {}, ...): `{}` is not an input of this layer; inputs: {}",
+            w.kind,
+            w.input,
+            w.input,
+            names.join(", ")
+        )));
+    };
+    match schema.field_with_name(&w.time_column) {
+        Ok(f) if matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(_, _)) => Ok(()),
+        Ok(f) => Err(PlanError::Sql(format!(
+            "DESCRIPTOR({}) must name a timestamp column; it is {}",
+            w.time_column,
+            f.data_type()
+        ))),
+        Err(_) => Err(PlanError::Sql(format!(
+            "DESCRIPTOR({}): `{}` has no such column",
+            w.time_column, w.input
+        ))),
+    }
+}
+
+fn plan_aggregate(
+    plan: &Arc<dyn ExecutionPlan>,
+    agg_node: &Arc<dyn ExecutionPlan>,
+    window: Option<&WindowTvf>,
+) -> Result<(Program, Vec<String>), PlanError> {
+    let Some(agg) = agg_node.downcast_ref::<AggregateExec>() else {
+        return Err(PlanError::Sql("internal: not an aggregate".into()));
+    };
+    let below = Segment::new(agg.input().clone())?;
+    check_nodes(below.plan(), STATELESS, "before the aggregation")?;
+    let read = below.inputs();
+    let names: Vec<&str> = agg
+        .group_expr()
+        .expr()
+        .iter()
+        .map(|(_, n)| n.as_str())
+        .collect();
+    let windowed = names.contains(&"window_start") || names.contains(&"window_end");
+    let program = match window {
+        Some(w) if w.kind == WindowKind::Session => {
+            if !(names.contains(&"window_start") && names.contains(&"window_end")) {
+                return Err(PlanError::Unsupported(
+                    "a SESSION aggregation must GROUP BY window_start, window_end (and its PARTITION BY keys)".into(),
+                ));
+            }
+            let below_schema = below.schema();
+            for key in &w.partition_by {
+                if below_schema.field_with_name(key).is_err() || !names.contains(&key.as_str()) {
+                    return Err(PlanError::Unsupported(format!(
+                        "SESSION ... PARTITION BY {key}: GROUP BY {key} too, so each session's result is one row"
+                    )));
+                }
+            }
+            let slot: Arc<dyn ExecutionPlan> =
+                Arc::new(BatchSlot::new(SESSION_SLOT, below_schema, None));
+            let input = agg.input().clone();
+            let closed = replace(plan, &input, slot)?;
+            check_nodes(
+                &closed,
+                &[STATELESS, PER_WINDOW, &["AggregateExec"]].concat(),
+                "on a session window",
+            )?;
+            check_per_window(&closed)?;
+            Program::Session {
+                below,
+                closed: Segment::new(closed)?,
+                gap_us: w.size_us,
+                keys: w.partition_by.clone(),
+            }
+        }
+        Some(_) => {
+            if !(windowed && names.contains(&"window_end")) {
+                return Err(PlanError::Unsupported(
+                    "a windowed aggregation must GROUP BY window_start, window_end, ... (Flink's window TVF aggregation)".into(),
+                ));
+            }
+            let aggregate = WindowAggregate::from_exec(agg, Some("window_end"))?;
+            let above = above_segment(plan, agg_node, agg)?;
+            check_nodes(
+                above.plan(),
+                &[STATELESS, PER_WINDOW].concat(),
+                "on a window's results",
+            )?;
+            check_per_window(above.plan())?;
+            Program::Window {
+                below,
+                aggregate,
+                above,
+            }
+        }
+        None => {
+            if windowed {
+                return Err(PlanError::Unsupported(
+                    "window_start / window_end come from a window TVF: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))".into(),
+                ));
+            }
+            let aggregate = WindowAggregate::from_exec(agg, None)?;
+            let above = above_segment(plan, agg_node, agg)?;
+            check_nodes(
+                above.plan(),
+                STATELESS,
+                "on the results of a GROUP BY without windows",
+            )?;
+            let output = above.schema();
+            let mut keys = Vec::new();
+            for name in &names {
+                if output.field_with_name(name).is_err() {
+                    return Err(PlanError::Unsupported(format!(
+                        "a GROUP BY without windows is kept up to date by its keys: select `{name}` (every GROUP BY column) in the result"
+                    )));
+                }
+                keys.push(name.to_string());
+            }
+            Program::Updating {
+                below,
+                aggregate,
+                above,
+                keys,
+            }
+        }
+    };
+    Ok((program, read))
+}
+
+fn above_segment(
+    plan: &Arc<dyn ExecutionPlan>,
+    agg_node: &Arc<dyn ExecutionPlan>,
+    agg: &AggregateExec,
+) -> Result<Segment, PlanError> {
+    let slot: Arc<dyn ExecutionPlan> = Arc::new(BatchSlot::new(
+        AGGREGATE_SLOT,
+        ExecutionPlan::schema(agg),
+        None,
+    ));
+    Ok(Segment::new(replace(plan, agg_node, slot)?)?)
+}
+
+/// `plan` with the node `target` replaced by `with`.
+fn replace(
+    plan: &Arc<dyn ExecutionPlan>,
+    target: &Arc<dyn ExecutionPlan>,
+    with: Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>, PlanError> {
+    Ok(plan
+        .clone()
+        .transform_down(|node| {
+            Ok(if Arc::ptr_eq(&node, target) {
+                Transformed::new(with.clone(), true, TreeNodeRecursion::Jump)
+            } else {
+                Transformed::no(node)
+            })
+        })?
+        .data)
+}
+
+fn nodes_named(plan: &Arc<dyn ExecutionPlan>, name: &str) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut found = Vec::new();
+    let _ = plan.apply(|node| {
+        if node.name() == name {
+            found.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
+/// Every node of `plan` must be in `allowed`; otherwise say what to write.
+fn check_nodes(
+    plan: &Arc<dyn ExecutionPlan>,
+    allowed: &[&str],
+    place: &str,
+) -> Result<(), PlanError> {
+    let mut bad = None;
+    plan.apply(|node| {
+        if !allowed.contains(&node.name()) {
+            bad = Some(node.name().to_string());
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    let Some(name) = bad else {
+        return Ok(());
+    };
+    let advice = match name.as_str() {
+        "SortExec" | "SortPreservingMergeExec" => {
+            "ORDER BY over a whole stream never finishes; order within a window (after GROUP BY window_start, window_end), or in the query that reads the table"
+        }
+        "GlobalLimitExec" | "LocalLimitExec" => {
+            "LIMIT over a stream: for the first N rows of each window use ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY ...) <= N"
+        }
+        "BoundedWindowAggExec" | "WindowAggExec" => {
+            "OVER aggregations are supported on a window's results (Top-N per window); over a raw stream they are not supported yet"
+        }
+        "AggregateExec" => "one aggregation per layer: compute the second in a downstream layer",
+        n if n.contains("Join") => "joins are not supported in layers yet",
+        _ => "this operation is not supported in streaming layers",
+    };
+    Err(PlanError::Unsupported(format!("{name} {place}: {advice}")))
+}
+
+/// Window functions on a window's results must stay within one window.
+fn check_per_window(plan: &Arc<dyn ExecutionPlan>) -> Result<(), PlanError> {
+    let mut problem = None;
+    plan.apply(|node| {
+        let exprs = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
+            w.window_expr().to_vec()
+        } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
+            w.window_expr().to_vec()
+        } else {
+            return Ok(TreeNodeRecursion::Continue);
+        };
+        for e in exprs {
+            let per_window = e.partition_by().iter().any(|p| {
+                p.downcast_ref::<Column>()
+                    .is_some_and(|c| c.name() == "window_start" || c.name() == "window_end")
+            });
+            if !per_window {
+                problem = Some(e.name().to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    match problem {
+        None => Ok(()),
+        Some(name) => Err(PlanError::Unsupported(format!(
+            "{name}: an OVER clause on window results must PARTITION BY window_start (or window_end), so each window is ranked on its own (window Top-N)"
+        ))),
+    }
+}
+
+fn output_time_column(
+    output: &SchemaRef,
+    inputs: &[(String, SchemaRef)],
+    program: &Program,
+) -> Option<String> {
+    let has = |name: &str| output.field_with_name(name).is_ok();
+    match program {
+        // Emitted after their window closed: rows are stamped by its end.
+        Program::Window { .. } | Program::Session { .. } => {
+            has("window_end").then(|| "window_end".into())
+        }
+        Program::Updating { .. } => None,
+        Program::Stateless(_) => inputs
+            .iter()
+            .flat_map(|(_, s)| s.metadata().get(TIME_COLUMN_KEY).cloned())
+            .find(|c| has(c)),
+    }
+}
+
+/// Schema metadata naming a stream's event-time column.
+pub const TIME_COLUMN_KEY: &str = "strata.event_time";
