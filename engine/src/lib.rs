@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod checkpoint;
+pub mod dataflow;
 pub mod delta;
 mod error;
 mod failpoint;
@@ -29,6 +30,7 @@ mod shutdown;
 pub mod sql;
 pub mod storage;
 
+pub use dataflow::watermark::WatermarkSpec;
 pub use error::{EngineError, Result};
 pub use kafka::client_config::KafkaConfig;
 pub use kafka::offsets::{SourceOffsets, TopicPartition};

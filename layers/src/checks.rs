@@ -67,6 +67,46 @@ pub(crate) fn check_references(d: &mut Diagnostics, read: &ReadWarehouse) {
         let LayerBody::Sql(sql) = &layer.body else {
             continue;
         };
+        let path = format!("layers.{}", layer.name);
+        if let Some(filter) = &layer.filter
+            && sql.inputs.len() != 1
+        {
+            d.error(
+                filter.pos,
+                &format!("{path}.filter"),
+                "a filter applies to a layer with one input",
+                Some("filter each input in the layer that produces it, or put the condition in the SQL's WHERE".into()),
+            );
+        }
+        let topics: Vec<&Located<String>> = sql
+            .inputs
+            .iter()
+            .filter_map(|i| match i {
+                Input::Topic { name, .. } => Some(name),
+                Input::Layer(_) => None,
+            })
+            .collect();
+        if topics.len() > 1 {
+            d.error(
+                topics[1].pos,
+                &format!("{path}.inputs"),
+                "a layer reads at most one topic directly",
+                Some("land the other topics in ods layers and read those layers".into()),
+            );
+        }
+        let names: Vec<&Located<String>> = sql
+            .inputs
+            .iter()
+            .map(|i| match i {
+                Input::Topic { name, .. } | Input::Layer(name) => name,
+            })
+            .collect();
+        check_unique(
+            d,
+            &names.into_iter().cloned().collect::<Vec<_>>(),
+            &format!("{path}.inputs"),
+            "input",
+        );
         for input in &sql.inputs {
             match input {
                 Input::Layer(name) if w.layer(&name.value).is_none() => unknown_name(

@@ -5,9 +5,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use strata_engine::StartPosition;
+use strata_engine::{StartPosition, WatermarkSpec};
 use strata_schemas::Schema;
 
+use crate::diagnostic::Diagnostic;
 use crate::node_reader::Located;
 
 /// A validated warehouse: storage, broker, schemas and layers.
@@ -40,6 +41,26 @@ impl Warehouse {
     /// A layer by name.
     pub fn layer(&self, name: &str) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// A problem with layer `name`'s SQL (found when it is planned), as a
+    /// diagnostic pointing at its `sql:` line; `None` for an unknown or
+    /// ODS layer.
+    pub fn sql_diagnostic(&self, name: &str, message: String) -> Option<Diagnostic> {
+        let layer = self.layer(name)?;
+        let LayerBody::Sql(sql) = &layer.body else {
+            return None;
+        };
+        Some(Diagnostic {
+            file: self.file.clone(),
+            pos: sql.sql.pos,
+            field: format!("layers.{name}.sql"),
+            message,
+            help: Some(format!(
+                "fix the query, then check it with `strata validate {}`",
+                self.file.display()
+            )),
+        })
     }
 }
 
@@ -154,7 +175,20 @@ pub struct Layer {
     pub body: LayerBody,
     /// Overrides the warehouse's checkpoint interval.
     pub checkpoint_interval: Option<Duration>,
+    /// How event time is tracked: for a layer reading topics, the sources'
+    /// delay and idle timeout; for a layer reading layers, its extra delay.
+    pub watermark: WatermarkSpec,
+    /// Rows dated further ahead of the clock go to `<layer>_future`
+    /// (`None`: never).
+    pub future_skew: Option<Duration>,
+    /// A SQL condition rows must meet to enter the layer.
+    pub filter: Option<Located<String>>,
+    /// Keep rows the filter rejects, in `<layer>_rejected`.
+    pub keep_rejected: bool,
 }
+
+/// The default allowance for rows dated ahead of the clock.
+pub const DEFAULT_FUTURE_SKEW: Duration = Duration::from_secs(3600);
 
 /// What a layer does.
 #[derive(Debug, Clone)]
@@ -184,7 +218,7 @@ pub struct SqlLayer {
     /// Upstream layers or topics.
     pub inputs: Vec<Input>,
     /// The transform, in Flink SQL style.
-    pub sql: String,
+    pub sql: Located<String>,
 }
 
 /// One input of a SQL layer.
@@ -198,5 +232,7 @@ pub enum Input {
         topic: String,
         /// The schema name.
         schema: Located<String>,
+        /// The name the SQL reads it by.
+        name: Located<String>,
     },
 }

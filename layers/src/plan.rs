@@ -1,48 +1,54 @@
-//! From a validated warehouse to the engine's pipeline specs.
+//! From a validated warehouse to the engine's dataflow.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use strata_engine::ods::OdsSpec;
+use strata_engine::dataflow::{DataflowSpec, InputFrom, LayerInput, LayerSpec, SourceSpec};
 use strata_engine::{KafkaConfig, StorageRoot};
 
-use crate::model::{LayerBody, Warehouse};
+use crate::model::{Input, Layer, LayerBody, Warehouse};
 
 /// What `strata run` will start.
 #[derive(Debug)]
 pub struct Plan {
-    /// One pipeline per ODS layer.
-    pub ods: Vec<OdsSpec>,
+    /// The layers as one dataflow.
+    pub dataflow: DataflowSpec,
 }
 
-/// Why a warehouse cannot be run (yet).
+/// Why a warehouse cannot be run as asked.
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// The storage root cannot be used.
     #[error("storage: {0}")]
     Storage(#[from] strata_engine::EngineError),
-    /// A layer uses something this build cannot run.
-    #[error(
-        "layer `{layer}` ({kind}) is a SQL layer; this version of strata runs ods layers only (streaming SQL layers are not built yet). Remove it from the file, or run only the ods layers with `--layer NAME`"
-    )]
-    Unsupported {
-        /// The layer.
-        layer: String,
-        /// Its kind.
-        kind: String,
-    },
     /// `--layer` named a layer the file does not have.
     #[error("no layer named `{0}` in the warehouse file")]
     UnknownLayer(String),
+    /// `--layer` left out a layer a chosen one reads.
+    #[error(
+        "layer `{layer}` reads `{upstream}`: run `{upstream}` too (add --layer {upstream}), since layers in one process share their checkpoints"
+    )]
+    MissingUpstream {
+        /// The chosen layer.
+        layer: String,
+        /// What it reads.
+        upstream: String,
+    },
 }
 
-/// Plans the layers of `warehouse` (all of them, or those in `only`).
-/// `bounded` makes every pipeline stop once caught up with its input.
+/// Plans the layers of `warehouse` (all of them, or those in `only`) as one
+/// dataflow. `bounded` stops it once its sources have caught up.
 pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Plan, PlanError> {
     for name in only {
         if warehouse.layer(name).is_none() {
             return Err(PlanError::UnknownLayer(name.clone()));
         }
     }
+    let chosen: HashSet<&str> = warehouse
+        .layers
+        .iter()
+        .filter(|l| only.is_empty() || only.contains(&l.name))
+        .map(|l| l.name.as_str())
+        .collect();
     let storage = StorageRoot::new(
         &warehouse.storage.root,
         warehouse
@@ -56,42 +62,151 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
         bootstrap_servers: warehouse.kafka.bootstrap_servers.clone(),
         properties: warehouse.kafka.properties.clone(),
     };
-    let mut ods = Vec::new();
-    for layer in &warehouse.layers {
-        if !only.is_empty() && !only.contains(&layer.name) {
+    let mut sources = Vec::new();
+    let mut layers = Vec::new();
+    let group = |layer: &Layer, explicit: Option<&String>| {
+        explicit
+            .cloned()
+            .unwrap_or_else(|| format!("strata.{}.{}", warehouse.name, layer.name))
+    };
+    for layer in topological(warehouse) {
+        if !chosen.contains(layer.name.as_str()) {
             continue;
         }
-        match &layer.body {
+        let (inputs, sql) = match &layer.body {
             LayerBody::Source(source) => {
                 // Validation guarantees the schema exists.
                 let Some(schema) = warehouse.schema(&source.schema) else {
                     continue;
                 };
-                ods.push(OdsSpec {
+                sources.push(SourceSpec {
+                    id: layer.name.clone(),
                     layer: layer.name.clone(),
+                    input: layer.name.clone(),
                     kafka: kafka.clone(),
-                    group_id: source
-                        .group_id
-                        .clone()
-                        .unwrap_or_else(|| format!("strata.{}.{}", warehouse.name, layer.name)),
+                    group_id: group(layer, source.group_id.as_ref()),
                     topics: source.topics.clone(),
                     start: source.start,
                     schema: schema.clone(),
-                    storage: storage.clone(),
-                    checkpoint_interval: layer
-                        .checkpoint_interval
-                        .unwrap_or(warehouse.checkpoint.interval),
-                    checkpoint_retain: warehouse.checkpoint.retain,
-                    bounded,
+                    watermark: layer.watermark,
+                    future_skew: layer.future_skew,
                 });
+                let input = LayerInput {
+                    name: layer.name.clone(),
+                    from: InputFrom::Source(layer.name.clone()),
+                };
+                (vec![input], None)
             }
-            LayerBody::Sql(_) => {
-                return Err(PlanError::Unsupported {
-                    layer: layer.name.clone(),
-                    kind: layer.kind.to_string(),
-                });
+            LayerBody::Sql(sql) => {
+                let mut inputs = Vec::new();
+                for input in &sql.inputs {
+                    match input {
+                        Input::Layer(name) => {
+                            if !chosen.contains(name.value.as_str()) {
+                                return Err(PlanError::MissingUpstream {
+                                    layer: layer.name.clone(),
+                                    upstream: name.value.clone(),
+                                });
+                            }
+                            inputs.push(LayerInput {
+                                name: name.value.clone(),
+                                from: InputFrom::Layer(name.value.clone()),
+                            });
+                        }
+                        Input::Topic {
+                            topic,
+                            schema,
+                            name,
+                        } => {
+                            let Some(schema) = warehouse.schema(&schema.value) else {
+                                continue;
+                            };
+                            let id = format!("{}.{}", layer.name, name.value);
+                            sources.push(SourceSpec {
+                                id: id.clone(),
+                                layer: layer.name.clone(),
+                                input: name.value.clone(),
+                                kafka: kafka.clone(),
+                                group_id: group(layer, None),
+                                topics: vec![topic.clone()],
+                                start: strata_engine::StartPosition::Earliest,
+                                schema: schema.clone(),
+                                watermark: layer.watermark,
+                                future_skew: layer.future_skew,
+                            });
+                            inputs.push(LayerInput {
+                                name: name.value.clone(),
+                                from: InputFrom::Source(id),
+                            });
+                        }
+                    }
+                }
+                (inputs, Some(sql.sql.value.clone()))
+            }
+        };
+        let reads_layers = inputs.iter().any(|i| matches!(i.from, InputFrom::Layer(_)));
+        layers.push(LayerSpec {
+            name: layer.name.clone(),
+            kind: layer.kind.to_string(),
+            inputs,
+            sql,
+            filter: layer.filter.as_ref().map(|f| f.value.clone()),
+            keep_rejected: layer.keep_rejected,
+            // On a layer reading layers, the delay adds to theirs; on a layer
+            // reading topics it is applied by its sources.
+            delay: if reads_layers {
+                layer.watermark.delay
+            } else {
+                std::time::Duration::ZERO
+            },
+        });
+    }
+    let interval = warehouse
+        .layers
+        .iter()
+        .filter(|l| chosen.contains(l.name.as_str()))
+        .filter_map(|l| l.checkpoint_interval)
+        .min()
+        .unwrap_or(warehouse.checkpoint.interval);
+    Ok(Plan {
+        dataflow: DataflowSpec {
+            id: warehouse.name.clone(),
+            storage,
+            checkpoint_interval: interval,
+            checkpoint_retain: warehouse.checkpoint.retain,
+            bounded,
+            sources,
+            layers,
+            udfs: Vec::new(),
+        },
+    })
+}
+
+/// The layers, each after the layers it reads (validation rules out cycles).
+fn topological(warehouse: &Warehouse) -> Vec<&Layer> {
+    let mut done: HashSet<&str> = HashSet::new();
+    let mut order = Vec::new();
+    while order.len() < warehouse.layers.len() {
+        let before = order.len();
+        for layer in &warehouse.layers {
+            if done.contains(layer.name.as_str()) {
+                continue;
+            }
+            let ready = match &layer.body {
+                LayerBody::Source(_) => true,
+                LayerBody::Sql(sql) => sql.inputs.iter().all(|i| match i {
+                    Input::Layer(n) => done.contains(n.value.as_str()),
+                    Input::Topic { .. } => true,
+                }),
+            };
+            if ready {
+                done.insert(&layer.name);
+                order.push(layer);
             }
         }
+        if order.len() == before {
+            break;
+        }
     }
-    Ok(Plan { ods })
+    order
 }

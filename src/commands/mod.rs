@@ -21,7 +21,7 @@ fn load_warehouse(file: &Path) -> Option<Warehouse> {
 
 pub async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Validate { file } => validate::validate(&file),
+        Command::Validate { file } => validate::validate(&file).await,
         Command::Run {
             file,
             layers,

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use strata_engine::Shutdown;
-use strata_engine::ods::run_ods;
-use tokio::task::JoinSet;
+use strata_engine::dataflow::run_dataflow;
 use tracing::{error, info};
 
 use crate::commands::load_warehouse;
 use crate::commands::serve;
 use crate::commands::signals::stop_on_signals;
+use crate::commands::validate::check_queries;
 
 pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bool) -> ExitCode {
     let Some(warehouse) = load_warehouse(file) else {
@@ -24,6 +24,9 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bo
             return ExitCode::FAILURE;
         }
     };
+    if check_queries(&warehouse, &plan.dataflow).await.is_none() {
+        return ExitCode::FAILURE;
+    }
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
     let server = if serve_tables {
@@ -37,29 +40,13 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bo
     } else {
         None
     };
-    info!(warehouse = %warehouse.name, layers = plan.ods.len(), storage = %warehouse.storage.root, "starting");
-    let mut tasks = JoinSet::new();
-    for spec in plan.ods {
-        let layer = spec.layer.clone();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { (layer, run_ods(spec, shutdown).await) });
-    }
+    info!(warehouse = %warehouse.name, layers = plan.dataflow.layers.len(), sources = plan.dataflow.sources.len(), storage = %warehouse.storage.root, "starting");
     let mut failed = false;
-    while let Some(joined) = tasks.join_next().await {
-        match joined {
-            Ok((layer, Ok(report))) => {
-                info!(layer = %layer, records = report.records, rows = report.rows, dead_letters = report.dead_letters, "layer finished");
-            }
-            Ok((layer, Err(e))) => {
-                error!(layer = %layer, error = %e, "layer failed; stopping the others");
-                failed = true;
-                shutdown.trigger();
-            }
-            Err(e) => {
-                error!(error = %e, "a layer task panicked; stopping the others");
-                failed = true;
-                shutdown.trigger();
-            }
+    match run_dataflow(plan.dataflow, shutdown.clone()).await {
+        Ok(report) => info!(epochs = report.epochs, rows = report.rows, "layers stopped"),
+        Err(e) => {
+            error!(error = %e, "the layers failed");
+            failed = true;
         }
     }
     // Bounded runs end by themselves: the server goes with them.

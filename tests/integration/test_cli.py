@@ -48,20 +48,46 @@ layers:
     assert "problems found" in err, err
 
 
-def test_run_refuses_sql_layers_until_they_are_supported(strata_bin, tmp_path):
-    wh = tmp_path / "wh.yaml"
-    wh.write_text(
-        """warehouse: t
-kafka: {bootstrap_servers: "127.0.0.1:9092"}
+SQL_WAREHOUSE = """warehouse: t
+kafka: {bootstrap_servers: "127.0.0.1:9"}
 schemas:
   deal:
     event_time: ts
-    fields: [{name: id, type: string}, {name: ts, type: timestamp}]
+    fields: [{name: id, type: string}, {name: city, type: string}, {name: ts, type: timestamp}]
 layers:
   - {name: ods_deals, kind: ods, source: {topic: deals, schema: deal}}
-  - {name: dws_deals, kind: dws, inputs: [ods_deals], sql: "SELECT 1"}
+  - name: dws_deals
+    kind: dws
+    inputs: [ods_deals]
+    sql: %s
 """
+
+
+def test_validate_plans_sql_and_prints_each_layers_columns(strata_bin, tmp_path):
+    wh = tmp_path / "wh.yaml"
+    wh.write_text(
+        SQL_WAREHOUSE
+        % "SELECT window_start, city, COUNT(*) AS deals FROM TABLE(TUMBLE(TABLE ods_deals, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, city"
     )
-    out = run(strata_bin, "run", str(wh))
-    assert out.returncode == 1
-    assert "layer `dws_deals` (dws) is a SQL layer" in out.stderr, out.stderr
+    out = run(strata_bin, "validate", str(wh))
+    assert out.returncode == 0, out.stderr
+    assert "dws_deals: window_start Timestamp(" in out.stdout, out.stdout
+    assert "city Utf8, deals Int64" in out.stdout, out.stdout
+
+
+def test_sql_errors_point_at_the_layers_sql_line(strata_bin, tmp_path):
+    for sql, message in [
+        ("SELECT cty FROM ods_deals", "cty"),
+        ("SELECT 1 AS one", "the query reads no input"),
+        ("SELECT city, COUNT(*) FROM ods_deals GROUP BY city", "alias it"),
+        ("SELECT * FROM ods_deals ORDER BY ts", "ORDER BY over a whole stream"),
+    ]:
+        wh = tmp_path / "wh.yaml"
+        wh.write_text(SQL_WAREHOUSE % sql)
+        for command in ["validate", "run"]:
+            out = run(strata_bin, command, str(wh))
+            assert out.returncode == 1, (command, sql, out.stderr)
+            assert f"{wh}:12:10: layers.dws_deals.sql: " in out.stderr, (command, out.stderr)
+            assert message in out.stderr, (command, out.stderr)
+            # Nothing was started: no table, no server.
+            assert not (tmp_path / "data").exists(), command

@@ -1,35 +1,63 @@
 //! The checkpoint manifest: the record that decides an epoch.
 //!
-//! An epoch is committed the moment its manifest exists. The manifest holds
-//! the source offsets the epoch read up to and, for every Delta sink, the
-//! files the epoch wrote (the `add` actions, not yet in the table's log).
-//! Committing those files to the tables happens after, and is idempotent
-//! through the Delta `txn` action, so a crash between the manifest and the
-//! table commits is repaired on restart by committing the same files again.
+//! An epoch is committed the moment its manifest exists. One manifest covers
+//! the whole dataflow (every layer the process runs): the offsets each source
+//! read up to, each layer's watermark and operator state, and, for every
+//! Delta table, the files the epoch wrote (the `add` actions, not yet in the
+//! table's log). Committing those files to the tables happens after, and is
+//! idempotent through the Delta `txn` action, so a crash between the
+//! manifest and the table commits is repaired on restart by committing the
+//! same files again. Because all layers share the epoch, a chain of layers
+//! is exactly-once as a whole, without broker transactions.
 
 use deltalake::kernel::Add;
 use serde::{Deserialize, Serialize};
 
+use crate::dataflow::watermark::PartitionTime;
 use crate::kafka::offsets::SourceOffsets;
 
 /// The manifest format version this engine writes.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 
-/// One checkpoint of one pipeline.
+/// One checkpoint of one dataflow.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Format version, for readers of older manifests.
     pub format: u32,
-    /// The pipeline (layer) id.
-    pub pipeline: String,
+    /// The dataflow id (the warehouse's name).
+    pub dataflow: String,
     /// The epoch, from 1.
     pub epoch: u64,
     /// When it was written, ms since the epoch.
     pub created_at_ms: i64,
-    /// Next offset to read per source partition after this epoch.
-    pub offsets: SourceOffsets,
-    /// Each sink's files for this epoch.
+    /// Where each source is.
+    pub sources: Vec<SourceCheckpoint>,
+    /// Where each layer is.
+    pub layers: Vec<LayerCheckpoint>,
+    /// Each table's work for this epoch.
     pub sinks: Vec<PendingCommit>,
+}
+
+/// A source's position after an epoch.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SourceCheckpoint {
+    /// The source id (its layer, or `layer.input`).
+    pub id: String,
+    /// Next offset to read per partition.
+    pub offsets: SourceOffsets,
+    /// Latest event time seen per partition, for the watermark.
+    pub event_times: Vec<PartitionTime>,
+}
+
+/// A layer's time and state after an epoch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerCheckpoint {
+    /// The layer.
+    pub name: String,
+    /// Its input watermark, microseconds (what makes rows late).
+    pub watermark: Option<i64>,
+    /// Its operator state file, relative to the checkpoint directory.
+    pub state: Option<String>,
 }
 
 /// A Delta sink's pre-committed work for one epoch.
@@ -43,6 +71,18 @@ pub struct PendingCommit {
     pub adds: Vec<Add>,
     /// Rows in those files.
     pub rows: u64,
+    /// For an upserted table: the staged rows to MERGE (instead of `adds`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upsert: Option<Upsert>,
+}
+
+/// An epoch's changed rows of an upserted table, waiting to be merged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upsert {
+    /// The columns that identify a row.
+    pub keys: Vec<String>,
+    /// The staged Parquet file, relative to the table root (none: no change).
+    pub staging: Option<String>,
 }
 
 impl Manifest {
@@ -76,15 +116,25 @@ mod tests {
         offsets.advance("deals", 3, 99);
         let m = Manifest {
             format: MANIFEST_FORMAT,
-            pipeline: "ods_deals".into(),
+            dataflow: "beike".into(),
             epoch: 7,
             created_at_ms: 1,
-            offsets,
+            sources: vec![SourceCheckpoint {
+                id: "ods_deals".into(),
+                offsets,
+                event_times: vec![],
+            }],
+            layers: vec![LayerCheckpoint {
+                name: "ods_deals".into(),
+                watermark: Some(5),
+                state: None,
+            }],
             sinks: vec![PendingCommit {
                 table: "file:///t/".into(),
                 app_id: "ods_deals".into(),
                 adds: vec![],
                 rows: 0,
+                upsert: None,
             }],
         };
         let text = serde_json::to_string(&m).unwrap();

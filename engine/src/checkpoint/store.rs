@@ -1,4 +1,4 @@
-//! Reading and writing manifests in the object store.
+//! Reading and writing manifests and operator state in the object store.
 //!
 //! A manifest is written with a create-only put: object stores make that
 //! atomic (a local rename, an S3 conditional put), so a manifest is either
@@ -7,6 +7,9 @@
 
 use std::sync::Arc;
 
+use arrow::ipc::reader::StreamReader;
+use arrow::ipc::writer::StreamWriter;
+use arrow::record_batch::RecordBatch;
 use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
@@ -15,24 +18,26 @@ use crate::checkpoint::manifest::Manifest;
 use crate::error::{EngineError, Result};
 use crate::storage::StorageRoot;
 
-/// The manifests of one pipeline, under `<root>/_strata/checkpoints/<pipeline>/`.
+/// The checkpoints of one dataflow, under
+/// `<root>/_strata/checkpoints/<dataflow>/`: a manifest per epoch, and the
+/// operator state files they name, under `state/`.
 pub struct CheckpointStore {
     store: Arc<dyn ObjectStore>,
     prefix: Path,
     location: String,
-    pipeline: String,
+    dataflow: String,
 }
 
 impl CheckpointStore {
-    /// The checkpoint store of `pipeline` under `root`.
-    pub fn open(root: &StorageRoot, pipeline: &str) -> Result<Self> {
-        let sub = format!("_strata/checkpoints/{pipeline}/");
+    /// The checkpoint store of `dataflow` under `root`.
+    pub fn open(root: &StorageRoot, dataflow: &str) -> Result<Self> {
+        let sub = format!("_strata/checkpoints/{dataflow}/");
         let (store, prefix) = root.object_store(&sub)?;
         Ok(CheckpointStore {
             store,
             prefix,
             location: format!("{}{sub}", root.url()),
-            pipeline: pipeline.to_string(),
+            dataflow: dataflow.to_string(),
         })
     }
 
@@ -86,12 +91,12 @@ impl CheckpointStore {
                 path: format!("{}{}", self.location, Manifest::file_name(epoch)),
                 reason: e.to_string(),
             })?;
-        if manifest.epoch != epoch || manifest.pipeline != self.pipeline {
+        if manifest.epoch != epoch || manifest.dataflow != self.dataflow {
             return Err(EngineError::CorruptManifest {
                 path: format!("{}{}", self.location, Manifest::file_name(epoch)),
                 reason: format!(
-                    "it is epoch {} of pipeline `{}`",
-                    manifest.epoch, manifest.pipeline
+                    "it is epoch {} of dataflow `{}`",
+                    manifest.epoch, manifest.dataflow
                 ),
             });
         }
@@ -117,23 +122,105 @@ impl CheckpointStore {
         {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => Err(EngineError::ConcurrentRun {
-                pipeline: self.pipeline.clone(),
+                pipeline: self.dataflow.clone(),
                 epoch: manifest.epoch,
             }),
             Err(e) => Err(self.err("writing a manifest")(e)),
         }
     }
 
-    /// Deletes all but the newest `keep` manifests.
+    /// Writes a layer's operator state for `epoch`; returns its name for
+    /// the manifest.
+    pub async fn write_state(
+        &self,
+        epoch: u64,
+        layer: &str,
+        state: &RecordBatch,
+    ) -> Result<String> {
+        let name = format!("state/{epoch:020}-{layer}.arrow");
+        let mut bytes = Vec::new();
+        {
+            let mut writer = StreamWriter::try_new(&mut bytes, &state.schema())
+                .map_err(EngineError::arrow("encoding operator state"))?;
+            writer
+                .write(state)
+                .map_err(EngineError::arrow("encoding operator state"))?;
+            writer
+                .finish()
+                .map_err(EngineError::arrow("encoding operator state"))?;
+        }
+        let path = self
+            .prefix
+            .clone()
+            .join("state")
+            .join(name.trim_start_matches("state/"));
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map_err(self.err("writing operator state"))?;
+        Ok(name)
+    }
+
+    /// Reads a state file a manifest names.
+    pub async fn read_state(&self, name: &str) -> Result<RecordBatch> {
+        let path = self
+            .prefix
+            .clone()
+            .join("state")
+            .join(name.trim_start_matches("state/"));
+        let bytes = self
+            .store
+            .get(&path)
+            .await
+            .map_err(self.err("reading operator state"))?
+            .bytes()
+            .await
+            .map_err(self.err("reading operator state"))?;
+        let corrupt = |reason: String| EngineError::CorruptManifest {
+            path: format!("{}{name}", self.location),
+            reason,
+        };
+        let mut reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+            .map_err(|e| corrupt(e.to_string()))?;
+        reader
+            .next()
+            .ok_or_else(|| corrupt("it holds no batch".into()))?
+            .map_err(|e| corrupt(e.to_string()))
+    }
+
+    /// Deletes all but the newest `keep` manifests, and state files of the
+    /// epochs they leave.
     pub async fn prune(&self, keep: usize) -> Result<()> {
         let epochs = self.epochs().await?;
         let excess = epochs.len().saturating_sub(keep);
+        let Some(&oldest_kept) = epochs.get(excess) else {
+            return Ok(());
+        };
         for epoch in &epochs[..excess] {
             let path = self.prefix.clone().join(Manifest::file_name(*epoch));
             self.store
                 .delete(&path)
                 .await
                 .map_err(self.err("deleting an old manifest"))?;
+        }
+        let states: Vec<_> = self
+            .store
+            .list(Some(&self.prefix.clone().join("state")))
+            .try_collect()
+            .await
+            .map_err(self.err("listing state files"))?;
+        for state in states {
+            let epoch = state
+                .location
+                .filename()
+                .and_then(|f| f.split('-').next())
+                .and_then(|e| e.parse::<u64>().ok());
+            if epoch.is_some_and(|e| e < oldest_kept) {
+                self.store
+                    .delete(&state.location)
+                    .await
+                    .map_err(self.err("deleting old state"))?;
+            }
         }
         Ok(())
     }

@@ -1,3 +1,8 @@
-//! Delta Lake sinks.
+//! Delta Lake sinks, in two phases: writers produce an epoch's files (or
+//! staged upserts) without touching the log; committers commit them once the
+//! epoch's checkpoint manifest is durable.
 
-pub mod two_phase_sink;
+pub mod table;
+pub mod table_committer;
+pub mod table_writer;
+pub mod upsert_writer;

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use arrow::array::{
     ArrayRef, BinaryBuilder, Int32Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{AsArray, TimestampMicrosecondArray};
+use arrow::compute::{cast, filter_record_batch, not};
+use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use strata_schemas::{JsonDecoder, Schema, TIMESTAMP_TZ};
 
+use crate::dataflow::watermark::after;
 use crate::error::{EngineError, Result};
+use crate::kafka::offsets::TopicPartition;
 use crate::ods::columns::{dead_letter_schema, ods_schema};
 
 /// A Kafka record as the stage sees it.
@@ -42,6 +45,11 @@ pub struct StagedBatches {
     pub rows: Option<RecordBatch>,
     /// Rejected records in the dead-letter schema.
     pub dead_letters: Option<RecordBatch>,
+    /// Decoded rows dated further in the future than the source allows, in
+    /// the ODS table schema.
+    pub future: Option<RecordBatch>,
+    /// The latest event time of the (not future) rows, per partition.
+    pub event_times: Vec<(TopicPartition, i64)>,
 }
 
 /// Decodes records of one layer into ODS rows, and rejects into dead letters.
@@ -60,7 +68,7 @@ pub struct StagedBatches {
 /// };
 /// stage.push(&record(0, br#"{"id":1,"ts":0}"#), 0);
 /// stage.push(&record(1, b"oops"), 0);
-/// let out = stage.take().unwrap();
+/// let out = stage.take(None).unwrap();
 /// assert_eq!(out.rows.unwrap().num_rows(), 1);
 /// assert_eq!(out.dead_letters.unwrap().num_rows(), 1);
 /// ```
@@ -147,7 +155,9 @@ impl RecordStage {
     }
 
     /// Takes what the stage holds as batches; the stage starts empty again.
-    pub fn take(&mut self) -> Result<StagedBatches> {
+    /// Rows with an event time after `future_cutoff` (microseconds) are
+    /// split off as future-dated.
+    pub fn take(&mut self, future_cutoff: Option<i64>) -> Result<StagedBatches> {
         let rows = if self.decoder.is_empty() {
             None
         } else {
@@ -170,7 +180,78 @@ impl RecordStage {
             )
         };
         let dead_letters = self.dead.take()?;
-        Ok(StagedBatches { rows, dead_letters })
+        let (rows, future) = match (rows, future_cutoff) {
+            (Some(rows), Some(cutoff)) => self.split_future(rows, cutoff)?,
+            (rows, _) => (rows, None),
+        };
+        let event_times = match &rows {
+            Some(rows) => self.event_times(rows)?,
+            None => Vec::new(),
+        };
+        Ok(StagedBatches {
+            rows,
+            dead_letters,
+            future,
+            event_times,
+        })
+    }
+
+    fn event_time_column<'a>(
+        &self,
+        rows: &'a RecordBatch,
+    ) -> Result<&'a TimestampMicrosecondArray> {
+        rows.column(self.event_time_index)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| EngineError::Config("the event-time column is not a timestamp".into()))
+    }
+
+    fn split_future(
+        &self,
+        rows: RecordBatch,
+        cutoff: i64,
+    ) -> Result<(Option<RecordBatch>, Option<RecordBatch>)> {
+        let times = self.event_time_column(&rows)?;
+        let future =
+            after(times, cutoff).map_err(EngineError::arrow("finding future-dated rows"))?;
+        if future.true_count() == 0 {
+            return Ok((Some(rows), None));
+        }
+        let keep = not(&future).map_err(EngineError::arrow("finding future-dated rows"))?;
+        let split = |mask| {
+            filter_record_batch(&rows, mask)
+                .map(|b| (b.num_rows() > 0).then_some(b))
+                .map_err(EngineError::arrow("splitting future-dated rows"))
+        };
+        Ok((split(&keep)?, split(&future)?))
+    }
+
+    /// The latest event time per partition in `rows` (a batch spans few
+    /// partitions, so a short list beats a map).
+    fn event_times(&self, rows: &RecordBatch) -> Result<Vec<(TopicPartition, i64)>> {
+        let times = self.event_time_column(rows)?;
+        let width = self.schema.fields().len();
+        // The metadata columns follow the record's fields: topic, partition, ...
+        let topics = rows.column(width - 6).as_string::<i32>();
+        let partitions = rows.column(width - 5).as_primitive::<Int32Type>();
+        let mut out: Vec<(TopicPartition, i64)> = Vec::new();
+        for i in 0..rows.num_rows() {
+            let (topic, partition, time) = (topics.value(i), partitions.value(i), times.value(i));
+            match out
+                .iter_mut()
+                .find(|(tp, _)| tp.partition == partition && tp.topic == topic)
+            {
+                Some((_, max)) => *max = (*max).max(time),
+                None => out.push((
+                    TopicPartition {
+                        topic: topic.to_string(),
+                        partition,
+                    },
+                    time,
+                )),
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -287,7 +368,7 @@ mod tests {
         stage.push(&record(13, Some(br#"{"id":"b"}"#)), 4);
         stage.push(&record(14, Some(br#"{"id":"c","ts":86400000}"#)), 5);
         assert_eq!((stage.pending_rows(), stage.pending_dead_letters()), (2, 3));
-        let out = stage.take().unwrap();
+        let out = stage.take(None).unwrap();
         let rows = out.rows.unwrap();
         assert_eq!(rows.num_rows(), 2);
         let offsets = rows
@@ -309,6 +390,18 @@ mod tests {
         assert_eq!(reasons.value(2), "required field `ts` is missing");
         let raw = dead.column_by_name("raw").unwrap().as_binary::<i32>();
         assert_eq!(raw.value(0), b"{bad");
-        assert!(stage.take().unwrap().rows.is_none());
+        assert!(stage.take(None).unwrap().rows.is_none());
+    }
+
+    #[test]
+    fn future_rows_are_split_off_and_do_not_count_for_event_time() {
+        let mut stage = RecordStage::new("ods_deals", &schema()).unwrap();
+        stage.push(&record(1, Some(br#"{"id":"now","ts":1000}"#)), 0);
+        stage.push(&record(2, Some(br#"{"id":"later","ts":9000000}"#)), 0);
+        let out = stage.take(Some(5_000_000_000)).unwrap();
+        assert_eq!(out.rows.unwrap().num_rows(), 1);
+        assert_eq!(out.future.unwrap().num_rows(), 1);
+        assert_eq!(out.event_times.len(), 1);
+        assert_eq!(out.event_times[0].1, 1_000_000);
     }
 }

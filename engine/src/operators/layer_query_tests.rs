@@ -373,6 +373,8 @@ async fn unsupported_queries_say_what_to_write() {
             "SELECT * FROM TABLE(TUMBLE(TABLE deals, DESCRIPTOR(city), INTERVAL '1' MINUTE))",
             "timestamp",
         ),
+        ("SELECT 1 AS one", "reads no input"),
+        ("SELECT city, COUNT(*) FROM deals GROUP BY city", "alias it"),
     ] {
         let err = match planner.plan(sql, &inputs).await {
             Ok(_) => panic!("{sql} should not plan"),

@@ -190,6 +190,13 @@ impl StreamingPlanner {
             .await?
             .create_physical_plan()
             .await?;
+        if nodes_named(&plan, "BatchSlot").is_empty() {
+            let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
+            return Err(PlanError::Sql(format!(
+                "the query reads no input: select FROM one of the layer's inputs ({})",
+                names.join(", ")
+            )));
+        }
         let aggregates = nodes_named(&plan, "AggregateExec");
         let (program, read) = match aggregates.as_slice() {
             [] => {
@@ -219,6 +226,7 @@ impl StreamingPlanner {
             )));
         }
         let output_schema = plan.schema();
+        check_column_names(&output_schema)?;
         let output_time_column = output_time_column(&output_schema, inputs, &program);
         Ok(PlannedQuery {
             output_schema,
@@ -227,6 +235,26 @@ impl StreamingPlanner {
             inputs: read,
             output_time_column,
         })
+    }
+}
+
+/// Output columns become Delta columns and names downstream SQL refers to:
+/// an expression's generated name (`count(deals.id)`) is neither.
+fn check_column_names(schema: &SchemaRef) -> Result<(), PlanError> {
+    let plain = |n: &str| {
+        let mut chars = n.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    match schema.fields().iter().find(|f| !plain(f.name())) {
+        None => Ok(()),
+        Some(f) => Err(PlanError::Sql(format!(
+            "output column `{}` needs a name: alias it, e.g. `{} AS total`",
+            f.name(),
+            f.name()
+        ))),
     }
 }
 

@@ -1,121 +1,142 @@
-//! The Kafka side of an ODS pipeline: a thread that polls, decodes and
-//! injects checkpoint barriers.
+//! A Kafka source: a thread that polls, decodes, tracks event time and
+//! injects the barriers the coordinator asks for.
 //!
 //! It is a plain thread, not a task, because librdkafka's poll blocks and
 //! decoding is CPU work: the thread decodes straight from the message bytes
-//! librdkafka owns, with no copy, while the sink task encodes Parquet on
-//! another core. Batches and barriers go down one bounded channel, so the
-//! barrier for epoch n follows exactly the rows of epoch n (Flink's aligned
-//! barriers, with a single input), and a slow sink slows the poll loop
-//! instead of growing memory.
+//! librdkafka owns, with no copy, while layers run on the async runtime.
+//! Rows, watermarks and barriers go down one bounded channel in order, so
+//! the barrier of epoch n follows exactly the rows of epoch n, and a slow
+//! layer slows the poll loop instead of growing memory.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Message, Timestamp};
+use rdkafka::message::{Message as _, Timestamp};
 use rdkafka::topic_partition_list::TopicPartitionList;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
+use crate::checkpoint::manifest::SourceCheckpoint;
+use crate::dataflow::message::Message;
+use crate::dataflow::spec::SourceSpec;
+use crate::dataflow::watermark::PartitionWatermarks;
 use crate::error::{EngineError, Result};
 use crate::kafka::offsets::{SourceOffsets, TopicPartition};
 use crate::kafka::start_position::StartPosition;
-use crate::ods::record_stage::{RecordStage, SourceRecord, StagedBatches};
-use crate::shutdown::Shutdown;
+use crate::ods::{RecordStage, SourceRecord};
 
-/// Rows per batch handed to the sink between barriers.
+/// Rows per batch handed to the layer.
 const BATCH_ROWS: usize = 8192;
+/// How often staged rows and the watermark go out even when batches are
+/// not full (Flink's default watermark interval).
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
 /// Longest a poll waits, which bounds how late a barrier or a stop can be.
 const POLL_TIMEOUT: Duration = Duration::from_millis(50);
 /// Timeout of metadata and offset look-ups.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often topics are checked for added partitions.
 const PARTITION_REFRESH: Duration = Duration::from_secs(30);
+/// Reading the clock for every record costs ~5% of the CPU; once per this
+/// many records (and whenever a poll finds nothing) is precise enough.
+const CLOCK_EVERY: u32 = 64;
 
-/// What the source hands the sink.
-#[derive(Debug)]
-pub(crate) enum SourceEvent {
-    /// Rows and dead letters of the current epoch.
-    Data(StagedBatches),
-    /// The end of an epoch: everything before it belongs to `epoch`, and the
-    /// source has read up to `offsets`.
-    Barrier {
-        epoch: u64,
-        offsets: SourceOffsets,
-        records: u64,
-    },
+/// The coordinator's side of every source: which epoch to end, and when
+/// to stop.
+#[derive(Debug, Default)]
+pub struct EpochControl {
+    /// The newest epoch whose barrier sources must emit.
+    pub requested: AtomicU64,
+    /// Exit after emitting this epoch's barrier (0: keep running).
+    pub last_epoch: AtomicU64,
+    /// Exit now, without another barrier.
+    pub stop_now: AtomicBool,
 }
 
-/// Settings of the source loop.
-pub(crate) struct SourceSettings {
-    pub(crate) pipeline: String,
-    pub(crate) topics: Vec<String>,
-    pub(crate) start: StartPosition,
-    pub(crate) interval: Duration,
-    pub(crate) bounded: bool,
+/// What a source tells the coordinator between barriers.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    /// Something changed (rows read, watermark moved) since the last barrier.
+    pub progress: AtomicBool,
+    /// Bounded runs: caught up with the end offsets as of the start.
+    pub done: AtomicBool,
 }
 
-pub(crate) struct SourceLoop {
-    settings: SourceSettings,
+/// Everything a source thread needs.
+pub(crate) struct SourceTask {
+    spec: SourceSpec,
     consumer: BaseConsumer,
     stage: RecordStage,
     positions: SourceOffsets,
     barrier_positions: SourceOffsets,
+    watermarks: PartitionWatermarks,
+    last_watermark: Option<i64>,
     expected_first: HashMap<TopicPartition, i64>,
     partitions: HashSet<TopicPartition>,
     end_offsets: HashMap<TopicPartition, i64>,
-    next_epoch: u64,
-    records_in_epoch: u64,
-    out: mpsc::Sender<SourceEvent>,
+    bounded: bool,
+    emitted_epoch: u64,
+    out: mpsc::Sender<Message>,
     committed: std_mpsc::Receiver<SourceOffsets>,
-    shutdown: Shutdown,
+    control: Arc<EpochControl>,
+    status: Arc<SourceStatus>,
 }
 
-impl SourceLoop {
+impl SourceTask {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        settings: SourceSettings,
+        spec: SourceSpec,
         consumer: BaseConsumer,
-        stage: RecordStage,
-        resume_from: SourceOffsets,
-        next_epoch: u64,
-        out: mpsc::Sender<SourceEvent>,
+        resume: SourceCheckpoint,
+        emitted_epoch: u64,
+        bounded: bool,
+        out: mpsc::Sender<Message>,
         committed: std_mpsc::Receiver<SourceOffsets>,
-        shutdown: Shutdown,
-    ) -> Self {
-        SourceLoop {
-            settings,
-            consumer,
+        control: Arc<EpochControl>,
+        status: Arc<SourceStatus>,
+    ) -> Result<Self> {
+        let stage = RecordStage::new(&spec.layer, &spec.schema)?;
+        let now = Instant::now();
+        let mut watermarks = PartitionWatermarks::new(spec.watermark);
+        for time in &resume.event_times {
+            watermarks.restore(time, now);
+        }
+        Ok(SourceTask {
             stage,
-            barrier_positions: resume_from.clone(),
-            positions: resume_from,
+            consumer,
+            barrier_positions: resume.offsets.clone(),
+            positions: resume.offsets,
+            last_watermark: watermarks.watermark(now),
+            watermarks,
             expected_first: HashMap::new(),
             partitions: HashSet::new(),
             end_offsets: HashMap::new(),
-            next_epoch,
-            records_in_epoch: 0,
+            bounded,
+            emitted_epoch,
             out,
             committed,
-            shutdown,
-        }
+            control,
+            status,
+            spec,
+        })
     }
 
-    /// Runs until shutdown (or, when bounded, until caught up), ending with a
-    /// barrier for whatever was read since the last one.
+    /// Runs until the coordinator says stop.
     pub(crate) fn run(mut self) -> Result<()> {
         if !self.assign_partitions()? {
             return Ok(());
         }
-        let mut next_barrier = Instant::now() + self.settings.interval;
+        let mut next_flush = Instant::now() + FLUSH_EVERY;
         let mut next_refresh = Instant::now() + PARTITION_REFRESH;
         let mut last_error_log: Option<Instant> = None;
         let mut clock = Clock::new();
         loop {
-            if self.shutdown.is_triggered() {
-                break;
+            if self.control.stop_now.load(Ordering::SeqCst) {
+                return Ok(());
             }
             let idle = match self.consumer.poll(POLL_TIMEOUT) {
                 Some(Ok(message)) => {
@@ -130,103 +151,127 @@ impl SourceLoop {
                         key: message.key(),
                         payload: message.payload(),
                     };
-                    note_first(&mut self.expected_first, &self.settings.pipeline, &record);
+                    note_first(&mut self.expected_first, &self.spec.id, &record);
                     self.stage.push(&record, clock.ingest_micros);
                     self.positions
                         .advance(record.topic, record.partition, record.offset);
-                    self.records_in_epoch += 1;
                     false
                 }
                 Some(Err(e)) => {
                     // librdkafka reconnects by itself; say so at most every 10 s.
                     if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
-                        warn!(pipeline = %self.settings.pipeline, error = %e, "kafka consumer error; retrying");
+                        warn!(source = %self.spec.id, error = %e, "kafka consumer error; retrying");
                         last_error_log = Some(Instant::now());
                     }
                     true
                 }
                 None => true,
             };
-            self.commit_group_offsets();
-            if self.stage.pending_rows() + self.stage.pending_dead_letters() >= BATCH_ROWS
-                && !self.send_data()?
-            {
-                return Ok(());
-            }
             clock.tick(idle);
             let now = clock.instant;
-            if now >= next_barrier {
-                if !self.barrier()? {
+            let full = self.stage.pending_rows() + self.stage.pending_dead_letters() >= BATCH_ROWS;
+            if (full || now >= next_flush) && !self.flush(now)? {
+                return Ok(());
+            }
+            if now >= next_flush {
+                next_flush = now + FLUSH_EVERY;
+            }
+            let requested = self.control.requested.load(Ordering::SeqCst);
+            if requested > self.emitted_epoch {
+                if !self.barrier(requested, now)? {
                     return Ok(());
                 }
-                next_barrier = now + self.settings.interval;
+                if self.control.last_epoch.load(Ordering::SeqCst) == requested {
+                    return Ok(());
+                }
             }
+            self.commit_group_offsets();
             if now >= next_refresh {
                 self.add_new_partitions();
                 next_refresh = now + PARTITION_REFRESH;
             }
-            if self.settings.bounded && idle && self.caught_up() {
-                info!(pipeline = %self.settings.pipeline, "caught up with the end of the input; stopping (bounded run)");
-                break;
+            if self.bounded && idle && self.caught_up() {
+                self.status.done.store(true, Ordering::SeqCst);
             }
         }
-        self.barrier()?;
-        Ok(())
     }
 
-    /// Sends the staged batches; `false` if the sink has gone away.
-    fn send_data(&mut self) -> Result<bool> {
-        let staged = self.stage.take()?;
-        if staged.rows.is_none() && staged.dead_letters.is_none() {
-            return Ok(true);
+    /// Sends staged rows and, if it moved, the watermark; `false` if the
+    /// layer has gone away.
+    fn flush(&mut self, now: Instant) -> Result<bool> {
+        let cutoff = self
+            .spec
+            .future_skew
+            .map(|skew| now_micros().saturating_add(skew.as_micros() as i64));
+        let staged = self.stage.take(cutoff)?;
+        for (tp, time) in &staged.event_times {
+            self.watermarks.observe(tp, *time, now);
         }
-        Ok(self.out.blocking_send(SourceEvent::Data(staged)).is_ok())
-    }
-
-    /// Ends the epoch if anything was read in it; `false` if the sink has gone away.
-    fn barrier(&mut self) -> Result<bool> {
-        if self.positions == self.barrier_positions {
-            return Ok(true);
-        }
-        if !self.send_data()? {
+        let has_rows =
+            staged.rows.is_some() || staged.dead_letters.is_some() || staged.future.is_some();
+        if has_rows && self.out.blocking_send(Message::Source(staged)).is_err() {
             return Ok(false);
         }
-        let event = SourceEvent::Barrier {
-            epoch: self.next_epoch,
-            offsets: self.positions.clone(),
-            records: std::mem::take(&mut self.records_in_epoch),
-        };
-        self.next_epoch += 1;
-        self.barrier_positions = self.positions.clone();
-        Ok(self.out.blocking_send(event).is_ok())
+        if self.positions != self.barrier_positions {
+            self.status.progress.store(true, Ordering::SeqCst);
+        }
+        let watermark = self.watermarks.watermark(now);
+        if watermark > self.last_watermark
+            && let Some(w) = watermark
+        {
+            self.last_watermark = watermark;
+            self.status.progress.store(true, Ordering::SeqCst);
+            if self.out.blocking_send(Message::Watermark(w)).is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
-    /// Commits offsets the sink has made durable to the consumer group, so
-    /// lag tools see progress and `start: group` works for a new layer.
-    /// Strata itself resumes from its checkpoints, never from these.
+    /// Ends `epoch`: flushes, then sends the barrier with the source's
+    /// position; `false` if the layer has gone away.
+    fn barrier(&mut self, epoch: u64, now: Instant) -> Result<bool> {
+        if !self.flush(now)? {
+            return Ok(false);
+        }
+        let checkpoint = SourceCheckpoint {
+            id: self.spec.id.clone(),
+            offsets: self.positions.clone(),
+            event_times: self.watermarks.snapshot(),
+        };
+        self.emitted_epoch = epoch;
+        self.barrier_positions = self.positions.clone();
+        Ok(self
+            .out
+            .blocking_send(Message::Barrier {
+                epoch,
+                source: Some(checkpoint),
+            })
+            .is_ok())
+    }
+
+    /// Commits offsets the coordinator has made durable to the consumer
+    /// group, so lag tools see progress and `start: group` works for a new
+    /// layer. Strata itself resumes from its checkpoints, never from these.
     fn commit_group_offsets(&mut self) {
         let Some(offsets) = self.committed.try_iter().last() else {
             return;
         };
         let mut tpl = TopicPartitionList::new();
         for (tp, next) in offsets.iter() {
-            if tpl
-                .add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next))
-                .is_err()
-            {
-                continue;
-            }
+            let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
         }
         if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-            warn!(pipeline = %self.settings.pipeline, error = %e, "could not commit offsets to the consumer group (monitoring only)");
+            warn!(source = %self.spec.id, error = %e, "could not commit offsets to the consumer group (monitoring only)");
         }
     }
 
     /// Assigns every partition of the topics at its resume offset; `false`
-    /// if shutdown came first.
+    /// if stopped first.
     fn assign_partitions(&mut self) -> Result<bool> {
         let mut tpl = TopicPartitionList::new();
-        for topic in self.settings.topics.clone() {
+        let now = Instant::now();
+        for topic in self.spec.topics.clone() {
             let Some(count) = self.wait_for_topic(&topic) else {
                 return Ok(false);
             };
@@ -245,7 +290,7 @@ impl SourceLoop {
                 self.positions.set_at_least(&topic, partition, offset);
                 tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(EngineError::kafka(format!("assigning {topic}/{partition}")))?;
-                if self.settings.bounded {
+                if self.bounded {
                     let (_, high) = self
                         .consumer
                         .fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)
@@ -254,13 +299,17 @@ impl SourceLoop {
                         )))?;
                     self.end_offsets.insert(tp.clone(), high);
                 }
+                self.watermarks.assign(&tp, now);
                 self.partitions.insert(tp);
             }
-            info!(pipeline = %self.settings.pipeline, topic = %topic, partitions = count, "assigned");
+            info!(source = %self.spec.id, topic = %topic, partitions = count, "assigned");
         }
         // A partition resolved from the start position (not the checkpoint)
-        // changes `positions`, so the first barrier checkpoints it even if
-        // no record arrives: a restart then resumes exactly there.
+        // changes `positions`: the first epoch then pins it even if no
+        // record arrives, so a restart resumes exactly there.
+        if self.positions != self.barrier_positions {
+            self.status.progress.store(true, Ordering::SeqCst);
+        }
         self.consumer
             .assign(&tpl)
             .map_err(EngineError::kafka("assigning partitions"))?;
@@ -268,7 +317,7 @@ impl SourceLoop {
     }
 
     /// The partition count of `topic`, waiting while it does not exist;
-    /// `None` on shutdown.
+    /// `None` when stopped.
     fn wait_for_topic(&self, topic: &str) -> Option<i32> {
         let mut warned = false;
         loop {
@@ -281,16 +330,18 @@ impl SourceLoop {
                         return Some(t.partitions().len() as i32);
                     }
                     if !warned {
-                        warn!(pipeline = %self.settings.pipeline, topic, "topic does not exist yet; waiting for it to be created");
+                        warn!(source = %self.spec.id, topic, "topic does not exist yet; waiting for it to be created");
                         warned = true;
                     }
                 }
                 Err(e) => {
-                    warn!(pipeline = %self.settings.pipeline, topic, error = %e, "cannot reach the broker for topic metadata; retrying");
+                    warn!(source = %self.spec.id, topic, error = %e, "cannot reach the broker for topic metadata; retrying");
                 }
             }
             for _ in 0..20 {
-                if self.shutdown.is_triggered() {
+                if self.control.stop_now.load(Ordering::SeqCst)
+                    || self.control.last_epoch.load(Ordering::SeqCst) != 0
+                {
                     return None;
                 }
                 std::thread::sleep(Duration::from_millis(100));
@@ -308,9 +359,16 @@ impl SourceLoop {
                 "watermarks of {topic}/{partition}"
             )))?;
         let mut tpl = TopicPartitionList::new();
-        let resolved = match self.settings.start {
-            StartPosition::Earliest => Some(low),
-            StartPosition::Latest => Some(high),
+        let found = |list: &TopicPartitionList| {
+            list.find_partition(topic, partition)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+        };
+        let resolved = match self.spec.start {
+            StartPosition::Earliest => low,
+            StartPosition::Latest => high,
             StartPosition::Group => {
                 tpl.add_partition(topic, partition);
                 let committed = self
@@ -319,42 +377,31 @@ impl SourceLoop {
                     .map_err(EngineError::kafka(format!(
                         "group offset of {topic}/{partition}"
                     )))?;
-                committed
-                    .find_partition(topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .or(Some(low))
+                found(&committed).unwrap_or(low)
             }
             StartPosition::Timestamp { millis } => {
                 tpl.add_partition_offset(topic, partition, Offset::Offset(millis))
                     .map_err(EngineError::kafka("offsets-for-times request"))?;
-                let found = self
+                let answer = self
                     .consumer
                     .offsets_for_times(tpl, LOOKUP_TIMEOUT)
                     .map_err(EngineError::kafka(format!(
                         "offsets-for-times of {topic}/{partition}"
                     )))?;
                 // No record at or after the time: start at the end.
-                found
-                    .find_partition(topic, partition)
-                    .and_then(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .or(Some(high))
+                found(&answer).unwrap_or(high)
             }
         };
-        Ok(resolved.unwrap_or(low).clamp(low, high))
+        Ok(resolved.clamp(low, high))
     }
 
     /// Starts reading partitions added to the topics since the start, from
     /// their first offset.
     fn add_new_partitions(&mut self) {
         let mut added = TopicPartitionList::new();
-        for topic in &self.settings.topics {
-            let Ok(md) = self.consumer.fetch_metadata(Some(topic), LOOKUP_TIMEOUT) else {
+        let now = Instant::now();
+        for topic in self.spec.topics.clone() {
+            let Ok(md) = self.consumer.fetch_metadata(Some(&topic), LOOKUP_TIMEOUT) else {
                 continue;
             };
             let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
@@ -370,16 +417,17 @@ impl SourceLoop {
                 }
                 let Ok((low, _)) = self
                     .consumer
-                    .fetch_watermarks(topic, p.id(), LOOKUP_TIMEOUT)
+                    .fetch_watermarks(&topic, p.id(), LOOKUP_TIMEOUT)
                 else {
                     continue;
                 };
                 if added
-                    .add_partition_offset(topic, p.id(), Offset::Offset(low))
+                    .add_partition_offset(&topic, p.id(), Offset::Offset(low))
                     .is_ok()
                 {
-                    info!(pipeline = %self.settings.pipeline, topic = %topic, partition = p.id(), "new partition; reading it from its first offset");
-                    self.positions.set_at_least(topic, p.id(), low);
+                    info!(source = %self.spec.id, topic = %topic, partition = p.id(), "new partition; reading it from its first offset");
+                    self.positions.set_at_least(&topic, p.id(), low);
+                    self.watermarks.assign(&tp, now);
                     self.partitions.insert(tp);
                 }
             }
@@ -387,7 +435,7 @@ impl SourceLoop {
         if added.count() > 0
             && let Err(e) = self.consumer.incremental_assign(&added)
         {
-            warn!(pipeline = %self.settings.pipeline, error = %e, "could not assign new partitions; will retry");
+            warn!(source = %self.spec.id, error = %e, "could not assign new partitions; will retry");
             for e in added.elements() {
                 self.partitions.remove(&TopicPartition {
                     topic: e.topic().to_string(),
@@ -422,7 +470,7 @@ impl SourceLoop {
 /// transaction markers, which take one offset each).
 fn note_first(
     expected_first: &mut HashMap<TopicPartition, i64>,
-    pipeline: &str,
+    source: &str,
     record: &SourceRecord<'_>,
 ) {
     if expected_first.is_empty() {
@@ -436,7 +484,7 @@ fn note_first(
         && record.offset > expected + 1
     {
         warn!(
-            pipeline,
+            source,
             topic = record.topic,
             partition = record.partition,
             expected,
@@ -446,16 +494,12 @@ fn note_first(
     }
 }
 
-/// Reading the clock for every record cost 5% of the pipeline's CPU, so the
-/// loop reads it every few records: ingestion times and barrier deadlines are
-/// then late by at most `CLOCK_EVERY` records (well under a millisecond).
+/// The loop's clock, read every [`CLOCK_EVERY`] records or when idle.
 struct Clock {
     instant: Instant,
     ingest_micros: i64,
     records: u32,
 }
-
-const CLOCK_EVERY: u32 = 64;
 
 impl Clock {
     fn new() -> Self {
@@ -466,8 +510,6 @@ impl Clock {
         }
     }
 
-    /// Called once per loop turn; re-reads the clock when the poll found
-    /// nothing, or every `CLOCK_EVERY` records.
     fn tick(&mut self, idle: bool) {
         self.records += 1;
         if idle || self.records >= CLOCK_EVERY {

@@ -1,0 +1,251 @@
+//! The checkpoint coordinator: ends epochs, and commits them.
+//!
+//! Every checkpoint interval in which anything happened (rows read, a
+//! watermark moved), it asks every source for the next epoch's barrier. Once
+//! every layer has aligned the barrier and acked (state written, files
+//! finished), it writes the epoch's manifest, the commit point, and then
+//! commits every table, each idempotently. One epoch is in flight at a time.
+//!
+//! On a stop it ends one last epoch, so a clean stop loses nothing and a
+//! restart reads nothing twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc as std_mpsc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest};
+use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::message::Ack;
+use crate::dataflow::source::{EpochControl, SourceStatus};
+use crate::delta::table_committer::TableCommitter;
+use crate::error::{EngineError, Result};
+use crate::failpoint::{self, Point};
+use crate::kafka::offsets::SourceOffsets;
+use crate::shutdown::Shutdown;
+
+/// How often a running dataflow logs its progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// Totals of one run of a dataflow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataflowReport {
+    /// Epochs committed by this run.
+    pub epochs: u64,
+    /// Rows written to layer tables (all layers).
+    pub rows: u64,
+}
+
+/// A source as the coordinator sees it.
+pub(crate) struct SourceHandle {
+    pub(crate) id: String,
+    pub(crate) status: Arc<SourceStatus>,
+    pub(crate) committed: std_mpsc::Sender<SourceOffsets>,
+}
+
+pub(crate) struct Coordinator {
+    pub(crate) dataflow: String,
+    pub(crate) store: Arc<CheckpointStore>,
+    pub(crate) committers: HashMap<String, TableCommitter>,
+    pub(crate) layers: usize,
+    pub(crate) control: Arc<EpochControl>,
+    pub(crate) sources: Vec<SourceHandle>,
+    pub(crate) acks: mpsc::Receiver<Ack>,
+    pub(crate) interval: Duration,
+    pub(crate) retain: usize,
+    pub(crate) next_epoch: u64,
+    pub(crate) bounded: bool,
+    pub(crate) shutdown: Shutdown,
+}
+
+impl Coordinator {
+    pub(crate) async fn run(mut self) -> Result<DataflowReport> {
+        let mut report = DataflowReport::default();
+        let mut ticker = tokio::time::interval(self.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let stop_requested = self.shutdown.wait();
+        tokio::pin!(stop_requested);
+        let mut stopping = false;
+        let mut in_flight: Option<(u64, Vec<Ack>)> = None;
+        let mut progress = Progress::new();
+        loop {
+            tokio::select! {
+                _ = ticker.tick(), if in_flight.is_none() => {
+                    if self.bounded && !self.sources.is_empty()
+                        && self.sources.iter().all(|s| s.status.done.load(Ordering::SeqCst))
+                    {
+                        info!(dataflow = %self.dataflow, "every source caught up; stopping (bounded run)");
+                        stopping = true;
+                    }
+                    match self.trigger(stopping) {
+                        Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                        None if stopping => return Ok(report),
+                        None => {}
+                    }
+                }
+                _ = &mut stop_requested, if !stopping => {
+                    stopping = true;
+                    // With an epoch in flight, the last one starts when it completes.
+                    if in_flight.is_none() {
+                        match self.trigger(true) {
+                            Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                            None => return Ok(report),
+                        }
+                    }
+                }
+                ack = self.acks.recv() => {
+                    let Some(ack) = ack else {
+                        return Err(EngineError::Pipeline {
+                            pipeline: self.dataflow.clone(),
+                            reason: "every layer stopped before the epoch completed".into(),
+                        });
+                    };
+                    let Some((epoch, acks)) = &mut in_flight else {
+                        return Err(EngineError::Pipeline {
+                            pipeline: self.dataflow.clone(),
+                            reason: format!("layer `{}` acked epoch {} that was not started", ack.layer.name, ack.epoch),
+                        });
+                    };
+                    acks.push(ack);
+                    if acks.len() == self.layers {
+                        let epoch = *epoch;
+                        let acks = std::mem::take(acks);
+                        in_flight = None;
+                        let rows = self.complete(epoch, acks).await?;
+                        report.epochs += 1;
+                        report.rows += rows;
+                        progress.tick(&self.dataflow, epoch, &report);
+                        self.next_epoch = epoch + 1;
+                        if self.control.last_epoch.load(Ordering::SeqCst) == epoch {
+                            return Ok(report);
+                        }
+                        if stopping {
+                            match self.trigger(true) {
+                                Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                                None => return Ok(report),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Starts the next epoch if anything happened since the last; when
+    /// `stopping`, it is the last (or, with nothing to commit, sources stop
+    /// now). Returns the epoch started.
+    fn trigger(&mut self, stopping: bool) -> Option<u64> {
+        let progress = self.sources.iter().fold(false, |any, s| {
+            s.status.progress.swap(false, Ordering::SeqCst) | any
+        });
+        if !progress {
+            if stopping {
+                self.control.stop_now.store(true, Ordering::SeqCst);
+            }
+            return None;
+        }
+        let epoch = self.next_epoch;
+        if stopping {
+            self.control.last_epoch.store(epoch, Ordering::SeqCst);
+        }
+        self.control.requested.store(epoch, Ordering::SeqCst);
+        debug!(dataflow = %self.dataflow, epoch, "barrier requested");
+        Some(epoch)
+    }
+
+    /// Writes the manifest and commits every table; returns the rows the
+    /// layers wrote in the epoch.
+    async fn complete(&mut self, epoch: u64, acks: Vec<Ack>) -> Result<u64> {
+        let started = Instant::now();
+        let rows = acks.iter().map(|a| a.rows).sum();
+        let mut manifest = Manifest {
+            format: MANIFEST_FORMAT,
+            dataflow: self.dataflow.clone(),
+            epoch,
+            created_at_ms: chrono::Utc::now().timestamp_millis(),
+            sources: Vec::new(),
+            layers: Vec::new(),
+            sinks: Vec::new(),
+        };
+        for ack in acks {
+            manifest.sources.extend(ack.sources);
+            manifest.layers.push(ack.layer);
+            manifest.sinks.extend(ack.sinks);
+        }
+        failpoint::hit(Point::BeforeManifest, epoch);
+        self.store.write(&manifest).await?;
+        failpoint::hit(Point::AfterManifest, epoch);
+        commit_all(&mut self.committers, epoch, &manifest).await?;
+        for source in &manifest.sources {
+            if let Some(handle) = self.sources.iter().find(|h| h.id == source.id) {
+                // The group commit is advisory; the source does it.
+                let _ = handle.committed.send(source.offsets.clone());
+            }
+        }
+        if let Err(e) = self.store.prune(self.retain).await {
+            warn!(dataflow = %self.dataflow, error = %e, "could not prune old checkpoints");
+        }
+        debug!(dataflow = %self.dataflow, epoch, rows, commit_ms = started.elapsed().as_millis() as u64, "epoch committed");
+        Ok(rows)
+    }
+}
+
+/// Commits every table's work of `manifest` (also used by recovery, which
+/// replays the newest manifest's commits).
+pub(crate) async fn commit_all(
+    committers: &mut HashMap<String, TableCommitter>,
+    epoch: u64,
+    manifest: &Manifest,
+) -> Result<()> {
+    for (i, pending) in manifest.sinks.iter().enumerate() {
+        if i == 1 {
+            failpoint::hit(Point::BetweenTableCommits, epoch);
+        }
+        match committers.get_mut(&pending.table) {
+            Some(committer) => {
+                let outcome = committer.commit(epoch, pending).await?;
+                debug!(table = %pending.table, epoch, ?outcome, "table commit");
+            }
+            None => {
+                warn!(table = %pending.table, epoch, "the checkpoint names a table no layer writes any more; skipping it");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Periodic progress lines with rates, so a long catch-up shows it moves.
+struct Progress {
+    last: Instant,
+    last_rows: u64,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress {
+            last: Instant::now(),
+            last_rows: 0,
+        }
+    }
+
+    fn tick(&mut self, dataflow: &str, epoch: u64, report: &DataflowReport) {
+        let elapsed = self.last.elapsed();
+        if elapsed < PROGRESS_EVERY {
+            return;
+        }
+        let rate = (report.rows - self.last_rows) as f64 / elapsed.as_secs_f64();
+        info!(
+            dataflow,
+            epoch,
+            rows = report.rows,
+            rows_per_s = rate.round() as u64,
+            "progress"
+        );
+        self.last = Instant::now();
+        self.last_rows = report.rows;
+    }
+}

@@ -1,0 +1,169 @@
+//! Planning every layer of a dataflow from schemas alone, before anything
+//! is opened: a mistake in the third layer's SQL is reported before the
+//! first layer has created a table, and `strata validate` can run the same
+//! planning.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::common::DFSchema;
+use datafusion::execution::context::SessionContext;
+
+use crate::dataflow::layer_task::RowFilter;
+use crate::dataflow::spec::{DataflowSpec, InputFrom, LayerSpec, SourceSpec};
+use crate::error::{EngineError, Result};
+use crate::ods::ods_schema;
+use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, TIME_COLUMN_KEY};
+
+/// A layer's query and schemas, planned.
+pub struct PlannedLayer {
+    /// What the file says.
+    pub spec: LayerSpec,
+    /// Its inputs: the names its SQL reads, and their rows.
+    pub inputs: Vec<(String, SchemaRef)>,
+    /// The planned SQL (`None`: an ODS layer).
+    pub query: Option<PlannedQuery>,
+    /// Its output rows; the event-time column is named in the metadata.
+    pub output: SchemaRef,
+    /// Whether its rows are upserted (a `GROUP BY` without windows).
+    pub updating: bool,
+    /// Its compiled `filter:`.
+    pub(crate) filter: Option<RowFilter>,
+    /// The rows of its source input, if it reads a topic.
+    pub source_rows: Option<SchemaRef>,
+}
+
+/// Plans every layer of `spec`, upstream first.
+pub async fn plan_layers(
+    spec: &DataflowSpec,
+    planner: &StreamingPlanner,
+) -> Result<Vec<PlannedLayer>> {
+    let sources: HashMap<&str, &SourceSpec> =
+        spec.sources.iter().map(|s| (s.id.as_str(), s)).collect();
+    let mut planned: Vec<PlannedLayer> = Vec::new();
+    for layer in &spec.layers {
+        let mut inputs = Vec::new();
+        let mut source_rows_of = None;
+        for input in &layer.inputs {
+            let schema = match &input.from {
+                InputFrom::Source(id) => {
+                    let source = sources
+                        .get(id.as_str())
+                        .ok_or_else(|| config(layer, format!("no source `{id}`")))?;
+                    let rows = source_rows(source);
+                    source_rows_of = Some(rows.clone());
+                    rows
+                }
+                InputFrom::Layer(up) => {
+                    let upstream =
+                        planned.iter().find(|p| p.spec.name == *up).ok_or_else(|| {
+                            config(
+                                layer,
+                                format!(
+                                    "reads layer `{up}`, which is not run with it; run `{up}` too"
+                                ),
+                            )
+                        })?;
+                    if upstream.updating {
+                        return Err(config(
+                            layer,
+                            format!(
+                                "reads `{up}`, whose rows are updated in place (a GROUP BY without windows); streaming layers can only read append-only layers"
+                            ),
+                        ));
+                    }
+                    upstream.output.clone()
+                }
+            };
+            inputs.push((input.name.clone(), schema));
+        }
+        let query = match &layer.sql {
+            None => None,
+            Some(sql) => Some(
+                planner
+                    .plan(sql, &inputs)
+                    .await
+                    .map_err(|e| config(layer, e.to_string()))?,
+            ),
+        };
+        let output = match &query {
+            None => inputs
+                .first()
+                .map(|(_, rows)| rows.clone())
+                .ok_or_else(|| config(layer, "an ods layer needs its source".into()))?,
+            Some(q) => with_time_column(q.output_schema.clone(), q.output_time_column.as_deref()),
+        };
+        let filter = match &layer.filter {
+            None => None,
+            Some(text) => {
+                let [(_, schema)] = inputs.as_slice() else {
+                    return Err(config(layer, "a filter needs exactly one input".into()));
+                };
+                Some(plan_filter(layer, text, schema)?)
+            }
+        };
+        planned.push(PlannedLayer {
+            spec: layer.clone(),
+            updating: query
+                .as_ref()
+                .is_some_and(|q| matches!(q.program, Program::Updating { .. })),
+            inputs,
+            query,
+            output,
+            filter,
+            source_rows: source_rows_of,
+        });
+    }
+    Ok(planned)
+}
+
+/// Plans every layer and returns each layer's output schema, or the first
+/// problem: what `strata validate` adds to the file checks.
+pub async fn check(spec: &DataflowSpec) -> Result<Vec<(String, SchemaRef)>> {
+    let planner = StreamingPlanner::new(spec.udfs.clone());
+    Ok(plan_layers(spec, &planner)
+        .await?
+        .into_iter()
+        .map(|p| (p.spec.name.clone(), p.output))
+        .collect())
+}
+
+pub(crate) fn config(layer: &LayerSpec, message: String) -> EngineError {
+    EngineError::Pipeline {
+        pipeline: layer.name.clone(),
+        reason: message,
+    }
+}
+
+/// `schema` with its event-time column named in the metadata the planner
+/// reads.
+fn with_time_column(schema: SchemaRef, column: Option<&str>) -> SchemaRef {
+    let mut metadata = HashMap::new();
+    if let Some(c) = column {
+        metadata.insert(TIME_COLUMN_KEY.to_string(), c.to_string());
+    }
+    Arc::new(Schema::new_with_metadata(schema.fields().clone(), metadata))
+}
+
+/// The rows a source produces: the record's fields and Kafka metadata.
+fn source_rows(source: &SourceSpec) -> SchemaRef {
+    with_time_column(
+        ods_schema(&source.schema.to_arrow()),
+        source.schema.event_time.as_deref(),
+    )
+}
+
+fn plan_filter(layer: &LayerSpec, text: &str, schema: &SchemaRef) -> Result<RowFilter> {
+    let ctx = SessionContext::new();
+    let bad = |e: datafusion::error::DataFusionError| {
+        config(layer, format!("filter `{text}`: {}", e.find_root()))
+    };
+    let df_schema = DFSchema::try_from(schema.as_ref().clone()).map_err(bad)?;
+    let expr = ctx.parse_sql_expr(text, &df_schema).map_err(bad)?;
+    let predicate = ctx.create_physical_expr(expr, &df_schema).map_err(bad)?;
+    Ok(RowFilter {
+        predicate,
+        text: text.to_string(),
+    })
+}

@@ -1,0 +1,391 @@
+//! A layer, running: rows in, its query, its tables, rows out.
+//!
+//! Per input batch: the layer's `filter:` (rejected rows to the rejected
+//! table), then, for a windowed layer, the late check against the layer's
+//! watermark (late rows to the late table), then the query; what the query
+//! produces goes to the layer's table and to the layers downstream.
+//!
+//! Barriers are aligned as in Flink: once an input delivers the barrier of
+//! epoch n the layer stops reading that input until every input has
+//! delivered it, so the layer's state and files at the barrier hold exactly
+//! the rows of epochs up to n. It then snapshots its state, finishes the
+//! epoch's files, acks the coordinator and passes the barrier on.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
+use datafusion::physical_expr::PhysicalExpr;
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoint};
+use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::side_output::annotate;
+use crate::dataflow::watermark::before;
+use crate::delta::table_writer::TableWriter;
+use crate::delta::upsert_writer::UpsertWriter;
+use crate::error::{EngineError, Result};
+use crate::operators::layer_query::LayerQuery;
+
+/// One input channel of a layer.
+pub(crate) struct InputChannel {
+    pub(crate) name: String,
+    pub(crate) rx: mpsc::Receiver<Message>,
+    pub(crate) watermark: Option<i64>,
+    pub(crate) aligned: bool,
+    pub(crate) closed: bool,
+}
+
+impl InputChannel {
+    pub(crate) fn new(name: &str, rx: mpsc::Receiver<Message>) -> Self {
+        InputChannel {
+            name: name.to_string(),
+            rx,
+            watermark: None,
+            aligned: false,
+            closed: false,
+        }
+    }
+}
+
+/// Where a layer's results go.
+pub(crate) enum MainWriter {
+    /// Rows appended (ODS, stateless, windowed layers).
+    Append(Box<TableWriter>),
+    /// Rows upserted by key (a `GROUP BY` without windows).
+    Upsert(UpsertWriter),
+}
+
+/// A layer's tables.
+pub(crate) struct LayerSinks {
+    pub(crate) main: MainWriter,
+    pub(crate) dead_letters: Option<TableWriter>,
+    pub(crate) future: Option<TableWriter>,
+    pub(crate) late: Option<TableWriter>,
+    pub(crate) rejected: Option<TableWriter>,
+}
+
+impl LayerSinks {
+    async fn pre_commit(&mut self) -> Result<Vec<PendingCommit>> {
+        let mut pending = vec![match &mut self.main {
+            MainWriter::Append(w) => w.pre_commit().await?,
+            MainWriter::Upsert(w) => w.pre_commit().await?,
+        }];
+        for side in [
+            &mut self.dead_letters,
+            &mut self.future,
+            &mut self.late,
+            &mut self.rejected,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            pending.push(side.pre_commit().await?);
+        }
+        Ok(pending)
+    }
+}
+
+/// The layer's `filter:` on its (single) input.
+pub(crate) struct RowFilter {
+    pub(crate) predicate: Arc<dyn PhysicalExpr>,
+    pub(crate) text: String,
+}
+
+/// The late check of a windowed layer: which input, which time column.
+pub(crate) struct LateCheck {
+    pub(crate) input: String,
+    pub(crate) time_column: usize,
+}
+
+pub(crate) struct LayerTask {
+    pub(crate) name: String,
+    pub(crate) inputs: Vec<InputChannel>,
+    pub(crate) query: Option<LayerQuery>,
+    pub(crate) filter: Option<RowFilter>,
+    pub(crate) late: Option<LateCheck>,
+    pub(crate) delay_us: i64,
+    pub(crate) watermark: Option<i64>,
+    pub(crate) sinks: LayerSinks,
+    pub(crate) downstream: Vec<mpsc::Sender<Message>>,
+    pub(crate) store: Arc<CheckpointStore>,
+    pub(crate) acks: mpsc::Sender<Ack>,
+    pub(crate) sources: Vec<SourceCheckpoint>,
+    pub(crate) rows_in_epoch: u64,
+}
+
+/// Maps a DataFusion error of `layer`'s query to an engine error.
+fn fail(layer: &str, what: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
+    let pipeline = layer.to_string();
+    let what = what.to_string();
+    move |e| EngineError::Pipeline {
+        pipeline,
+        reason: format!("{what}: {}", e.find_root()),
+    }
+}
+
+impl LayerTask {
+    /// Runs until every input has ended.
+    pub(crate) async fn run(mut self) -> Result<()> {
+        while let Some((input, message)) = self.next().await {
+            match message {
+                None => self.inputs[input].closed = true,
+                Some(Message::Source(staged)) => {
+                    let now = now_micros();
+                    if let (Some(rows), Some(w)) =
+                        (staged.dead_letters, &mut self.sinks.dead_letters)
+                    {
+                        w.write(rows).await?;
+                    }
+                    if let (Some(rows), Some(w)) = (staged.future, &mut self.sinks.future) {
+                        w.write(annotate(
+                            &rows,
+                            "event time too far in the future",
+                            now,
+                            self.watermark,
+                        )?)
+                        .await?;
+                    }
+                    if let Some(rows) = staged.rows {
+                        self.on_rows(input, rows).await?;
+                    }
+                }
+                Some(Message::Rows(rows)) => self.on_rows(input, rows).await?,
+                Some(Message::Watermark(w)) => {
+                    let slot = &mut self.inputs[input].watermark;
+                    *slot = Some(slot.map_or(w, |old| old.max(w)));
+                    self.advance_watermark().await?;
+                }
+                Some(Message::Barrier { epoch, source }) => {
+                    self.inputs[input].aligned = true;
+                    self.sources.extend(source);
+                    if self.inputs.iter().all(|i| i.aligned || i.closed) {
+                        self.checkpoint(epoch).await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The next message of an input that is neither aligned nor ended;
+    /// `None` when there is none left.
+    async fn next(&mut self) -> Option<(usize, Option<Message>)> {
+        let waiting: Vec<(usize, &mut InputChannel)> = self
+            .inputs
+            .iter_mut()
+            .enumerate()
+            .filter(|(_, i)| !i.aligned && !i.closed)
+            .collect();
+        if waiting.is_empty() {
+            return None;
+        }
+        let receives = waiting
+            .into_iter()
+            .map(|(index, input)| Box::pin(async move { (index, input.rx.recv().await) }));
+        let (received, _, _) = futures::future::select_all(receives).await;
+        Some(received)
+    }
+
+    async fn on_rows(&mut self, input: usize, rows: RecordBatch) -> Result<()> {
+        let now = now_micros();
+        let mut rows = rows;
+        if let Some(filter) = &self.filter {
+            let keep = filter
+                .predicate
+                .evaluate(&rows)
+                .and_then(|v| v.into_array(rows.num_rows()))
+                .map_err(fail(
+                    &self.name,
+                    &format!("evaluating filter `{}`", filter.text),
+                ))?;
+            let keep = keep
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .map(prep_null_mask_filter)
+                .ok_or_else(|| {
+                    EngineError::Config(format!("filter `{}` is not a condition", filter.text))
+                })?;
+            let rejected = split(&rows, &not(&keep).map_err(EngineError::arrow("filtering"))?)?;
+            if let (Some(rejected), Some(w)) = (rejected, &mut self.sinks.rejected) {
+                let reason = format!("rejected by filter: {}", filter.text);
+                w.write(annotate(&rejected, &reason, now, self.watermark)?)
+                    .await?;
+            }
+            match split(&rows, &keep)? {
+                Some(kept) => rows = kept,
+                None => return Ok(()),
+            }
+        }
+        if let (Some(late), Some(watermark)) = (&self.late, self.watermark)
+            && late.input == self.inputs[input].name
+        {
+            let times = rows
+                .column(late.time_column)
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .ok_or_else(|| {
+                    EngineError::Config("the window's time column is not a timestamp".into())
+                })?;
+            let is_late =
+                before(times, watermark).map_err(EngineError::arrow("checking lateness"))?;
+            let is_late = prep_null_mask_filter(&is_late);
+            if is_late.true_count() > 0 {
+                if let (Some(late_rows), Some(w)) = (split(&rows, &is_late)?, &mut self.sinks.late)
+                {
+                    w.write(annotate(
+                        &late_rows,
+                        "behind the watermark: its window had closed",
+                        now,
+                        Some(watermark),
+                    )?)
+                    .await?;
+                }
+                match split(
+                    &rows,
+                    &not(&is_late).map_err(EngineError::arrow("checking lateness"))?,
+                )? {
+                    Some(on_time) => rows = on_time,
+                    None => return Ok(()),
+                }
+            }
+        }
+        let name = self.inputs[input].name.clone();
+        let out = match &mut self.query {
+            None => vec![rows],
+            Some(query) => query
+                .on_batch(&name, rows)
+                .await
+                .map_err(fail(&self.name, "running the query"))?,
+        };
+        self.output(out).await
+    }
+
+    async fn advance_watermark(&mut self) -> Result<()> {
+        let open: Vec<Option<i64>> = self
+            .inputs
+            .iter()
+            .filter(|i| !i.closed)
+            .map(|i| i.watermark)
+            .collect();
+        if open.is_empty() || open.contains(&None) {
+            return Ok(());
+        }
+        let Some(candidate) = open.into_iter().flatten().min() else {
+            return Ok(());
+        };
+        let candidate = candidate.saturating_sub(self.delay_us);
+        if self.watermark.is_some_and(|w| w >= candidate) {
+            return Ok(());
+        }
+        self.watermark = Some(candidate);
+        if let Some(query) = &mut self.query {
+            let out = query
+                .on_watermark(candidate)
+                .await
+                .map_err(fail(&self.name, "closing windows"))?;
+            self.output(out).await?;
+        }
+        for tx in &self.downstream {
+            tx.send(Message::Watermark(candidate))
+                .await
+                .map_err(|_| self.gone())?;
+        }
+        Ok(())
+    }
+
+    fn gone(&self) -> EngineError {
+        EngineError::Pipeline {
+            pipeline: self.name.clone(),
+            reason: "a downstream layer stopped".into(),
+        }
+    }
+
+    async fn output(&mut self, batches: Vec<RecordBatch>) -> Result<()> {
+        for batch in batches {
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            self.rows_in_epoch += batch.num_rows() as u64;
+            match &mut self.sinks.main {
+                MainWriter::Append(w) => w.write(batch.clone()).await?,
+                MainWriter::Upsert(w) => w.write(batch.clone()),
+            }
+            for tx in &self.downstream {
+                tx.send(Message::Rows(batch.clone()))
+                    .await
+                    .map_err(|_| self.gone())?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn checkpoint(&mut self, epoch: u64) -> Result<()> {
+        let mut state = None;
+        if let Some(query) = &mut self.query {
+            let updated = query
+                .on_checkpoint()
+                .await
+                .map_err(fail(&self.name, "computing updated results"))?;
+            self.output(updated).await?;
+        }
+        if let Some(query) = &mut self.query
+            && let Some(snapshot) = query
+                .snapshot()
+                .map_err(fail(&self.name, "snapshotting state"))?
+        {
+            state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
+        }
+        let sinks = self.sinks.pre_commit().await?;
+        let ack = Ack {
+            epoch,
+            layer: LayerCheckpoint {
+                name: self.name.clone(),
+                watermark: self.watermark,
+                state,
+            },
+            sources: std::mem::take(&mut self.sources),
+            sinks,
+            rows: std::mem::take(&mut self.rows_in_epoch),
+        };
+        debug!(layer = %self.name, epoch, "barrier aligned");
+        self.acks
+            .send(ack)
+            .await
+            .map_err(|_| EngineError::Pipeline {
+                pipeline: self.name.clone(),
+                reason: "the checkpoint coordinator stopped".into(),
+            })?;
+        for tx in &self.downstream {
+            tx.send(Message::Barrier {
+                epoch,
+                source: None,
+            })
+            .await
+            .map_err(|_| self.gone())?;
+        }
+        for input in &mut self.inputs {
+            input.aligned = false;
+        }
+        Ok(())
+    }
+}
+
+/// The rows of `batch` where `mask` is true, if any.
+fn split(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>> {
+    if mask.true_count() == 0 {
+        return Ok(None);
+    }
+    if mask.true_count() == batch.num_rows() {
+        return Ok(Some(batch.clone()));
+    }
+    filter_record_batch(batch, mask)
+        .map(Some)
+        .map_err(EngineError::arrow("splitting rows"))
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

@@ -1,0 +1,25 @@
+//! A dataflow: the layers one process runs, as one graph with one
+//! checkpoint epoch.
+//!
+//! Sources (threads polling Kafka) feed layers (async tasks running each
+//! layer's query); layers feed the layers downstream and write their own
+//! Delta tables. A coordinator ends an epoch by asking every source for a
+//! barrier; once every layer has aligned it, snapshotted its state and
+//! finished its files, the coordinator writes the epoch's manifest and
+//! commits every table. See `checkpoint::manifest` for why that makes the
+//! whole graph exactly-once.
+
+pub mod coordinator;
+pub mod layer_plan;
+mod layer_task;
+pub mod message;
+mod run;
+pub mod side_output;
+pub mod source;
+pub mod spec;
+pub mod watermark;
+
+pub use coordinator::DataflowReport;
+pub use run::run_dataflow;
+pub use spec::{DataflowSpec, InputFrom, LayerInput, LayerSpec, SourceSpec};
+pub use watermark::WatermarkSpec;

@@ -1,0 +1,384 @@
+//! Starting a dataflow: plan every layer, open its tables, recover from the
+//! newest checkpoint, connect sources, layers and the coordinator, run.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use rdkafka::consumer::BaseConsumer;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::info;
+
+use crate::checkpoint::manifest::{Manifest, SourceCheckpoint};
+use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::coordinator::{Coordinator, DataflowReport, SourceHandle, commit_all};
+use crate::dataflow::layer_plan::{PlannedLayer, config, plan_layers};
+use crate::dataflow::layer_task::{InputChannel, LateCheck, LayerSinks, LayerTask, MainWriter};
+use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::side_output::{Side, side_schema};
+use crate::dataflow::source::{EpochControl, SourceStatus, SourceTask};
+use crate::dataflow::spec::{DataflowSpec, InputFrom};
+use crate::delta::table::open_or_create;
+use crate::delta::table_committer::TableCommitter;
+use crate::delta::table_writer::TableWriter;
+use crate::delta::upsert_writer::UpsertWriter;
+use crate::error::{EngineError, Result};
+use crate::ods::{DEAD_LETTER_SUFFIX, EVENT_DATE, dead_letter_schema};
+use crate::operators::layer_query::LayerQuery;
+use crate::shutdown::Shutdown;
+use crate::sql::planner::{Program, StreamingPlanner};
+
+/// Messages in flight on each channel between tasks.
+const CHANNEL_DEPTH: usize = 16;
+
+/// A layer, planned and with its tables open.
+struct BuiltLayer {
+    task: LayerTask,
+    committers: Vec<TableCommitter>,
+}
+
+/// Runs `spec` until `shutdown` (or, when bounded, until every source caught
+/// up), committing a last epoch on the way out.
+pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<DataflowReport> {
+    let store = Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?);
+    let manifest = store.latest().await?;
+    let planner = StreamingPlanner::new(spec.udfs.clone());
+    let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
+    // Every layer's SQL is planned before any table is opened.
+    let planned = plan_layers(&spec, &planner).await?;
+    let mut built: Vec<BuiltLayer> = Vec::new();
+    let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> = Vec::new();
+    let mut source_senders: HashMap<String, mpsc::Sender<Message>> = HashMap::new();
+    let mut downstream: HashMap<String, Vec<mpsc::Sender<Message>>> = HashMap::new();
+    for layer in planned {
+        let mut rxs = Vec::new();
+        for input in &layer.spec.inputs {
+            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+            rxs.push(rx);
+            match &input.from {
+                InputFrom::Source(id) => {
+                    source_senders.insert(id.clone(), tx);
+                }
+                InputFrom::Layer(up) => downstream.entry(up.clone()).or_default().push(tx),
+            }
+        }
+        built.push(open_layer(&spec, layer, &planner, &store, &ack_tx).await?);
+        receivers.push(rxs);
+    }
+
+    let mut committers: HashMap<String, TableCommitter> = HashMap::new();
+    for layer in &mut built {
+        for c in layer.committers.drain(..) {
+            committers.insert(c.url().to_string(), c);
+        }
+    }
+    check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
+    let next_epoch = match &manifest {
+        Some(m) => {
+            commit_all(&mut committers, m.epoch, m).await?;
+            restore_layers(&mut built, m, &store).await?;
+            info!(dataflow = %spec.id, epoch = m.epoch, "resuming from checkpoint");
+            m.epoch + 1
+        }
+        None => {
+            info!(dataflow = %spec.id, "no checkpoint yet; sources start from their configured positions");
+            1
+        }
+    };
+
+    let control = Arc::new(EpochControl::default());
+    let mut source_threads = Vec::new();
+    let mut handles = Vec::new();
+    for source in &spec.sources {
+        let out = source_senders
+            .remove(&source.id)
+            .ok_or_else(|| EngineError::Config(format!("source `{}` feeds no layer", source.id)))?;
+        let consumer: BaseConsumer = source
+            .kafka
+            .consumer(&source.group_id)
+            .create()
+            .map_err(EngineError::kafka("creating the consumer"))?;
+        let resume = manifest
+            .as_ref()
+            .and_then(|m| m.sources.iter().find(|s| s.id == source.id).cloned())
+            .unwrap_or_else(|| SourceCheckpoint {
+                id: source.id.clone(),
+                ..Default::default()
+            });
+        let status = Arc::new(SourceStatus::default());
+        let (committed_tx, committed_rx) = std_mpsc::channel();
+        let task = SourceTask::new(
+            source.clone(),
+            consumer,
+            resume,
+            next_epoch - 1,
+            spec.bounded,
+            out,
+            committed_rx,
+            control.clone(),
+            status.clone(),
+        )?;
+        handles.push(SourceHandle {
+            id: source.id.clone(),
+            status,
+            committed: committed_tx,
+        });
+        let thread = std::thread::Builder::new()
+            .name(format!("source-{}", source.id))
+            .spawn(move || task.run())
+            .map_err(|e| EngineError::Config(format!("cannot start a source thread: {e}")))?;
+        source_threads.push(thread);
+    }
+
+    let mut tasks = JoinSet::new();
+    let layers = built.len();
+    for ((mut layer, rxs), spec_layer) in built.into_iter().zip(receivers).zip(&spec.layers) {
+        layer.task.inputs = spec_layer
+            .inputs
+            .iter()
+            .zip(rxs)
+            .map(|(input, rx)| InputChannel::new(&input.name, rx))
+            .collect();
+        layer.task.downstream = downstream.remove(&layer.task.name).unwrap_or_default();
+        tasks.spawn(layer.task.run());
+    }
+    drop(ack_tx);
+
+    let coordinator = Coordinator {
+        dataflow: spec.id.clone(),
+        store: store.clone(),
+        committers,
+        layers,
+        control: control.clone(),
+        sources: handles,
+        acks: ack_rx,
+        interval: spec.checkpoint_interval,
+        retain: spec.checkpoint_retain,
+        next_epoch,
+        bounded: spec.bounded,
+        shutdown: shutdown.clone(),
+    };
+    let mut coordinator = tokio::spawn(coordinator.run());
+    let mut failure: Option<EngineError> = None;
+    let mut report = DataflowReport::default();
+    loop {
+        tokio::select! {
+            done = &mut coordinator => {
+                match done {
+                    Ok(Ok(r)) => report = r,
+                    Ok(Err(e)) => failure = Some(e),
+                    Err(e) => failure = Some(EngineError::Config(format!("the checkpoint coordinator panicked: {e}"))),
+                }
+                break;
+            }
+            Some(joined) = tasks.join_next() => {
+                let error = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(e) => EngineError::Config(format!("a layer task panicked: {e}")),
+                };
+                failure = Some(error);
+                coordinator.abort();
+                break;
+            }
+        }
+    }
+    // Whatever happened, sources stop now; what they read after the last
+    // committed epoch is read again on the next start.
+    control
+        .stop_now
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    if failure.is_some() {
+        shutdown.trigger();
+        tasks.abort_all();
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(e)) = joined
+            && failure.is_none()
+        {
+            failure = Some(e);
+        }
+    }
+    for thread in source_threads {
+        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
+        if let Ok(Ok(Err(e))) = joined
+            && failure.is_none()
+        {
+            failure = Some(e);
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            info!(dataflow = %spec.id, epochs = report.epochs, rows = report.rows, "stopped");
+            Ok(report)
+        }
+    }
+}
+
+fn without_metadata(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(Schema::new(schema.fields().clone()))
+}
+
+/// Opens a planned layer's tables and makes its task.
+async fn open_layer(
+    spec: &DataflowSpec,
+    layer: PlannedLayer,
+    planner: &StreamingPlanner,
+    store: &Arc<CheckpointStore>,
+    acks: &mpsc::Sender<Ack>,
+) -> Result<BuiltLayer> {
+    let name = layer.spec.name.clone();
+    let kind = layer.spec.kind.clone();
+    let partitions: Vec<&str> = if layer.query.is_none() {
+        vec![EVENT_DATE]
+    } else {
+        Vec::new()
+    };
+    let mut committers = Vec::new();
+    let main_table = open_or_create(
+        &spec.storage.table(&kind, &name)?,
+        &without_metadata(&layer.output),
+        &partitions,
+    )
+    .await?;
+    let main = match layer.query.as_ref().map(|p| &p.program) {
+        Some(Program::Updating { keys, .. }) => {
+            MainWriter::Upsert(UpsertWriter::new(&main_table, &name, keys.clone()))
+        }
+        _ => MainWriter::Append(Box::new(TableWriter::new(&main_table, &name)?)),
+    };
+    committers.push(TableCommitter::open(main_table, &name).await?);
+
+    let side = |suffix: &str, schema: SchemaRef| {
+        let location = spec.storage.table(&kind, &format!("{name}{suffix}"));
+        let name = name.clone();
+        async move {
+            let table = open_or_create(&location?, &without_metadata(&schema), &[]).await?;
+            let writer = TableWriter::new(&table, &name)?;
+            Ok::<_, EngineError>((writer, TableCommitter::open(table, &name).await?))
+        }
+    };
+    let (mut dead_letters, mut future, mut late, mut rejected) = (None, None, None, None);
+    if let Some(rows) = &layer.source_rows {
+        let (w, c) = side(DEAD_LETTER_SUFFIX, dead_letter_schema()).await?;
+        dead_letters = Some(w);
+        committers.push(c);
+        let (w, c) = side(Side::Future.suffix(), side_schema(rows)).await?;
+        future = Some(w);
+        committers.push(c);
+    }
+    let mut late_check = None;
+    if let Some(window) = layer.query.as_ref().and_then(|p| p.window.as_ref()) {
+        let schema = &layer
+            .inputs
+            .iter()
+            .find(|(n, _)| *n == window.input)
+            .ok_or_else(|| config(&layer.spec, format!("no input `{}`", window.input)))?
+            .1;
+        let (w, c) = side(Side::Late.suffix(), side_schema(schema)).await?;
+        late = Some(w);
+        committers.push(c);
+        late_check = Some(LateCheck {
+            input: window.input.clone(),
+            time_column: schema.index_of(&window.time_column).map_err(|_| {
+                config(
+                    &layer.spec,
+                    format!("no column `{}` in `{}`", window.time_column, window.input),
+                )
+            })?,
+        });
+    }
+    if layer.filter.is_some() && layer.spec.keep_rejected {
+        let (_, schema) = &layer.inputs[0];
+        let (w, c) = side(Side::Rejected.suffix(), side_schema(schema)).await?;
+        rejected = Some(w);
+        committers.push(c);
+    }
+    let query = match layer.query {
+        Some(p) => Some(
+            LayerQuery::new(p, planner.task_ctx())
+                .map_err(|e| config(&layer.spec, e.to_string()))?,
+        ),
+        None => None,
+    };
+    let task = LayerTask {
+        name,
+        // Connected once every layer is built.
+        inputs: Vec::new(),
+        query,
+        filter: layer.filter,
+        late: late_check,
+        delay_us: layer.spec.delay.as_micros() as i64,
+        watermark: None,
+        sinks: LayerSinks {
+            main,
+            dead_letters,
+            future,
+            late,
+            rejected,
+        },
+        downstream: Vec::new(),
+        store: store.clone(),
+        acks: acks.clone(),
+        sources: Vec::new(),
+        rows_in_epoch: 0,
+    };
+    Ok(BuiltLayer { task, committers })
+}
+
+/// A table that holds epochs the checkpoint does not know means the
+/// checkpoints were removed, or another configuration of the dataflow wrote
+/// it: resuming would read its rows again.
+fn check_checkpoint_covers_tables(
+    spec: &DataflowSpec,
+    manifest: Option<&Manifest>,
+    committers: &HashMap<String, TableCommitter>,
+) -> Result<()> {
+    let epoch = manifest.map_or(0, |m| m.epoch);
+    for c in committers.values() {
+        let Some(held) = c.committed_epoch() else {
+            continue;
+        };
+        let app = c.url();
+        let covered = manifest.is_some_and(|m| m.layers.iter().any(|l| l.name == c.app_id()));
+        if held > epoch || (manifest.is_some() && !covered) {
+            return Err(EngineError::Pipeline {
+                pipeline: spec.id.clone(),
+                reason: format!(
+                    "table {app} holds epoch {held}, but the newest checkpoint of `{}` ({}) does not cover it: the checkpoints under _strata/checkpoints/ were removed, or the table was written by a run with other layers. Restore the checkpoints, run the same layers as before, or move the table aside to rebuild it",
+                    spec.id,
+                    if epoch == 0 {
+                        "none".to_string()
+                    } else {
+                        format!("epoch {epoch}")
+                    }
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn restore_layers(
+    built: &mut [BuiltLayer],
+    manifest: &Manifest,
+    store: &CheckpointStore,
+) -> Result<()> {
+    for layer in built {
+        let Some(saved) = manifest.layers.iter().find(|l| l.name == layer.task.name) else {
+            continue;
+        };
+        layer.task.watermark = saved.watermark;
+        if let (Some(name), Some(query)) = (&saved.state, &mut layer.task.query) {
+            let state = store.read_state(name).await?;
+            query.restore(state).map_err(|e| EngineError::Pipeline {
+                pipeline: layer.task.name.clone(),
+                reason: format!("restoring state: {}", e.find_root()),
+            })?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,89 @@
+//! Opening a layer's Delta table, creating it on first use.
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, SchemaRef};
+use deltalake::kernel::StructType;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use tracing::info;
+
+use crate::error::{EngineError, Result};
+use crate::storage::TableLocation;
+
+/// Loads the table at `location`, or creates it with `schema`, partitioned
+/// by `partition_columns`. An existing table must have the schema's columns.
+pub async fn open_or_create(
+    location: &TableLocation,
+    schema: &SchemaRef,
+    partition_columns: &[&str],
+) -> Result<DeltaTable> {
+    let url = location.url.to_string();
+    if location.url.scheme() == "file"
+        && let Ok(dir) = location.url.to_file_path()
+    {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| EngineError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut table = DeltaTableBuilder::from_url(location.url.clone())
+        .map_err(EngineError::delta(&url, "resolving the table location"))?
+        .with_storage_options(location.options.clone())
+        .build()
+        .map_err(EngineError::delta(&url, "opening the table"))?;
+    match table.load().await {
+        Ok(()) => {
+            check_schema(&table, schema, &url)?;
+            Ok(table)
+        }
+        Err(DeltaTableError::NotATable(_)) => {
+            let kernel_schema: StructType = schema
+                .as_ref()
+                .try_into_kernel()
+                .map_err(|e| EngineError::delta(&url, "converting the schema")(e.into()))?;
+            // Min/max statistics of raw bytes skip no file and make the
+            // writer warn on every commit: collect them for the rest.
+            let stats_columns: Vec<&str> = schema
+                .fields()
+                .iter()
+                .filter(|f| !matches!(f.data_type(), DataType::Binary | DataType::LargeBinary))
+                .map(|f| f.name().as_str())
+                .collect();
+            let table = table
+                .create()
+                .with_columns(kernel_schema.fields().cloned())
+                .with_partition_columns(partition_columns.iter().copied())
+                .with_configuration_property(
+                    TableProperty::DataSkippingStatsColumns,
+                    Some(stats_columns.join(",")),
+                )
+                .await
+                .map_err(EngineError::delta(&url, "creating the table"))?;
+            info!(table = %url, "created delta table");
+            Ok(table)
+        }
+        Err(e) => Err(EngineError::delta(&url, "loading the table")(e)),
+    }
+}
+
+/// An existing table must have the columns the pipeline writes; otherwise
+/// every write would fail later with a less helpful message.
+fn check_schema(table: &DeltaTable, expected: &SchemaRef, url: &str) -> Result<()> {
+    let snapshot = table
+        .snapshot()
+        .map_err(EngineError::delta(url, "reading the table state"))?;
+    let actual: Arc<arrow::datatypes::Schema> = snapshot.snapshot().arrow_schema();
+    let missing: Vec<&str> = expected
+        .fields()
+        .iter()
+        .filter(|f| actual.field_with_name(f.name()).is_err())
+        .map(|f| f.name().as_str())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Config(format!(
+            "table {url} exists without column(s) {}; the layer's output changed since the table was created. Move the table aside to rebuild it (backfill), or restore the old query",
+            missing.join(", ")
+        )))
+    }
+}
