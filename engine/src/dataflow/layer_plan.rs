@@ -12,6 +12,7 @@ use datafusion::execution::context::SessionContext;
 
 use crate::dataflow::layer_task::RowFilter;
 use crate::dataflow::spec::{DataflowSpec, InputFrom, LayerSpec, SourceSpec};
+use crate::delta::storable::storable_schema;
 use crate::error::{EngineError, Result};
 use crate::ods::ods_schema;
 use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, TIME_COLUMN_KEY};
@@ -92,7 +93,10 @@ pub async fn plan_layers(
                 .first()
                 .map(|(_, rows)| rows.clone())
                 .ok_or_else(|| config(layer, "an ods layer needs its source".into()))?,
-            Some(q) => with_time_column(q.output_schema.clone(), q.output_time_column.as_deref()),
+            Some(q) => storable_schema(&with_time_column(
+                q.output_schema.clone(),
+                q.output_time_column.as_deref(),
+            )),
         };
         let filter = match &layer.filter {
             None => None,

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
+use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::mpsc;
 use tracing::debug;
@@ -24,6 +25,7 @@ use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
 use crate::dataflow::watermark::before;
+use crate::delta::storable::conform;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
@@ -104,6 +106,8 @@ pub(crate) struct LayerTask {
     pub(crate) name: String,
     pub(crate) inputs: Vec<InputChannel>,
     pub(crate) query: Option<LayerQuery>,
+    /// The rows the layer emits (storable in Delta; see `delta::storable`).
+    pub(crate) output_schema: SchemaRef,
     pub(crate) filter: Option<RowFilter>,
     pub(crate) late: Option<LateCheck>,
     pub(crate) delay_us: i64,
@@ -204,7 +208,7 @@ impl LayerTask {
             let keep = keep
                 .as_any()
                 .downcast_ref::<BooleanArray>()
-                .map(prep_null_mask_filter)
+                .map(null_is_false)
                 .ok_or_else(|| {
                     EngineError::Config(format!("filter `{}` is not a condition", filter.text))
                 })?;
@@ -231,7 +235,7 @@ impl LayerTask {
                 })?;
             let is_late =
                 before(times, watermark).map_err(EngineError::arrow("checking lateness"))?;
-            let is_late = prep_null_mask_filter(&is_late);
+            let is_late = null_is_false(&is_late);
             if is_late.true_count() > 0 {
                 if let (Some(late_rows), Some(w)) = (split(&rows, &is_late)?, &mut self.sinks.late)
                 {
@@ -309,6 +313,8 @@ impl LayerTask {
                 continue;
             }
             self.rows_in_epoch += batch.num_rows() as u64;
+            let batch = conform(batch, &self.output_schema)
+                .map_err(EngineError::arrow("casting results to the table's types"))?;
             match &mut self.sinks.main {
                 MainWriter::Append(w) => w.write(batch.clone()).await?,
                 MainWriter::Upsert(w) => w.write(batch.clone()),
@@ -388,4 +394,14 @@ fn split(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
+}
+
+/// A predicate's result with null (unknown) as false, as SQL's WHERE reads
+/// it. (`prep_null_mask_filter` itself requires a null buffer.)
+fn null_is_false(values: &BooleanArray) -> BooleanArray {
+    if values.null_count() == 0 {
+        values.clone()
+    } else {
+        prep_null_mask_filter(values)
+    }
 }

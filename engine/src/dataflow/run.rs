@@ -309,6 +309,7 @@ async fn open_layer(
         // Connected once every layer is built.
         inputs: Vec::new(),
         query,
+        output_schema: without_metadata(&layer.output),
         filter: layer.filter,
         late: late_check,
         delay_us: layer.spec.delay.as_micros() as i64,
