@@ -269,7 +269,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     let planner = StreamingPlanner::new(vec![]);
     let planned = planner.plan(SQL, &[("deals".into(), rows)]).await?;
     let output = Arc::new(ArrowSchema::new(planned.output_schema.fields().clone()));
-    let mut query = LayerQuery::new(planned, planner.task_ctx())?;
+    let mut query = LayerQuery::new(planned, planner.task_ctx()?)?;
     let table = open_or_create(&root.table("dws", "dws_city_minute")?, &output, &[]).await?;
     let mut writer = TableWriter::new(&table, "bench")?;
     let mut committer = TableCommitter::open(table, "bench").await?;
@@ -366,7 +366,7 @@ async fn count_rows(path: PathBuf) -> BenchResult<usize> {
     let table = deltalake::open_table(url).await?;
     let mut rows = 0;
     for add in table.snapshot()?.log_data() {
-        rows += add.num_records().unwrap_or(0) as usize;
+        rows += add.num_records().unwrap_or(0);
     }
     Ok(rows)
 }

@@ -299,8 +299,13 @@ async fn open_layer(
     }
     let query = match layer.query {
         Some(p) => Some(
-            LayerQuery::new(p, planner.task_ctx())
-                .map_err(|e| config(&layer.spec, e.to_string()))?,
+            LayerQuery::new(
+                p,
+                planner
+                    .task_ctx()
+                    .map_err(|e| config(&layer.spec, e.to_string()))?,
+            )
+            .map_err(|e| config(&layer.spec, e.to_string()))?,
         ),
         None => None,
     };

@@ -86,13 +86,13 @@ async fn run(sql: &str, rows: &[Deal]) -> Vec<RecordBatch> {
     let planner = StreamingPlanner::new(vec![]);
     let inputs = vec![("deals".to_string(), schema())];
     let plan = || async { planner.plan(sql, &inputs).await.unwrap() };
-    let mut query = LayerQuery::new(plan().await, planner.task_ctx()).unwrap();
+    let mut query = LayerQuery::new(plan().await, planner.task_ctx().unwrap()).unwrap();
     let mut out = Vec::new();
     let mut max_ts = i64::MIN;
     for (i, chunk) in rows.chunks(50).enumerate() {
         if i == rows.len() / 100 {
             let state = query.snapshot().unwrap();
-            query = LayerQuery::new(plan().await, planner.task_ctx()).unwrap();
+            query = LayerQuery::new(plan().await, planner.task_ctx().unwrap()).unwrap();
             if let Some(state) = state {
                 query.restore(state).unwrap();
             }
@@ -325,7 +325,7 @@ async fn plain_group_by_emits_changed_groups_at_checkpoints() {
         )
         .await
         .unwrap();
-    let mut q = LayerQuery::new(planned, planner.task_ctx()).unwrap();
+    let mut q = LayerQuery::new(planned, planner.task_ctx().unwrap()).unwrap();
     assert!(q.is_updating());
     let d = |city| Deal {
         city,

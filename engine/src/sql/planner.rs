@@ -141,7 +141,7 @@ impl StreamingPlanner {
         StreamingPlanner { udfs }
     }
 
-    fn context(&self) -> SessionContext {
+    fn context(&self) -> Result<SessionContext, PlanError> {
         // One partition: there is no repartitioning on a stream, and the
         // aggregate is planned as a single-phase node.
         let config = SessionConfig::new()
@@ -150,15 +150,19 @@ impl StreamingPlanner {
         let ctx = SessionContext::new_with_config(config);
         // COUNT(DISTINCT x) alone would become two stacked aggregations.
         ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
+        let mut ctx = ctx;
+        // json_get_str(payload, 'a', 'b'), payload->'a'->>'b', ...
+        datafusion_functions_json::register_all(&mut ctx)?;
+        // Users' functions last: a UDF may replace a built-in of its name.
         for f in window_udfs().into_iter().chain(self.udfs.iter().cloned()) {
             ctx.register_udf(f);
         }
-        ctx
+        Ok(ctx)
     }
 
     /// The task context segments run in.
-    pub fn task_ctx(&self) -> Arc<TaskContext> {
-        self.context().task_ctx()
+    pub fn task_ctx(&self) -> Result<Arc<TaskContext>, PlanError> {
+        Ok(self.context()?.task_ctx())
     }
 
     /// Plans `sql` over `inputs` (name, schema); an input's event-time column
@@ -175,7 +179,7 @@ impl StreamingPlanner {
             ));
         }
         let window = rewritten.windows.first().cloned();
-        let ctx = self.context();
+        let ctx = self.context()?;
         for (name, schema) in inputs {
             ctx.register_table(
                 name.as_str(),
@@ -248,14 +252,25 @@ fn check_column_names(schema: &SchemaRef) -> Result<(), PlanError> {
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
     };
-    match schema.fields().iter().find(|f| !plain(f.name())) {
-        None => Ok(()),
-        Some(f) => Err(PlanError::Sql(format!(
+    if let Some(f) = schema.fields().iter().find(|f| !plain(f.name())) {
+        return Err(PlanError::Sql(format!(
             "output column `{}` needs a name: alias it, e.g. `{} AS total`",
             f.name(),
             f.name()
-        ))),
+        )));
     }
+    // json_get returns a union of JSON types, which no table can store.
+    if let Some(f) = schema
+        .fields()
+        .iter()
+        .find(|f| matches!(f.data_type(), arrow::datatypes::DataType::Union(..)))
+    {
+        return Err(PlanError::Unsupported(format!(
+            "output column `{}` is a JSON value of any type (json_get / ->): pick one with json_get_str, json_get_int, json_get_float, json_get_bool or json_get_json (->> gives text)",
+            f.name()
+        )));
+    }
+    Ok(())
 }
 
 fn check_time_column(w: &WindowTvf, inputs: &[(String, SchemaRef)]) -> Result<(), PlanError> {
@@ -512,6 +527,9 @@ fn output_time_column(
             .find(|c| has(c)),
     }
 }
+
+#[cfg(test)]
+mod function_tests;
 
 /// Schema metadata naming a stream's event-time column.
 pub const TIME_COLUMN_KEY: &str = "strata.event_time";
