@@ -18,6 +18,8 @@ pub(crate) enum Point {
     AfterManifest,
     /// The first table has committed the epoch, the second not yet.
     BetweenTableCommits,
+    /// Every table has committed the epoch; no Kafka transaction has.
+    BeforePublishCommit,
 }
 
 impl Point {
@@ -26,6 +28,7 @@ impl Point {
             Point::BeforeManifest => "before_manifest",
             Point::AfterManifest => "after_manifest",
             Point::BetweenTableCommits => "between_table_commits",
+            Point::BeforePublishCommit => "before_publish_commit",
         }
     }
 }

@@ -44,6 +44,7 @@ mod node_reader;
 mod plan;
 mod read_layer;
 mod read_model;
+mod read_publish;
 mod read_schema;
 mod yaml_tree;
 
@@ -54,8 +55,8 @@ pub use diagnostic::Diagnostic;
 pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
-    Checkpoint, DEFAULT_LISTEN, Input, Kafka, Layer, LayerBody, LayerKind, Serve, Source, SqlLayer,
-    Storage, Tls, User, Warehouse,
+    Checkpoint, DEFAULT_LISTEN, Input, Kafka, Layer, LayerBody, LayerKind, Publish, Serve, Source,
+    SqlLayer, Storage, Tls, User, Warehouse,
 };
 pub use node_reader::Located;
 pub use plan::{Plan, PlanError, plan};

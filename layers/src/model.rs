@@ -5,6 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use strata_engine::dataflow::Delivery;
 use strata_engine::{StartPosition, WatermarkSpec};
 use strata_schemas::Schema;
 
@@ -185,6 +186,17 @@ pub struct Layer {
     pub filter: Option<Located<String>>,
     /// Keep rows the filter rejects, in `<layer>_rejected`.
     pub keep_rejected: bool,
+    /// Also publish the rows to a Kafka topic.
+    pub publish: Option<Publish>,
+}
+
+/// `publish:` of a SQL layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Publish {
+    /// The topic.
+    pub topic: String,
+    /// `exactly_once` or `at_least_once`.
+    pub delivery: Delivery,
 }
 
 /// The default allowance for rows dated ahead of the clock.

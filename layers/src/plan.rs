@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use strata_engine::dataflow::{DataflowSpec, InputFrom, LayerInput, LayerSpec, SourceSpec};
+use strata_engine::dataflow::{
+    DataflowSpec, InputFrom, LayerInput, LayerSpec, PublishSpec, SourceSpec,
+};
 use strata_engine::{KafkaConfig, StorageRoot};
 
 use crate::model::{Input, Layer, LayerBody, Warehouse};
@@ -152,6 +154,11 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
             sql,
             filter: layer.filter.as_ref().map(|f| f.value.clone()),
             keep_rejected: layer.keep_rejected,
+            publish: layer.publish.as_ref().map(|p| PublishSpec {
+                kafka: kafka.clone(),
+                topic: p.topic.clone(),
+                delivery: p.delivery,
+            }),
             // On a layer reading layers, the delay adds to theirs; on a layer
             // reading topics it is applied by its sources.
             delay: if reads_layers {

@@ -9,6 +9,7 @@ use crate::diagnostic::Diagnostics;
 use crate::model::{Input, Layer, LayerBody, LayerKind, Source, SqlLayer};
 use crate::names::check_name;
 use crate::node_reader::{Located, MapReader, scalar_text};
+use crate::read_publish::read_publish;
 use crate::yaml_tree::{Node, NodeValue};
 
 const LAYER_KEYS: &[&str] = &[
@@ -22,6 +23,7 @@ const LAYER_KEYS: &[&str] = &[
     "future_skew",
     "filter",
     "keep_rejected",
+    "publish",
 ];
 const SOURCE_KEYS: &[&str] = &["topic", "topics", "format", "schema", "start", "group_id"];
 const INPUT_KEYS: &[&str] = &["topic", "schema", "name"];
@@ -147,6 +149,7 @@ fn read_layer_body(
     let future_skew = read_future_skew(d, section, path, reads_topics);
     let filter = section.string(d, "filter");
     let keep_rejected = section.bool(d, "keep_rejected").unwrap_or(false);
+    let publish = read_publish(d, section, path, kind);
     if keep_rejected && filter.is_none() {
         d.error(
             section.pos(),
@@ -165,6 +168,7 @@ fn read_layer_body(
             future_skew,
             filter,
             keep_rejected,
+            publish,
         },
         schema_ref,
     ))

@@ -218,3 +218,48 @@ fn ods_layers_take_no_sql_and_sql_layers_no_source() {
         "an ods layer lands its source as it is and takes no `sql`",
     );
 }
+
+#[test]
+fn publish_names_a_topic_and_a_known_delivery() {
+    let with = |publish: &str| {
+        GOOD.replace(
+            "    inputs: [ods_deals]\n",
+            &format!("    inputs: [ods_deals]\n    publish: {publish}\n"),
+        )
+    };
+    let w = parse_str(
+        &with("{topic: dwd_out, delivery: exactly_once}"),
+        Path::new("/w/wh.yaml"),
+    )
+    .unwrap();
+    let publish = w.layers[1].publish.clone().unwrap();
+    assert_eq!(publish.topic, "dwd_out");
+    assert_eq!(
+        publish.delivery,
+        strata_engine::dataflow::Delivery::ExactlyOnce
+    );
+    let w = parse_str(&with("{topic: dwd_out}"), Path::new("/w/wh.yaml")).unwrap();
+    assert_eq!(
+        w.layers[1].publish.as_ref().unwrap().delivery,
+        strata_engine::dataflow::Delivery::AtLeastOnce
+    );
+
+    let ds = problems(&with("{topic: dwd_out, delivery: exactly-once}"));
+    let d = find(
+        &ds,
+        "layers.dwd_deals.publish.delivery: unknown delivery `exactly-once`",
+    );
+    assert_eq!((d.pos.line, d.pos.column), (27, 41), "{d}");
+    find(
+        &problems(&with("{delivery: exactly_once}")),
+        "missing required key `topic`",
+    );
+    let ods = GOOD.replace(
+        "      start: \"2026-11-01T00:00:00Z\"\n",
+        "      start: \"2026-11-01T00:00:00Z\"\n    publish: {topic: x}\n",
+    );
+    find(
+        &problems(&ods),
+        "an ods layer's records are already in Kafka",
+    );
+}

@@ -58,6 +58,10 @@ pub struct LayerCheckpoint {
     pub watermark: Option<i64>,
     /// Its operator state file, relative to the checkpoint directory.
     pub state: Option<String>,
+    /// Rows it published to its Kafka topic in the epoch (`None`: it
+    /// publishes nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<u64>,
 }
 
 /// A Delta sink's pre-committed work for one epoch.
@@ -126,6 +130,7 @@ mod tests {
             }],
             layers: vec![LayerCheckpoint {
                 name: "ods_deals".into(),
+                published: Some(12),
                 watermark: Some(5),
                 state: None,
             }],

@@ -4,7 +4,8 @@
 //! watermark moved), it asks every source for the next epoch's barrier. Once
 //! every layer has aligned the barrier and acked (state written, files
 //! finished), it writes the epoch's manifest, the commit point, and then
-//! commits every table, each idempotently. One epoch is in flight at a time.
+//! commits every table, each idempotently, then the Kafka transactions of
+//! layers that publish exactly-once. One epoch is in flight at a time.
 //!
 //! On a stop it ends one last epoch, so a clean stop loses nothing and a
 //! restart reads nothing twice.
@@ -26,6 +27,7 @@ use crate::delta::table_committer::TableCommitter;
 use crate::error::{EngineError, Result};
 use crate::failpoint::{self, Point};
 use crate::kafka::offsets::SourceOffsets;
+use crate::kafka::publisher::PublishCommitter;
 use crate::shutdown::Shutdown;
 
 /// How often a running dataflow logs its progress.
@@ -51,6 +53,8 @@ pub(crate) struct Coordinator {
     pub(crate) dataflow: String,
     pub(crate) store: Arc<CheckpointStore>,
     pub(crate) committers: HashMap<String, TableCommitter>,
+    /// Kafka topics layers publish, committed after the tables.
+    pub(crate) publishers: Vec<PublishCommitter>,
     pub(crate) layers: usize,
     pub(crate) control: Arc<EpochControl>,
     pub(crate) sources: Vec<SourceHandle>,
@@ -180,6 +184,10 @@ impl Coordinator {
         self.store.write(&manifest).await?;
         failpoint::hit(Point::AfterManifest, epoch);
         commit_all(&mut self.committers, epoch, &manifest).await?;
+        failpoint::hit(Point::BeforePublishCommit, epoch);
+        for publisher in &self.publishers {
+            publisher.commit(epoch).await?;
+        }
         for source in &manifest.sources {
             if let Some(handle) = self.sources.iter().find(|h| h.id == source.id) {
                 // The group commit is advisory; the source does it.

@@ -29,6 +29,7 @@ use crate::delta::storable::conform;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
+use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
 
 /// One input channel of a layer.
@@ -67,6 +68,8 @@ pub(crate) struct LayerSinks {
     pub(crate) future: Option<TableWriter>,
     pub(crate) late: Option<TableWriter>,
     pub(crate) rejected: Option<TableWriter>,
+    /// The layer's Kafka topic, if it publishes one.
+    pub(crate) publish: Option<TopicPublisher>,
 }
 
 impl LayerSinks {
@@ -319,6 +322,9 @@ impl LayerTask {
                 MainWriter::Append(w) => w.write(batch.clone()).await?,
                 MainWriter::Upsert(w) => w.write(batch.clone()),
             }
+            if let Some(p) = &mut self.sinks.publish {
+                p.write(&batch).await?;
+            }
             for tx in &self.downstream {
                 tx.send(Message::Rows(batch.clone()))
                     .await
@@ -345,12 +351,17 @@ impl LayerTask {
             state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
         }
         let sinks = self.sinks.pre_commit().await?;
+        let published = match &mut self.sinks.publish {
+            Some(p) => Some(p.pre_commit().await?),
+            None => None,
+        };
         let ack = Ack {
             epoch,
             layer: LayerCheckpoint {
                 name: self.name.clone(),
                 watermark: self.watermark,
                 state,
+                published,
             },
             sources: std::mem::take(&mut self.sources),
             sinks,

@@ -21,5 +21,5 @@ pub mod watermark;
 
 pub use coordinator::DataflowReport;
 pub use run::run_dataflow;
-pub use spec::{DataflowSpec, InputFrom, LayerInput, LayerSpec, SourceSpec};
+pub use spec::{DataflowSpec, Delivery, InputFrom, LayerInput, LayerSpec, PublishSpec, SourceSpec};
 pub use watermark::WatermarkSpec;

@@ -25,6 +25,7 @@ use crate::delta::table_committer::TableCommitter;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
+use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::ods::{DEAD_LETTER_SUFFIX, EVENT_DATE, dead_letter_schema};
 use crate::operators::layer_query::LayerQuery;
 use crate::shutdown::Shutdown;
@@ -37,6 +38,9 @@ const CHANNEL_DEPTH: usize = 16;
 struct BuiltLayer {
     task: LayerTask,
     committers: Vec<TableCommitter>,
+    /// The Kafka topic it publishes, and its main table's URL (where a lost
+    /// epoch is published again from).
+    publisher: Option<(PublishCommitter, String)>,
 }
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
@@ -64,20 +68,24 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
                 InputFrom::Layer(up) => downstream.entry(up.clone()).or_default().push(tx),
             }
         }
-        built.push(open_layer(&spec, layer, &planner, &store, &ack_tx).await?);
+        let first_epoch = manifest.as_ref().map_or(1, |m| m.epoch + 1);
+        built.push(open_layer(&spec, layer, &planner, &store, &ack_tx, first_epoch).await?);
         receivers.push(rxs);
     }
 
     let mut committers: HashMap<String, TableCommitter> = HashMap::new();
+    let mut publishers = Vec::new();
     for layer in &mut built {
         for c in layer.committers.drain(..) {
             committers.insert(c.url().to_string(), c);
         }
+        publishers.extend(layer.publisher.take());
     }
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
         Some(m) => {
             commit_all(&mut committers, m.epoch, m).await?;
+            recover_publishers(&publishers, &mut committers, m).await?;
             restore_layers(&mut built, m, &store).await?;
             info!(dataflow = %spec.id, epoch = m.epoch, "resuming from checkpoint");
             m.epoch + 1
@@ -150,6 +158,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         dataflow: spec.id.clone(),
         store: store.clone(),
         committers,
+        publishers: publishers.into_iter().map(|(p, _)| p).collect(),
         layers,
         control: control.clone(),
         sources: handles,
@@ -222,6 +231,30 @@ fn without_metadata(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(schema.fields().clone()))
 }
 
+/// After a crash between a checkpoint and its Kafka commits, publishes the
+/// checkpoint's epoch again, from the tables, where Kafka lacks it.
+async fn recover_publishers(
+    publishers: &[(PublishCommitter, String)],
+    committers: &mut HashMap<String, TableCommitter>,
+    manifest: &Manifest,
+) -> Result<()> {
+    for (publisher, url) in publishers {
+        let published = manifest
+            .layers
+            .iter()
+            .find(|l| l.name == publisher.layer())
+            .and_then(|l| l.published);
+        let committer = committers
+            .get_mut(url)
+            .ok_or_else(|| EngineError::Config(format!("no committer for the table {url}")))?;
+        let epoch = manifest.epoch;
+        publisher
+            .recover(epoch, published, async || committer.epoch_rows(epoch).await)
+            .await?;
+    }
+    Ok(())
+}
+
 /// Opens a planned layer's tables and makes its task.
 async fn open_layer(
     spec: &DataflowSpec,
@@ -229,6 +262,7 @@ async fn open_layer(
     planner: &StreamingPlanner,
     store: &Arc<CheckpointStore>,
     acks: &mpsc::Sender<Ack>,
+    first_epoch: u64,
 ) -> Result<BuiltLayer> {
     let name = layer.spec.name.clone();
     let kind = layer.spec.kind.clone();
@@ -250,7 +284,20 @@ async fn open_layer(
         }
         _ => MainWriter::Append(Box::new(TableWriter::new(&main_table, &name)?)),
     };
+    let main_url = main_table.table_url().to_string();
     committers.push(TableCommitter::open(main_table, &name).await?);
+    let (mut publish, mut publisher) = (None, None);
+    if let Some(p) = &layer.spec.publish {
+        if layer.query.is_none() || layer.updating {
+            return Err(config(
+                &layer.spec,
+                "publish: is for SQL layers whose rows are appended (windowed or row-by-row): an ods layer's topic is already in Kafka, and a GROUP BY without windows updates rows in place".into(),
+            ));
+        }
+        let (w, c) = open_publisher(p, &spec.id, &name, first_epoch).await?;
+        publish = Some(w);
+        publisher = Some((c, main_url));
+    }
 
     let side = |suffix: &str, schema: SchemaRef| {
         let location = spec.storage.table(&kind, &format!("{name}{suffix}"));
@@ -325,6 +372,7 @@ async fn open_layer(
             future,
             late,
             rejected,
+            publish,
         },
         downstream: Vec::new(),
         store: store.clone(),
@@ -332,7 +380,11 @@ async fn open_layer(
         sources: Vec::new(),
         rows_in_epoch: 0,
     };
-    Ok(BuiltLayer { task, committers })
+    Ok(BuiltLayer {
+        task,
+        committers,
+        publisher,
+    })
 }
 
 /// A table that holds epochs the checkpoint does not know means the

@@ -76,6 +76,33 @@ pub struct LayerSpec {
     pub keep_rejected: bool,
     /// Extra watermark delay of this layer (added to its inputs').
     pub delay: Duration,
+    /// Also publish the layer's rows to a Kafka topic.
+    pub publish: Option<PublishSpec>,
+}
+
+/// A layer's rows published to a Kafka topic, one JSON object per row.
+#[derive(Debug, Clone)]
+pub struct PublishSpec {
+    /// The cluster.
+    pub kafka: KafkaConfig,
+    /// The topic.
+    pub topic: String,
+    /// The guarantee.
+    pub delivery: Delivery,
+}
+
+/// What a published topic guarantees its readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Delivery {
+    /// Each epoch's rows in one Kafka transaction, committed once the
+    /// epoch's checkpoint is durable: `read_committed` readers see every
+    /// row once. Rows appear when their epoch commits.
+    ExactlyOnce,
+    /// Rows are sent as they are produced and flushed at every checkpoint:
+    /// none is lost; after a crash, rows since the last checkpoint are sent
+    /// again.
+    #[default]
+    AtLeastOnce,
 }
 
 /// An input of a layer.

@@ -2,6 +2,7 @@
 //! staged upserts) without touching the log; committers commit them once the
 //! epoch's checkpoint manifest is durable.
 
+pub mod epoch_rows;
 pub mod storable;
 pub mod table;
 pub mod table_committer;

@@ -68,6 +68,15 @@ impl TableCommitter {
         &self.app_id
     }
 
+    /// The rows `epoch` appended (read back from the table's log).
+    pub async fn epoch_rows(&mut self, epoch: u64) -> Result<Vec<RecordBatch>> {
+        self.table
+            .update_state()
+            .await
+            .map_err(EngineError::delta(&self.url, "reloading the table"))?;
+        crate::delta::epoch_rows::epoch_rows(&self.table, &self.app_id, epoch).await
+    }
+
     /// The highest epoch the table holds for this layer.
     pub fn committed_epoch(&self) -> Option<u64> {
         self.committed_epoch

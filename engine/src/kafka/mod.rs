@@ -2,4 +2,5 @@
 
 pub mod client_config;
 pub mod offsets;
+pub mod publisher;
 pub mod start_position;
