@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod dataflow;
 pub mod delta;
 mod error;
+pub mod event_time;
 mod failpoint;
 pub mod kafka;
 pub mod ods;

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from collections import defaultdict
 from decimal import Decimal
 
 import pytest
 from deltalake import DeltaTable
-
-import time
 
 from conftest import Strata, create_topic, produce, unique, wait_until
 from layered import (
@@ -63,6 +63,15 @@ LAYERS = f"""
              APPROX_PERCENTILE_CONT(0.75) WITHIN GROUP (ORDER BY CAST(amount AS DOUBLE)) AS p75
       FROM TABLE(TUMBLE(TABLE ods_deals, DESCRIPTOR(event_time), INTERVAL '5' MINUTE))
       GROUP BY window_start, window_end, city
+  - name: dwd_agent_running
+    kind: dwd
+    inputs: [ods_deals]
+    sql: >
+      SELECT deal_id, agent, event_time,
+             SUM(amount) OVER w AS gmv_2m, COUNT(*) OVER w AS deals_2m
+      FROM ods_deals
+      WINDOW w AS (PARTITION BY agent ORDER BY event_time
+                   RANGE BETWEEN INTERVAL '2' MINUTE PRECEDING AND CURRENT ROW)
 """
 
 
@@ -95,10 +104,12 @@ def windows_run(tmp_path_factory, strata_bin, kafka):
 
     def complete():
         strata.assert_alive()
-        return all(wh.count("dws", name) >= len(w) for name, w in want.items())
+        return (all(wh.count("dws", name) >= len(w) for name, w in want.items())
+                and wh.count("dwd", "dwd_agent_running") >= len(deals))
 
     wait_until(complete, 120, "every window to be emitted")
     assert strata.stop() == 0, strata.log()[-3000:]
+    want["dwd_agent_running"] = deals
     return wh, want
 
 
@@ -189,3 +200,23 @@ def test_approximate_aggregates_are_close_to_exact(windows_run):
         spread = max(amounts) - min(amounts)
         assert abs(row["p75"] - p75(amounts)) <= 0.05 * spread, (k, row["p75"], p75(amounts))
     assert checked > 40
+
+
+def test_over_aggregation_equals_the_reference(windows_run):
+    """OVER (PARTITION BY agent ORDER BY event_time RANGE 2 minutes): one
+    row per deal, emitted once the watermark passes it."""
+    wh, want = windows_run
+    deals = want["dwd_agent_running"]
+    table = wh.table("dwd", "dwd_agent_running")
+    ids = table.column("deal_id").to_pylist()
+    assert len(ids) == len(set(ids)) == len(deals), "one row per deal, once"
+    by_agent = defaultdict(list)
+    for d in deals:
+        by_agent[d.agent].append(d)
+    expected = {}
+    for d in deals:
+        frame = [o for o in by_agent[d.agent] if d.ts - 2 * MINUTE <= o.ts <= d.ts]
+        expected[d.deal_id] = (sum(o.amount for o in frame), len(frame))
+    got = dict(zip(ids, zip(table.column("gmv_2m").to_pylist(), table.column("deals_2m").to_pylist())))
+    wrong = [(k, expected[k], got[k]) for k in expected if got.get(k) != expected[k]]
+    assert not wrong, f"{len(wrong)} of {len(expected)} rows differ, e.g. {wrong[:3]}"

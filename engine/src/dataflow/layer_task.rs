@@ -24,11 +24,11 @@ use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoi
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
-use crate::dataflow::watermark::before;
 use crate::delta::storable::conform;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
+use crate::event_time::before;
 use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
 

@@ -318,22 +318,22 @@ async fn open_layer(
         committers.push(c);
     }
     let mut late_check = None;
-    if let Some(window) = layer.query.as_ref().and_then(|p| p.window.as_ref()) {
+    if let Some((input, time_column)) = layer.query.as_ref().and_then(|p| p.late_input.as_ref()) {
         let schema = &layer
             .inputs
             .iter()
-            .find(|(n, _)| *n == window.input)
-            .ok_or_else(|| config(&layer.spec, format!("no input `{}`", window.input)))?
+            .find(|(n, _)| n == input)
+            .ok_or_else(|| config(&layer.spec, format!("no input `{input}`")))?
             .1;
         let (w, c) = side(Side::Late.suffix(), side_schema(schema)).await?;
         late = Some(w);
         committers.push(c);
         late_check = Some(LateCheck {
-            input: window.input.clone(),
-            time_column: schema.index_of(&window.time_column).map_err(|_| {
+            input: input.clone(),
+            time_column: schema.index_of(time_column).map_err(|_| {
                 config(
                     &layer.spec,
-                    format!("no column `{}` in `{}`", window.time_column, window.input),
+                    format!("no column `{time_column}` in `{input}`"),
                 )
             })?,
         });

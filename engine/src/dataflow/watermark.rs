@@ -12,9 +12,6 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use arrow::array::{BooleanArray, Scalar, TimestampMicrosecondArray};
-use arrow::compute::kernels::cmp::{gt, lt};
-use arrow::error::ArrowError;
 use serde::{Deserialize, Serialize};
 
 use crate::kafka::offsets::TopicPartition;
@@ -149,27 +146,4 @@ impl PartitionWatermarks {
             })
             .collect()
     }
-}
-
-fn bound(times: &TimestampMicrosecondArray, at: i64) -> Scalar<TimestampMicrosecondArray> {
-    // Arrow compares timestamps only within one time zone.
-    Scalar::new(TimestampMicrosecondArray::from(vec![at]).with_timezone_opt(times.timezone()))
-}
-
-/// Which `times` are before `at` (microseconds): late rows, for a watermark.
-pub fn before(times: &TimestampMicrosecondArray, at: i64) -> Result<BooleanArray, ArrowError> {
-    lt(times, &bound(times, at))
-}
-
-/// Which `times` are after `at` (microseconds): future-dated rows.
-///
-/// ```
-/// use arrow::array::TimestampMicrosecondArray;
-/// use strata_engine::dataflow::watermark::{after, before};
-/// let t = TimestampMicrosecondArray::from(vec![1, 5, 9]).with_timezone("UTC");
-/// assert_eq!(after(&t, 5).unwrap(), vec![false, false, true].into());
-/// assert_eq!(before(&t, 5).unwrap(), vec![true, false, false].into());
-/// ```
-pub fn after(times: &TimestampMicrosecondArray, at: i64) -> Result<BooleanArray, ArrowError> {
-    gt(times, &bound(times, at))
 }

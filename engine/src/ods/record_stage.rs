@@ -16,8 +16,8 @@ use arrow::datatypes::{DataType, Int32Type, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use strata_schemas::{JsonDecoder, Schema, TIMESTAMP_TZ};
 
-use crate::dataflow::watermark::after;
 use crate::error::{EngineError, Result};
+use crate::event_time::after;
 use crate::kafka::offsets::TopicPartition;
 use crate::ods::columns::{dead_letter_schema, ods_schema};
 

@@ -7,7 +7,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 
+use crate::operators::over_window::OverBuffer;
 use crate::operators::session_window::SessionBuffer;
+use crate::sql::over_plan::{OVER_INPUT_SLOT, OVER_RESULTS_SLOT};
 use crate::sql::planner::{AGGREGATE_SLOT, PlannedQuery, Program, SESSION_SLOT};
 
 /// A layer's query, running.
@@ -15,6 +17,7 @@ pub struct LayerQuery {
     program: Program,
     ctx: Arc<TaskContext>,
     session: Option<SessionBuffer>,
+    over: Option<OverBuffer>,
 }
 
 impl LayerQuery {
@@ -29,10 +32,21 @@ impl LayerQuery {
             } => Some(SessionBuffer::new(below.schema(), keys, *gap_us)?),
             _ => None,
         };
+        let over = match &planned.program {
+            Program::Over {
+                below,
+                time_column,
+                keys,
+                frame,
+                ..
+            } => Some(OverBuffer::new(below.schema(), time_column, keys, *frame)?),
+            _ => None,
+        };
         Ok(LayerQuery {
             program: planned.program,
             ctx,
             session,
+            over,
         })
     }
 
@@ -67,6 +81,15 @@ impl LayerQuery {
                 }
                 Ok(Vec::new())
             }
+            Program::Over { below, .. } => {
+                let rows = below.run(input, vec![batch], &self.ctx).await?;
+                if let Some(buffer) = &mut self.over {
+                    for rows in rows {
+                        buffer.push(rows);
+                    }
+                }
+                Ok(Vec::new())
+            }
         }
     }
 
@@ -88,6 +111,22 @@ impl LayerQuery {
                     Some(rows) => closed.run(SESSION_SLOT, vec![rows], &self.ctx).await,
                     None => Ok(Vec::new()),
                 }
+            }
+            Program::Over { window, above, .. } => {
+                let Some(buffer) = &mut self.over else {
+                    return Ok(Vec::new());
+                };
+                let Some(ready) = buffer.take_ready(watermark)? else {
+                    return Ok(Vec::new());
+                };
+                let mut results = Vec::new();
+                for out in window
+                    .run(OVER_INPUT_SLOT, vec![ready.rows], &self.ctx)
+                    .await?
+                {
+                    results.push(buffer.new_results(&out, ready.emit_from)?);
+                }
+                above.run(OVER_RESULTS_SLOT, results, &self.ctx).await
             }
             Program::Stateless(_) | Program::Updating { .. } => Ok(Vec::new()),
         }
@@ -117,6 +156,10 @@ impl LayerQuery {
                 Some(buffer) => buffer.snapshot(),
                 None => Ok(None),
             },
+            Program::Over { .. } => match &self.over {
+                Some(buffer) => buffer.snapshot(),
+                None => Ok(None),
+            },
             Program::Stateless(_) => Ok(None),
         }
     }
@@ -128,6 +171,10 @@ impl LayerQuery {
                 aggregate.restore(&state)
             }
             Program::Session { .. } => match &mut self.session {
+                Some(buffer) => buffer.restore(state),
+                None => Ok(()),
+            },
+            Program::Over { .. } => match &mut self.over {
                 Some(buffer) => buffer.restore(state),
                 None => Ok(()),
             },

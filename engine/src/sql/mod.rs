@@ -2,6 +2,7 @@
 //! by Strata's streaming operators.
 
 pub mod batch_slot;
+pub mod over_plan;
 pub mod planner;
 pub mod segment;
 pub mod stream_table;

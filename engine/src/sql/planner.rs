@@ -27,8 +27,10 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
+use crate::operators::over_window::OverFrame;
 use crate::operators::window_aggregate::WindowAggregate;
 use crate::sql::batch_slot::BatchSlot;
+use crate::sql::over_plan::plan_over;
 use crate::sql::segment::Segment;
 use crate::sql::stream_table::StreamTable;
 use crate::sql::window_tvf::{WindowKind, WindowTvf, rewrite};
@@ -69,6 +71,9 @@ pub struct PlannedQuery {
     /// The output column carrying event time, if any: what downstream
     /// layers window on.
     pub output_time_column: Option<String>,
+    /// The input and time column whose rows behind the watermark are late
+    /// (a window TVF's or an OVER aggregation's).
+    pub late_input: Option<(String, String)>,
 }
 
 /// The shapes of streaming program.
@@ -107,6 +112,22 @@ pub enum Program {
         /// Output columns that identify a row (the GROUP BY keys).
         keys: Vec<String>,
     },
+    /// An OVER aggregation on a raw stream: each row's result once the
+    /// watermark passes it.
+    Over {
+        /// Up to the window node's input.
+        below: Segment,
+        /// The window node (and its sort), on ready rows plus history.
+        window: Segment,
+        /// On new results.
+        above: Segment,
+        /// The event-time column the frame is ordered by.
+        time_column: String,
+        /// PARTITION BY columns.
+        keys: Vec<String>,
+        /// How far back a frame reaches.
+        frame: OverFrame,
+    },
 }
 
 /// Plans layer queries with DataFusion.
@@ -115,7 +136,7 @@ pub struct StreamingPlanner {
 }
 
 /// DataFusion nodes that keep no state between batches.
-const STATELESS: &[&str] = &[
+pub(crate) const STATELESS: &[&str] = &[
     "ProjectionExec",
     "FilterExec",
     "UnnestExec",
@@ -202,7 +223,24 @@ impl StreamingPlanner {
             )));
         }
         let aggregates = nodes_named(&plan, "AggregateExec");
+        let window_nodes: Vec<_> = nodes_named(&plan, "BoundedWindowAggExec")
+            .into_iter()
+            .chain(nodes_named(&plan, "WindowAggExec"))
+            .collect();
+        let mut late_input = window
+            .as_ref()
+            .map(|w| (w.input.clone(), w.time_column.clone()));
         let (program, read) = match aggregates.as_slice() {
+            [] if window.is_none() && !window_nodes.is_empty() => {
+                let [node] = window_nodes.as_slice() else {
+                    return Err(PlanError::Unsupported(
+                        "every OVER clause of a layer needs the same PARTITION BY, ORDER BY and frame (Flink's rule too); compute the others in another layer".into(),
+                    ));
+                };
+                let over = plan_over(&plan, node, inputs)?;
+                late_input = Some(over.late_input);
+                (over.program, over.inputs)
+            }
             [] => {
                 check_nodes(&plan, STATELESS, "in a layer without aggregation")?;
                 if window.is_some() {
@@ -238,6 +276,7 @@ impl StreamingPlanner {
             window,
             inputs: read,
             output_time_column,
+            late_input,
         })
     }
 }
@@ -416,7 +455,7 @@ fn above_segment(
 }
 
 /// `plan` with the node `target` replaced by `with`.
-fn replace(
+pub(crate) fn replace(
     plan: &Arc<dyn ExecutionPlan>,
     target: &Arc<dyn ExecutionPlan>,
     with: Arc<dyn ExecutionPlan>,
@@ -445,7 +484,7 @@ fn nodes_named(plan: &Arc<dyn ExecutionPlan>, name: &str) -> Vec<Arc<dyn Executi
 }
 
 /// Every node of `plan` must be in `allowed`; otherwise say what to write.
-fn check_nodes(
+pub(crate) fn check_nodes(
     plan: &Arc<dyn ExecutionPlan>,
     allowed: &[&str],
     place: &str,
@@ -469,7 +508,7 @@ fn check_nodes(
             "LIMIT over a stream: for the first N rows of each window use ROW_NUMBER() OVER (PARTITION BY window_start ORDER BY ...) <= N"
         }
         "BoundedWindowAggExec" | "WindowAggExec" => {
-            "OVER aggregations are supported on a window's results (Top-N per window); over a raw stream they are not supported yet"
+            "an OVER aggregation is the layer's one stateful step: on a raw stream without GROUP BY, or per window on a window's results (Top-N)"
         }
         "AggregateExec" => "one aggregation per layer: compute the second in a downstream layer",
         n if n.contains("Join") => "joins are not supported in layers yet",
@@ -521,7 +560,7 @@ fn output_time_column(
             has("window_end").then(|| "window_end".into())
         }
         Program::Updating { .. } => None,
-        Program::Stateless(_) => inputs
+        Program::Stateless(_) | Program::Over { .. } => inputs
             .iter()
             .flat_map(|(_, s)| s.metadata().get(TIME_COLUMN_KEY).cloned())
             .find(|c| has(c)),
