@@ -7,4 +7,5 @@
 pub mod child;
 pub mod delta_log;
 pub mod flags;
+pub mod runner;
 pub mod stats;
