@@ -3,7 +3,8 @@
 //! Random SIGKILLs rarely land in the millisecond between writing a manifest
 //! and committing the tables, yet that is the window recovery exists for. So
 //! a test can name a step and an epoch in `STRATA_FAILPOINT`
-//! (`<point>:<epoch>`), and the process aborts right there, with no cleanup,
+//! (`<point>:<epoch>`, or `<point>:*` for the first time the step is
+//! reached), and the process aborts right there, with no cleanup,
 //! just as a SIGKILL would. Unset (always, outside tests) it costs one
 //! comparison per epoch.
 
@@ -18,7 +19,8 @@ pub(crate) enum Point {
     AfterManifest,
     /// The first table has committed the epoch, the second not yet.
     BetweenTableCommits,
-    /// Every table has committed the epoch; no Kafka transaction has.
+    /// Every table has committed an epoch in which rows were published; no
+    /// Kafka transaction has committed it.
     BeforePublishCommit,
 }
 
@@ -33,12 +35,16 @@ impl Point {
     }
 }
 
-fn configured() -> Option<&'static (String, u64)> {
-    static SPEC: OnceLock<Option<(String, u64)>> = OnceLock::new();
+fn configured() -> Option<&'static (String, Option<u64>)> {
+    static SPEC: OnceLock<Option<(String, Option<u64>)>> = OnceLock::new();
     SPEC.get_or_init(|| {
         let text = std::env::var("STRATA_FAILPOINT").ok()?;
         let (point, epoch) = text.split_once(':')?;
-        Some((point.to_string(), epoch.parse().ok()?))
+        let epoch = match epoch {
+            "*" => None,
+            n => Some(n.parse().ok()?),
+        };
+        Some((point.to_string(), epoch))
     })
     .as_ref()
 }
@@ -47,7 +53,7 @@ fn configured() -> Option<&'static (String, u64)> {
 pub(crate) fn hit(point: Point, epoch: u64) {
     if let Some((name, at)) = configured()
         && name == point.name()
-        && *at == epoch
+        && at.is_none_or(|at| at == epoch)
     {
         eprintln!("STRATA_FAILPOINT {name}:{epoch} reached; aborting");
         std::process::abort();
