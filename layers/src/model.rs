@@ -188,6 +188,8 @@ pub struct Layer {
     pub keep_rejected: bool,
     /// Also publish the rows to a Kafka topic.
     pub publish: Option<Publish>,
+    /// Also publish side rows, by side table suffix (`_late`, ...).
+    pub side_topics: Vec<(String, Publish)>,
 }
 
 /// `publish:` of a SQL layer.

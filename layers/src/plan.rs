@@ -159,6 +159,18 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
                 topic: p.topic.clone(),
                 delivery: p.delivery,
             }),
+            side_topics: layer
+                .side_topics
+                .iter()
+                .map(|(suffix, p)| {
+                    let spec = PublishSpec {
+                        kafka: kafka.clone(),
+                        topic: p.topic.clone(),
+                        delivery: p.delivery,
+                    };
+                    (suffix.clone(), spec)
+                })
+                .collect(),
             // On a layer reading layers, the delay adds to theirs; on a layer
             // reading topics it is applied by its sources.
             delay: if reads_layers {

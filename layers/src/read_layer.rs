@@ -9,7 +9,7 @@ use crate::diagnostic::Diagnostics;
 use crate::model::{Input, Layer, LayerBody, LayerKind, Source, SqlLayer};
 use crate::names::check_name;
 use crate::node_reader::{Located, MapReader, scalar_text};
-use crate::read_publish::read_publish;
+use crate::read_publish::{read_publish, read_side_topics};
 use crate::yaml_tree::{Node, NodeValue};
 
 const LAYER_KEYS: &[&str] = &[
@@ -24,6 +24,7 @@ const LAYER_KEYS: &[&str] = &[
     "filter",
     "keep_rejected",
     "publish",
+    "side_topics",
 ];
 const SOURCE_KEYS: &[&str] = &["topic", "topics", "format", "schema", "start", "group_id"];
 const INPUT_KEYS: &[&str] = &["topic", "schema", "name"];
@@ -150,6 +151,7 @@ fn read_layer_body(
     let filter = section.string(d, "filter");
     let keep_rejected = section.bool(d, "keep_rejected").unwrap_or(false);
     let publish = read_publish(d, section, path, kind);
+    let side_topics = read_side_topics(d, section, path);
     if keep_rejected && filter.is_none() {
         d.error(
             section.pos(),
@@ -169,6 +171,7 @@ fn read_layer_body(
             filter,
             keep_rejected,
             publish,
+            side_topics,
         },
         schema_ref,
     ))

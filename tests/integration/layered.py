@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import pathlib
 import random
+import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -18,6 +20,7 @@ from decimal import Decimal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from confluent_kafka import Consumer, TopicPartition
 from deltalake import DeltaTable
 
 from conftest import Sent
@@ -149,6 +152,7 @@ class LayeredWarehouse:
     layers: str
     interval: str = "200ms"
     watermark: str = "{delay: 10s, idle_timeout: 30s}"
+    ods_extra: str = ""  # more keys of the ODS layer (YAML, indented 4)
     path: pathlib.Path = field(init=False)
 
     def __post_init__(self):
@@ -178,7 +182,7 @@ layers:
     kind: ods
     source: {{topic: {self.topic}, schema: deal, start: earliest}}
     watermark: {self.watermark}
-{self.layers}""")
+{self.ods_extra}{self.layers}""")
 
     @property
     def checkpoint_dir(self) -> pathlib.Path:
@@ -211,4 +215,21 @@ def window_rows(table: pa.Table, key: str) -> dict[tuple, dict]:
     for i, k in enumerate(zip(starts, ends, keys)):
         assert k not in out, f"window {k} emitted twice"
         out[k] = {name: values[i] for name, values in cols.items()}
+    return out
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> list[tuple[dict, dict]]:
+    """Every record of `topic` (value, headers), read until idle."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
+                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, last = [], time.monotonic()
+    while time.monotonic() - last < idle:
+        m = consumer.poll(0.2)
+        if m is None or m.error():
+            continue
+        last = time.monotonic()
+        headers = {k: v.decode() for k, v in (m.headers() or [])}
+        out.append((json.loads(m.value()), headers))
+    consumer.close()
     return out

@@ -17,32 +17,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections import Counter, defaultdict
 
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import Strata, create_topic, produce, produce_in_background, unique, wait_until
-from layered import MINUTE, SECOND, LayeredWarehouse, as_sent, disordered_deals, micros, sentinels
+from layered import MINUTE, SECOND, LayeredWarehouse, as_sent, disordered_deals, micros, read_topic, sentinels
 
 PARTITIONS = 2
-
-
-def read_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> list[tuple[dict, dict]]:
-    """Every record of `topic` (value, headers), read until idle."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out, last = [], time.monotonic()
-    while time.monotonic() - last < idle:
-        m = consumer.poll(0.2)
-        if m is None or m.error():
-            continue
-        last = time.monotonic()
-        headers = {k: v.decode() for k, v in (m.headers() or [])}
-        out.append((json.loads(m.value()), headers))
-    consumer.close()
-    return out
 
 
 def marker_epoch(bootstrap: str, group: str, topic: str) -> int:

@@ -10,8 +10,8 @@ import time
 from collections import Counter
 from decimal import Decimal
 
-from conftest import Strata, create_topic, produce, unique, wait_until
-from layered import BASE_US, MINUTE, SECOND, Deal, LayeredWarehouse, as_sent, micros, sentinels
+from conftest import Sent, Strata, create_topic, produce, unique, wait_until
+from layered import BASE_US, MINUTE, SECOND, Deal, LayeredWarehouse, as_sent, micros, read_topic, sentinels
 
 LAYERS = """
   - name: dwd_deals
@@ -19,10 +19,12 @@ LAYERS = """
     inputs: [ods_deals]
     filter: amount > 100
     keep_rejected: true
+    side_topics: {{rejected: {rejected}, delivery: exactly_once}}
     sql: SELECT deal_id, city, agent, amount, event_time FROM ods_deals
   - name: dws_city
     kind: dws
     inputs: [dwd_deals]
+    side_topics: {{late: {late}}}
     sql: >
       SELECT window_start, window_end, city, COUNT(*) AS deals
       FROM TABLE(TUMBLE(TABLE dwd_deals, DESCRIPTOR(event_time), INTERVAL '1' MINUTE))
@@ -33,7 +35,13 @@ LAYERS = """
 def test_late_future_and_rejected_records_are_counted_exactly(tmp_path, strata_bin, kafka, rng):
     topic = unique("deals")
     create_topic(kafka, topic, partitions=1)
-    wh = LayeredWarehouse(tmp_path, kafka, topic, LAYERS, watermark="{delay: 5s, idle_timeout: 30s}")
+    # Every side table is also published to a topic of its own.
+    side_topics = {side: unique(side) for side in ["rejected", "late", "future", "dead_letter"]}
+    for t in side_topics.values():
+        create_topic(kafka, t, partitions=1)
+    wh = LayeredWarehouse(
+        tmp_path, kafka, topic, LAYERS.format(**side_topics), watermark="{delay: 5s, idle_timeout: 30s}",
+        ods_extra=f"    side_topics: {{future: {side_topics['future']}, dead_letter: {side_topics['dead_letter']}}}\n")
     now_us = time.time_ns() // 1000
 
     def deal(i: int, ts: int, amount: Decimal | None = None) -> Deal:
@@ -52,6 +60,7 @@ def test_late_future_and_rejected_records_are_counted_exactly(tmp_path, strata_b
             on_time.append(deal(i, BASE_US + i * SECOND))
     phase1 = sorted(on_time + rejected + future, key=lambda d: d.deal_id)
     produce(kafka, topic, as_sent(phase1, 1))
+    malformed = produce(kafka, topic, [Sent(key=None, value=b"not json %d" % i, partition=0) for i in range(7)])
 
     strata = Strata(strata_bin, wh).start()
     # The watermark passes 09:59 - 5 s: windows up to 08:09 close.
@@ -97,3 +106,18 @@ def test_late_future_and_rejected_records_are_counted_exactly(tmp_path, strata_b
                                         dws.column("deals").to_pylist())}
     want = Counter((d.ts - d.ts % MINUTE, d.city) for d in on_time)
     assert got == dict(want)
+
+    assert sorted(wh.table("ods", "ods_deals_dead_letter").column("offset").to_pylist()) == sorted(
+        m.offset for m in malformed)
+
+    # The side topics carry the same rows as the side tables.
+    for side, (kind, table, key) in {
+        "rejected": ("dwd", "dwd_deals_rejected", "deal_id"),
+        "late": ("dws", "dws_city_late", "deal_id"),
+        "future": ("ods", "ods_deals_future", "deal_id"),
+        "dead_letter": ("ods", "ods_deals_dead_letter", "offset"),
+    }.items():
+        published = [v for v, _ in read_topic(kafka, side_topics[side], 1, idle=1.5)]
+        rows = wh.table(kind, table)
+        assert sorted(str(v[key]) for v in published) == sorted(str(x) for x in rows.column(key).to_pylist()), side
+        assert all(v["_strata_reason"] for v in published if side != "dead_letter"), side

@@ -10,6 +10,8 @@
 //! same files again. Because all layers share the epoch, a chain of layers
 //! is exactly-once as a whole, without broker transactions.
 
+use std::collections::BTreeMap;
+
 use deltalake::kernel::Add;
 use serde::{Deserialize, Serialize};
 
@@ -58,10 +60,10 @@ pub struct LayerCheckpoint {
     pub watermark: Option<i64>,
     /// Its operator state file, relative to the checkpoint directory.
     pub state: Option<String>,
-    /// Rows it published to its Kafka topic in the epoch (`None`: it
-    /// publishes nothing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub published: Option<u64>,
+    /// Rows it published in the epoch, by Kafka topic (its `publish:`
+    /// topic and its side topics).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub published: BTreeMap<String, u64>,
 }
 
 /// A Delta sink's pre-committed work for one epoch.
@@ -130,7 +132,7 @@ mod tests {
             }],
             layers: vec![LayerCheckpoint {
                 name: "ods_deals".into(),
-                published: Some(12),
+                published: BTreeMap::from([("deals_out".to_string(), 12)]),
                 watermark: Some(5),
                 state: None,
             }],

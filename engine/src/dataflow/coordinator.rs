@@ -184,7 +184,11 @@ impl Coordinator {
         self.store.write(&manifest).await?;
         failpoint::hit(Point::AfterManifest, epoch);
         commit_all(&mut self.committers, epoch, &manifest).await?;
-        if manifest.layers.iter().any(|l| l.published.unwrap_or(0) > 0) {
+        if manifest
+            .layers
+            .iter()
+            .any(|l| l.published.values().any(|n| *n > 0))
+        {
             failpoint::hit(Point::BeforePublishCommit, epoch);
         }
         for publisher in &self.publishers {

@@ -11,6 +11,7 @@
 //! the rows of epochs up to n. It then snapshots its state, finishes the
 //! epoch's files, acks the coordinator and passes the barrier on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
@@ -24,6 +25,7 @@ use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoi
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
+use crate::dataflow::side_sink::SideSink;
 use crate::delta::storable::conform;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
@@ -64,16 +66,23 @@ pub(crate) enum MainWriter {
 /// A layer's tables.
 pub(crate) struct LayerSinks {
     pub(crate) main: MainWriter,
-    pub(crate) dead_letters: Option<TableWriter>,
-    pub(crate) future: Option<TableWriter>,
-    pub(crate) late: Option<TableWriter>,
-    pub(crate) rejected: Option<TableWriter>,
+    pub(crate) dead_letters: Option<SideSink>,
+    pub(crate) future: Option<SideSink>,
+    pub(crate) late: Option<SideSink>,
+    pub(crate) rejected: Option<SideSink>,
     /// The layer's Kafka topic, if it publishes one.
     pub(crate) publish: Option<TopicPublisher>,
 }
 
 impl LayerSinks {
-    async fn pre_commit(&mut self) -> Result<Vec<PendingCommit>> {
+    /// Pre-commits the epoch: every table's pending work, and the rows
+    /// sent to each topic.
+    async fn pre_commit(&mut self) -> Result<(Vec<PendingCommit>, BTreeMap<String, u64>)> {
+        let mut published = BTreeMap::new();
+        if let Some(p) = &mut self.publish {
+            let rows = p.pre_commit().await?;
+            published.insert(p.topic().to_string(), rows);
+        }
         let mut pending = vec![match &mut self.main {
             MainWriter::Append(w) => w.pre_commit().await?,
             MainWriter::Upsert(w) => w.pre_commit().await?,
@@ -87,9 +96,9 @@ impl LayerSinks {
         .into_iter()
         .flatten()
         {
-            pending.push(side.pre_commit().await?);
+            pending.push(side.pre_commit(&mut published).await?);
         }
-        Ok(pending)
+        Ok((pending, published))
     }
 }
 
@@ -350,11 +359,7 @@ impl LayerTask {
         {
             state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
         }
-        let sinks = self.sinks.pre_commit().await?;
-        let published = match &mut self.sinks.publish {
-            Some(p) => Some(p.pre_commit().await?),
-            None => None,
-        };
+        let (sinks, published) = self.sinks.pre_commit().await?;
         let ack = Ack {
             epoch,
             layer: LayerCheckpoint {

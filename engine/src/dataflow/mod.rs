@@ -15,6 +15,7 @@ mod layer_task;
 pub mod message;
 mod run;
 pub mod side_output;
+pub(crate) mod side_sink;
 pub mod source;
 pub mod spec;
 pub mod watermark;

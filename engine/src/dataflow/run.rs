@@ -18,6 +18,7 @@ use crate::dataflow::layer_plan::{PlannedLayer, config, plan_layers};
 use crate::dataflow::layer_task::{InputChannel, LateCheck, LayerSinks, LayerTask, MainWriter};
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::{Side, side_schema};
+use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::source::{EpochControl, SourceStatus, SourceTask};
 use crate::dataflow::spec::{DataflowSpec, InputFrom};
 use crate::delta::table::open_or_create;
@@ -38,9 +39,9 @@ const CHANNEL_DEPTH: usize = 16;
 struct BuiltLayer {
     task: LayerTask,
     committers: Vec<TableCommitter>,
-    /// The Kafka topic it publishes, and its main table's URL (where a lost
-    /// epoch is published again from).
-    publisher: Option<(PublishCommitter, String)>,
+    /// The Kafka topics it publishes, each with its table's URL (where a
+    /// lost epoch is published again from).
+    publishers: Vec<(PublishCommitter, String)>,
 }
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
@@ -79,7 +80,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         for c in layer.committers.drain(..) {
             committers.insert(c.url().to_string(), c);
         }
-        publishers.extend(layer.publisher.take());
+        publishers.append(&mut layer.publishers);
     }
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
@@ -242,8 +243,7 @@ async fn recover_publishers(
         let published = manifest
             .layers
             .iter()
-            .find(|l| l.name == publisher.layer())
-            .and_then(|l| l.published);
+            .find_map(|l| l.published.get(publisher.topic()).copied());
         let committer = committers
             .get_mut(url)
             .ok_or_else(|| EngineError::Config(format!("no committer for the table {url}")))?;
@@ -286,7 +286,7 @@ async fn open_layer(
     };
     let main_url = main_table.table_url().to_string();
     committers.push(TableCommitter::open(main_table, &name).await?);
-    let (mut publish, mut publisher) = (None, None);
+    let (mut publish, mut publishers) = (None, Vec::new());
     if let Some(p) = &layer.spec.publish {
         if layer.query.is_none() || layer.updating {
             return Err(config(
@@ -296,26 +296,43 @@ async fn open_layer(
         }
         let (w, c) = open_publisher(p, &spec.id, &name, first_epoch).await?;
         publish = Some(w);
-        publisher = Some((c, main_url));
+        publishers.push((c, main_url));
     }
 
+    // A side table, and its topic if `side_topics:` names one.
     let side = |suffix: &str, schema: SchemaRef| {
-        let location = spec.storage.table(&kind, &format!("{name}{suffix}"));
+        let table_name = format!("{name}{suffix}");
+        let location = spec.storage.table(&kind, &table_name);
+        let topic = layer
+            .spec
+            .side_topics
+            .iter()
+            .find(|(s, _)| s == suffix)
+            .map(|(_, p)| p.clone());
         let name = name.clone();
         async move {
             let table = open_or_create(&location?, &without_metadata(&schema), &[]).await?;
-            let writer = TableWriter::new(&table, &name)?;
-            Ok::<_, EngineError>((writer, TableCommitter::open(table, &name).await?))
+            let mut sink = SideSink::table(TableWriter::new(&table, &name)?);
+            let mut publisher = None;
+            if let Some(p) = topic {
+                let (w, c) = open_publisher(&p, &spec.id, &table_name, first_epoch).await?;
+                sink.topic = Some(w);
+                publisher = Some((c, table.table_url().to_string()));
+            }
+            let committer = TableCommitter::open(table, &name).await?;
+            Ok::<_, EngineError>((sink, committer, publisher))
         }
     };
     let (mut dead_letters, mut future, mut late, mut rejected) = (None, None, None, None);
     if let Some(rows) = &layer.source_rows {
-        let (w, c) = side(DEAD_LETTER_SUFFIX, dead_letter_schema()).await?;
+        let (w, c, p) = side(DEAD_LETTER_SUFFIX, dead_letter_schema()).await?;
         dead_letters = Some(w);
         committers.push(c);
-        let (w, c) = side(Side::Future.suffix(), side_schema(rows)).await?;
+        publishers.extend(p);
+        let (w, c, p) = side(Side::Future.suffix(), side_schema(rows)).await?;
         future = Some(w);
         committers.push(c);
+        publishers.extend(p);
     }
     let mut late_check = None;
     if let Some((input, time_column)) = layer.query.as_ref().and_then(|p| p.late_input.as_ref()) {
@@ -325,9 +342,10 @@ async fn open_layer(
             .find(|(n, _)| n == input)
             .ok_or_else(|| config(&layer.spec, format!("no input `{input}`")))?
             .1;
-        let (w, c) = side(Side::Late.suffix(), side_schema(schema)).await?;
+        let (w, c, p) = side(Side::Late.suffix(), side_schema(schema)).await?;
         late = Some(w);
         committers.push(c);
+        publishers.extend(p);
         late_check = Some(LateCheck {
             input: input.clone(),
             time_column: schema.index_of(time_column).map_err(|_| {
@@ -340,9 +358,20 @@ async fn open_layer(
     }
     if layer.filter.is_some() && layer.spec.keep_rejected {
         let (_, schema) = &layer.inputs[0];
-        let (w, c) = side(Side::Rejected.suffix(), side_schema(schema)).await?;
+        let (w, c, p) = side(Side::Rejected.suffix(), side_schema(schema)).await?;
         rejected = Some(w);
         committers.push(c);
+        publishers.extend(p);
+    }
+    for (suffix, p) in &layer.spec.side_topics {
+        if !publishers.iter().any(|(c, _)| c.topic() == p.topic) {
+            return Err(config(
+                &layer.spec,
+                format!(
+                    "side_topics names a topic for `{name}{suffix}`, but the layer has no such table (late rows need a window or OVER aggregation, rejected rows a filter with keep_rejected, future and dead-letter rows a topic input)"
+                ),
+            ));
+        }
     }
     let query = match layer.query {
         Some(p) => Some(
@@ -383,7 +412,7 @@ async fn open_layer(
     Ok(BuiltLayer {
         task,
         committers,
-        publisher,
+        publishers,
     })
 }
 

@@ -78,6 +78,9 @@ pub struct LayerSpec {
     pub delay: Duration,
     /// Also publish the layer's rows to a Kafka topic.
     pub publish: Option<PublishSpec>,
+    /// Also publish side rows to Kafka topics, by side table suffix
+    /// (`_late`, `_future`, `_rejected`, `_dead_letter`).
+    pub side_topics: Vec<(String, PublishSpec)>,
 }
 
 /// A layer's rows published to a Kafka topic, one JSON object per row.

@@ -96,14 +96,17 @@ pub struct PublishCommitter {
     attempt: String,
 }
 
-/// Opens the producer of `layer`'s topic (fencing any earlier instance's
-/// open transaction); `first_epoch` is the epoch the run starts with.
+/// Opens the producer of a table's topic (fencing any earlier instance's
+/// open transaction). `table` names the layer's table (or side table) the
+/// rows also go to: it names the transactional id and marker group.
+/// `first_epoch` is the epoch the run starts with.
 pub async fn open_publisher(
     spec: &PublishSpec,
     dataflow: &str,
-    layer: &str,
+    table: &str,
     first_epoch: u64,
 ) -> Result<(TopicPublisher, PublishCommitter)> {
+    let layer = table;
     let mut config = spec.kafka.producer();
     if spec.delivery == Delivery::ExactlyOnce {
         config.set("transactional.id", format!("strata-{dataflow}-{layer}"));
@@ -150,6 +153,11 @@ pub async fn open_publisher(
 }
 
 impl TopicPublisher {
+    /// The topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Takes the rows of `batch`: sent now (at-least-once) or at the
     /// barrier (exactly-once).
     pub async fn write(&mut self, batch: &RecordBatch) -> Result<()> {
@@ -195,9 +203,9 @@ impl TopicPublisher {
 }
 
 impl PublishCommitter {
-    /// The layer this commits for.
-    pub fn layer(&self) -> &str {
-        &self.layer
+    /// The topic this commits.
+    pub fn topic(&self) -> &str {
+        &self.topic
     }
 
     /// Commits `epoch`'s transaction, with the marker offset (exactly-once;
