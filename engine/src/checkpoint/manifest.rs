@@ -60,8 +60,8 @@ pub struct LayerCheckpoint {
     pub watermark: Option<i64>,
     /// Its operator state file, relative to the checkpoint directory.
     pub state: Option<String>,
-    /// Rows it published in the epoch, by Kafka topic (its `publish:`
-    /// topic and its side topics).
+    /// Rows it published to Kafka in the epoch, by the table they came
+    /// from (the layer's own for `publish:`, side tables for `side_topics:`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub published: BTreeMap<String, u64>,
 }
@@ -132,7 +132,7 @@ mod tests {
             }],
             layers: vec![LayerCheckpoint {
                 name: "ods_deals".into(),
-                published: BTreeMap::from([("deals_out".to_string(), 12)]),
+                published: BTreeMap::from([("ods_deals_late".to_string(), 12)]),
                 watermark: Some(5),
                 state: None,
             }],

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use arrow::compute::{filter_record_batch, not, prep_null_mask_filter};
+use arrow::compute::{filter_record_batch, is_null, not, or, prep_null_mask_filter};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::mpsc;
@@ -81,7 +81,7 @@ impl LayerSinks {
         let mut published = BTreeMap::new();
         if let Some(p) = &mut self.publish {
             let rows = p.pre_commit().await?;
-            published.insert(p.topic().to_string(), rows);
+            published.insert(p.table().to_string(), rows);
         }
         let mut pending = vec![match &mut self.main {
             MainWriter::Append(w) => w.pre_commit().await?,
@@ -235,7 +235,7 @@ impl LayerTask {
                 None => return Ok(()),
             }
         }
-        if let (Some(late), Some(watermark)) = (&self.late, self.watermark)
+        if let Some(late) = &self.late
             && late.input == self.inputs[input].name
         {
             let times = rows
@@ -245,28 +245,42 @@ impl LayerTask {
                 .ok_or_else(|| {
                     EngineError::Config("the window's time column is not a timestamp".into())
                 })?;
-            let is_late =
-                before(times, watermark).map_err(EngineError::arrow("checking lateness"))?;
-            let is_late = null_is_false(&is_late);
-            if is_late.true_count() > 0 {
-                if let (Some(late_rows), Some(w)) = (split(&rows, &is_late)?, &mut self.sinks.late)
-                {
-                    w.write(annotate(
-                        &late_rows,
-                        "behind the watermark: its window had closed",
-                        now,
-                        Some(watermark),
-                    )?)
-                    .await?;
+            // A row without an event time has no window; one behind the
+            // watermark has missed its window. Both are set aside.
+            let no_time = is_null(times).map_err(EngineError::arrow("checking event times"))?;
+            let behind = match self.watermark {
+                Some(w) => null_is_false(
+                    &before(times, w).map_err(EngineError::arrow("checking lateness"))?,
+                ),
+                None => BooleanArray::from(vec![false; rows.num_rows()]),
+            };
+            let mut kept = rows.clone();
+            for (mask, reason) in [
+                (
+                    &no_time,
+                    "no event time: the row cannot be placed in a window",
+                ),
+                (&behind, "behind the watermark: its window had closed"),
+            ] {
+                if mask.true_count() == 0 {
+                    continue;
                 }
+                if let (Some(set_aside), Some(w)) = (split(&rows, mask)?, &mut self.sinks.late) {
+                    w.write(annotate(&set_aside, reason, now, self.watermark)?)
+                        .await?;
+                }
+            }
+            let either = or(&no_time, &behind).map_err(EngineError::arrow("checking lateness"))?;
+            if either.true_count() > 0 {
                 match split(
-                    &rows,
-                    &not(&is_late).map_err(EngineError::arrow("checking lateness"))?,
+                    &kept,
+                    &not(&either).map_err(EngineError::arrow("checking lateness"))?,
                 )? {
-                    Some(on_time) => rows = on_time,
+                    Some(on_time) => kept = on_time,
                     None => return Ok(()),
                 }
             }
+            rows = kept;
         }
         let name = self.inputs[input].name.clone();
         let out = match &mut self.query {

@@ -98,7 +98,9 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
     };
 
     let control = Arc::new(EpochControl::default());
-    let mut source_threads = Vec::new();
+    // Source threads, joined off the async workers: a source that fails
+    // must fail the dataflow at once (its layer only sees its channel end).
+    let mut sources: JoinSet<Result<()>> = JoinSet::new();
     let mut handles = Vec::new();
     for source in &spec.sources {
         let out = source_senders
@@ -138,7 +140,11 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
             .name(format!("source-{}", source.id))
             .spawn(move || task.run())
             .map_err(|e| EngineError::Config(format!("cannot start a source thread: {e}")))?;
-        source_threads.push(thread);
+        sources.spawn_blocking(move || {
+            thread
+                .join()
+                .unwrap_or_else(|_| Err(EngineError::Config("a source thread panicked".into())))
+        });
     }
 
     let mut tasks = JoinSet::new();
@@ -193,6 +199,16 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
                 coordinator.abort();
                 break;
             }
+            Some(joined) = sources.join_next() => {
+                let error = match joined {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => e,
+                    Err(e) => EngineError::Config(format!("a source thread failed: {e}")),
+                };
+                failure = Some(error);
+                coordinator.abort();
+                break;
+            }
         }
     }
     // Whatever happened, sources stop now; what they read after the last
@@ -211,9 +227,8 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
             failure = Some(e);
         }
     }
-    for thread in source_threads {
-        let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-        if let Ok(Ok(Err(e))) = joined
+    while let Some(joined) = sources.join_next().await {
+        if let Ok(Err(e)) = joined
             && failure.is_none()
         {
             failure = Some(e);
@@ -243,7 +258,7 @@ async fn recover_publishers(
         let published = manifest
             .layers
             .iter()
-            .find_map(|l| l.published.get(publisher.topic()).copied());
+            .find_map(|l| l.published.get(publisher.table()).copied());
         let committer = committers
             .get_mut(url)
             .ok_or_else(|| EngineError::Config(format!("no committer for the table {url}")))?;
@@ -363,8 +378,11 @@ async fn open_layer(
         committers.push(c);
         publishers.extend(p);
     }
-    for (suffix, p) in &layer.spec.side_topics {
-        if !publishers.iter().any(|(c, _)| c.topic() == p.topic) {
+    for (suffix, _) in &layer.spec.side_topics {
+        if !publishers
+            .iter()
+            .any(|(c, _)| c.table() == format!("{name}{suffix}"))
+        {
             return Err(config(
                 &layer.spec,
                 format!(

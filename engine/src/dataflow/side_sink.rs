@@ -31,14 +31,14 @@ impl SideSink {
     }
 
     /// Pre-commits the epoch: the table's pending files; the topic's rows
-    /// are sent (and counted in `published`, by topic).
+    /// are sent (and counted in `published`, by table).
     pub(crate) async fn pre_commit(
         &mut self,
         published: &mut BTreeMap<String, u64>,
     ) -> Result<PendingCommit> {
         if let Some(topic) = &mut self.topic {
             let rows = topic.pre_commit().await?;
-            published.insert(topic.topic().to_string(), rows);
+            published.insert(topic.table().to_string(), rows);
         }
         self.table.pre_commit().await
     }

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::compute::cast;
+use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 /// The type a Delta table stores `t` as (`t` itself when Delta has it).
@@ -71,7 +71,18 @@ pub fn conform(batch: RecordBatch, schema: &SchemaRef) -> arrow::error::Result<R
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| cast(c, f.data_type()))
+        // Not "safe": a value the stored type cannot hold (a UInt64 above
+        // i64::MAX) is an error, not a NULL.
+        .map(|(c, f)| {
+            cast_with_options(
+                c,
+                f.data_type(),
+                &CastOptions {
+                    safe: false,
+                    ..Default::default()
+                },
+            )
+        })
         .collect::<arrow::error::Result<Vec<_>>>()?;
     RecordBatch::try_new(schema.clone(), columns)
 }

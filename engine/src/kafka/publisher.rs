@@ -10,7 +10,7 @@
 //!    invisible to `read_committed` readers;
 //! 3. once the epoch's checkpoint manifest is durable, the coordinator calls
 //!    [`PublishCommitter::commit`]: the transaction commits, and with it an
-//!    offset commit of group `strata-publish-<dataflow>-<layer>` whose offset
+//!    offset commit of group `strata-publish-<dataflow>-<table>` whose offset
 //!    is the epoch number. That offset is the sink's own record of the last
 //!    epoch Kafka holds, and it is atomic with the rows.
 //!
@@ -75,6 +75,7 @@ type Client = ThreadedProducer<DeliveryCheck>;
 /// The layer's side: collects or sends rows, and pre-commits each epoch.
 pub struct TopicPublisher {
     producer: Arc<Client>,
+    table: String,
     topic: String,
     delivery: Delivery,
     /// Rows of the current epoch, as JSON lines (exactly-once: not sent yet).
@@ -88,11 +89,11 @@ pub struct TopicPublisher {
 /// last one after a crash.
 pub struct PublishCommitter {
     producer: Arc<Client>,
-    layer: String,
+    table: String,
     topic: String,
     delivery: Delivery,
     /// Holds the marker group's metadata and reads its committed offset.
-    marker: BaseConsumer,
+    marker: Arc<BaseConsumer>,
     attempt: String,
 }
 
@@ -106,15 +107,16 @@ pub async fn open_publisher(
     table: &str,
     first_epoch: u64,
 ) -> Result<(TopicPublisher, PublishCommitter)> {
-    let layer = table;
+    let name = table;
+    let table = table.to_string();
     let mut config = spec.kafka.producer();
     if spec.delivery == Delivery::ExactlyOnce {
-        config.set("transactional.id", format!("strata-{dataflow}-{layer}"));
+        config.set("transactional.id", format!("strata-{dataflow}-{name}"));
     }
     let producer: Client = config
         .create_with_context(DeliveryCheck::default())
         .map_err(EngineError::kafka(format!(
-            "creating the producer of `{layer}`"
+            "creating the producer of `{name}`"
         )))?;
     let producer = Arc::new(producer);
     if spec.delivery == Delivery::ExactlyOnce {
@@ -122,18 +124,20 @@ pub async fn open_publisher(
         blocking(move || p.init_transactions(KAFKA_TIMEOUT))
             .await?
             .map_err(EngineError::kafka(format!(
-                "starting transactions for `{layer}` (the broker must support them; or use delivery: at_least_once)"
+                "starting transactions for `{name}` (the broker must support them; or use delivery: at_least_once)"
             )))?;
     }
     let marker: BaseConsumer = spec
         .kafka
-        .consumer(&format!("strata-publish-{dataflow}-{layer}"))
+        .consumer(&format!("strata-publish-{dataflow}-{name}"))
         .create()
         .map_err(EngineError::kafka("creating the publish marker client"))?;
+    let marker = Arc::new(marker);
     let attempt = chrono::Utc::now().timestamp_micros().to_string();
     Ok((
         TopicPublisher {
             producer: producer.clone(),
+            table,
             topic: spec.topic.clone(),
             delivery: spec.delivery,
             pending: Vec::new(),
@@ -143,7 +147,7 @@ pub async fn open_publisher(
         },
         PublishCommitter {
             producer,
-            layer: layer.to_string(),
+            table: name.to_string(),
             topic: spec.topic.clone(),
             delivery: spec.delivery,
             marker,
@@ -153,9 +157,10 @@ pub async fn open_publisher(
 }
 
 impl TopicPublisher {
-    /// The topic.
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// The table whose rows it publishes (a layer's, or a side table's):
+    /// what its published row counts are recorded under.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// Takes the rows of `batch`: sent now (at-least-once) or at the
@@ -203,9 +208,9 @@ impl TopicPublisher {
 }
 
 impl PublishCommitter {
-    /// The topic this commits.
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// The table whose rows it publishes.
+    pub fn table(&self) -> &str {
+        &self.table
     }
 
     /// Commits `epoch`'s transaction, with the marker offset (exactly-once;
@@ -232,8 +237,8 @@ impl PublishCommitter {
     }
 
     /// After a restart from checkpoint `epoch`, whose manifest says this
-    /// layer published `published` rows in it: if Kafka does not hold that
-    /// epoch, publishes `rows` (read back from the layer's table) in a
+    /// table published `published` rows in it: if Kafka does not hold that
+    /// epoch, publishes `rows` (read back from the table) in a
     /// transaction of their own.
     pub async fn recover(
         &self,
@@ -244,8 +249,11 @@ impl PublishCommitter {
         if self.delivery != Delivery::ExactlyOnce || published.is_none() {
             return Ok(());
         }
+        // The marker only moves after a manifest, so it is at most the
+        // newest one's epoch; a higher one is left from checkpoints that
+        // were removed, and says nothing about this epoch.
         let committed = self.committed_epoch().await?;
-        if committed.is_some_and(|c| c >= epoch) {
+        if committed == Some(epoch) {
             return Ok(());
         }
         let batches = rows().await?;
@@ -255,14 +263,14 @@ impl PublishCommitter {
         }
         if published.is_some_and(|n| n != lines.len() as u64) {
             return Err(EngineError::Config(format!(
-                "layer `{}`: checkpoint {epoch} published {} rows to `{}` but its table holds {} for that epoch; the table was changed outside strata",
-                self.layer,
+                "table `{}`: checkpoint {epoch} published {} rows to `{}` but the table holds {} for that epoch; it was changed outside strata",
+                self.table,
                 published.unwrap_or(0),
                 self.topic,
                 lines.len()
             )));
         }
-        warn!(layer = %self.layer, topic = %self.topic, epoch, rows = lines.len(), "the epoch's Kafka transaction did not commit before the crash; publishing its rows again from the table");
+        warn!(table = %self.table, topic = %self.topic, epoch, rows = lines.len(), "the epoch's Kafka transaction did not commit before the crash; publishing its rows again from the table");
         let (p, topic, attempt) = (
             self.producer.clone(),
             self.topic.clone(),
@@ -276,16 +284,16 @@ impl PublishCommitter {
         })
         .await??;
         self.commit(epoch).await?;
-        info!(layer = %self.layer, epoch, "epoch published again");
+        info!(table = %self.table, epoch, "epoch published again");
         Ok(())
     }
 
     /// The last epoch whose transaction committed, from the marker group.
     pub async fn committed_epoch(&self) -> Result<Option<u64>> {
         let wanted = self.marker_offsets(None)?;
-        let committed = self
-            .marker
-            .committed_offsets(wanted, KAFKA_TIMEOUT)
+        let marker = self.marker.clone();
+        let committed = blocking(move || marker.committed_offsets(wanted, KAFKA_TIMEOUT))
+            .await?
             .map_err(EngineError::kafka("reading the publish marker"))?;
         Ok(committed.elements().first().and_then(|e| match e.offset() {
             Offset::Offset(o) if o >= 0 => Some(o as u64),

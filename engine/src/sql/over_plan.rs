@@ -185,18 +185,22 @@ fn frame_of(frame: &WindowFrame) -> Result<OverFrame, PlanError> {
     }
 }
 
+/// The frame's reach in microseconds; `None` if it is not a fixed
+/// duration, is negative, or overflows.
 fn interval_micros(value: &ScalarValue) -> Option<i64> {
-    match value {
-        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => {
-            Some(i64::from(v.days) * 86_400_000_000 + v.nanoseconds / 1000)
-        }
-        ScalarValue::IntervalDayTime(Some(v)) => {
-            Some(i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
-        }
-        ScalarValue::DurationMicrosecond(Some(v)) => Some(*v),
-        ScalarValue::DurationMillisecond(Some(v)) => Some(v * 1000),
-        ScalarValue::DurationSecond(Some(v)) => Some(v * 1_000_000),
-        ScalarValue::DurationNanosecond(Some(v)) => Some(v / 1000),
-        _ => None,
-    }
+    const DAY: i64 = 86_400_000_000;
+    let micros = match value {
+        ScalarValue::IntervalMonthDayNano(Some(v)) if v.months == 0 => i64::from(v.days)
+            .checked_mul(DAY)?
+            .checked_add(v.nanoseconds / 1000)?,
+        ScalarValue::IntervalDayTime(Some(v)) => i64::from(v.days)
+            .checked_mul(DAY)?
+            .checked_add(i64::from(v.milliseconds).checked_mul(1000)?)?,
+        ScalarValue::DurationMicrosecond(Some(v)) => *v,
+        ScalarValue::DurationMillisecond(Some(v)) => v.checked_mul(1000)?,
+        ScalarValue::DurationSecond(Some(v)) => v.checked_mul(1_000_000)?,
+        ScalarValue::DurationNanosecond(Some(v)) => v / 1000,
+        _ => return None,
+    };
+    (micros >= 0).then_some(micros)
 }
