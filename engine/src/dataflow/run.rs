@@ -372,7 +372,10 @@ async fn open_layer(
         });
     }
     if layer.filter.is_some() && layer.spec.keep_rejected {
-        let (_, schema) = &layer.inputs[0];
+        let (_, schema) = layer
+            .inputs
+            .first()
+            .ok_or_else(|| config(&layer.spec, "a filter needs an input".into()))?;
         let (w, c, p) = side(Side::Rejected.suffix(), side_schema(schema)).await?;
         rejected = Some(w);
         committers.push(c);
