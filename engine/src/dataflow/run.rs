@@ -190,21 +190,13 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
                 break;
             }
             Some(joined) = tasks.join_next() => {
-                let error = match joined {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e,
-                    Err(e) => EngineError::Config(format!("a layer task panicked: {e}")),
-                };
+                let Some(error) = ended_badly(joined, "a layer task") else { continue };
                 failure = Some(error);
                 coordinator.abort();
                 break;
             }
             Some(joined) = sources.join_next() => {
-                let error = match joined {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => e,
-                    Err(e) => EngineError::Config(format!("a source thread failed: {e}")),
-                };
+                let Some(error) = ended_badly(joined, "a source thread") else { continue };
                 failure = Some(error);
                 coordinator.abort();
                 break;
@@ -220,18 +212,14 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         shutdown.trigger();
         tasks.abort_all();
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Ok(Err(e)) = joined
-            && failure.is_none()
-        {
-            failure = Some(e);
-        }
-    }
-    while let Some(joined) = sources.join_next().await {
-        if let Ok(Err(e)) = joined
-            && failure.is_none()
-        {
-            failure = Some(e);
+    // Tasks aborted above end cancelled: only their own errors count.
+    for set in [&mut tasks, &mut sources] {
+        while let Some(joined) = set.join_next().await {
+            if let Ok(Err(e)) = joined
+                && failure.is_none()
+            {
+                failure = Some(e);
+            }
         }
     }
     match failure {
@@ -240,6 +228,18 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
             info!(dataflow = %spec.id, epochs = report.epochs, rows = report.rows, "stopped");
             Ok(report)
         }
+    }
+}
+
+/// The error a task or source thread ended with, if it did not end well.
+fn ended_badly(
+    joined: std::result::Result<Result<()>, tokio::task::JoinError>,
+    what: &str,
+) -> Option<EngineError> {
+    match joined {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(EngineError::Config(format!("{what} failed: {e}"))),
     }
 }
 
