@@ -272,6 +272,20 @@ class Strata:
         assert self.proc is not None
         return self.proc.wait(timeout=timeout)
 
+    def kill_at_random_moments(self, rng: random.Random, kills: int, lifetime: tuple[float, float],
+                               until: threading.Thread | None = None, observe=lambda: None) -> list:
+        """Starts the process and SIGKILLs it after a random `lifetime`
+        (seconds), `kills` times and on while `until` (a producer) runs.
+        Returns what `observe()` says after each kill."""
+        seen = []
+        while len(seen) < kills or (until is not None and until.is_alive()):
+            self.start()
+            time.sleep(rng.uniform(*lifetime))
+            self.assert_alive()
+            self.kill9()
+            seen.append(observe())
+        return seen
+
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 

@@ -43,14 +43,8 @@ def test_sigkill_at_random_moments_loses_nothing_and_doubles_nothing(tmp_path, s
     thread, failure = produce_in_background(kafka, topic, records, chunk=1_000, pause=0.3)
     wh = Warehouse(tmp_path, kafka, topic, interval="200ms")
     strata = Strata(strata_bin, wh)
-    kills, rows_at_kill = 0, []
-    while kills < 6 or thread.is_alive():
-        strata.start()
-        time.sleep(rng.uniform(0.8, 3.0))
-        strata.assert_alive()
-        strata.kill9()
-        kills += 1
-        rows_at_kill.append(wh.row_count())
+    rows_at_kill = strata.kill_at_random_moments(rng, 6, (0.8, 3.0), until=thread, observe=wh.row_count)
+    kills = len(rows_at_kill)
     thread.join()
     assert not failure, failure
 

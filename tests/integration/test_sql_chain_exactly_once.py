@@ -7,7 +7,6 @@ Needs: the shared broker (memory storage) from scripts/test.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from conftest import Strata, create_topic, produce, produce_in_background, unique, wait_until
@@ -42,15 +41,11 @@ def test_a_three_layer_chain_is_exactly_once_across_sigkills(tmp_path, strata_bi
                           watermark="{delay: 10s, idle_timeout: 60s}")
     thread, failure = produce_in_background(kafka, topic, as_sent(deals, PARTITIONS), chunk=1_000, pause=0.4)
     strata = Strata(strata_bin, wh)
-    kills, at_kill = 0, []
-    while kills < 6 or thread.is_alive():
-        strata.start()
-        time.sleep(rng.uniform(1.0, 3.0))
-        strata.assert_alive()
-        strata.kill9()
-        kills += 1
-        at_kill.append((wh.count("ods", "ods_deals"), wh.count("dwd", "dwd_deals"),
-                        wh.count("dws", "dws_city_minute")))
+    at_kill = strata.kill_at_random_moments(
+        rng, 6, (1.0, 3.0), until=thread,
+        observe=lambda: (wh.count("ods", "ods_deals"), wh.count("dwd", "dwd_deals"),
+                         wh.count("dws", "dws_city_minute")))
+    kills = len(at_kill)
     thread.join()
     assert not failure, failure
     # The kills landed mid-stream, with all three tables part-written.

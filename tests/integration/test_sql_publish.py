@@ -16,7 +16,6 @@ Needs: the shared broker (memory storage) from scripts/test.
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter, defaultdict
 
 from confluent_kafka import Consumer, TopicPartition
@@ -60,13 +59,7 @@ def test_exactly_once_publishing_survives_sigkills_and_a_crash_before_the_kafka_
     deals = disordered_deals(12_000, rng, step_us=250_000, jitter_us=3 * SECOND)
     thread, failure = produce_in_background(kafka, topic, as_sent(deals, PARTITIONS), chunk=1_000, pause=0.5)
     strata = Strata(strata_bin, wh)
-    kills = 0
-    while kills < 4 or thread.is_alive():
-        strata.start()
-        time.sleep(rng.uniform(1.0, 2.5))
-        strata.assert_alive()
-        strata.kill9()
-        kills += 1
+    strata.kill_at_random_moments(rng, 4, (1.0, 2.5), until=thread)
     thread.join()
     assert not failure, failure
 
@@ -120,11 +113,7 @@ def test_at_least_once_publishing_loses_nothing_across_sigkills(tmp_path, strata
     deals = disordered_deals(8_000, rng, step_us=250_000, jitter_us=3 * SECOND)
     thread, failure = produce_in_background(kafka, topic, as_sent(deals, PARTITIONS), chunk=1_000, pause=0.4)
     strata = Strata(strata_bin, wh)
-    for _ in range(3):
-        strata.start()
-        time.sleep(rng.uniform(1.0, 2.5))
-        strata.assert_alive()
-        strata.kill9()
+    strata.kill_at_random_moments(rng, 3, (1.0, 2.5))
     thread.join()
     assert not failure, failure
     strata.start()

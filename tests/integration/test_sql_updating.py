@@ -7,7 +7,6 @@ Needs: the shared broker (memory storage) from scripts/test.
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 
 from deltalake import DeltaTable
@@ -35,14 +34,10 @@ def test_group_by_without_windows_is_upserted_once_per_key_across_sigkills(tmp_p
     deals = disordered_deals(10_000, rng, step_us=100_000, jitter_us=SECOND)
     thread, failure = produce_in_background(kafka, topic, as_sent(deals, PARTITIONS), chunk=1_000, pause=0.4)
     strata = Strata(strata_bin, wh)
-    versions_at_kill = []
-    for _ in range(4):
-        strata.start()
-        time.sleep(rng.uniform(1.0, 2.5))
-        strata.assert_alive()
-        strata.kill9()
-        path = wh.table_path("ads", "ads_city_totals")
-        versions_at_kill.append(DeltaTable(str(path)).version() if (path / "_delta_log").exists() else -1)
+    path = wh.table_path("ads", "ads_city_totals")
+    versions_at_kill = strata.kill_at_random_moments(
+        rng, 4, (1.0, 2.5),
+        observe=lambda: DeltaTable(str(path)).version() if (path / "_delta_log").exists() else -1)
     thread.join()
     assert not failure, failure
     strata.start()
