@@ -44,7 +44,7 @@ use strata_engine::storage::StorageRoot;
 use strata_schemas::{Field, FieldType, Schema};
 
 use support::flags::Flags;
-use support::stats::percentile;
+use support::stats::{peak_rss_mib, percentile};
 
 const SQL: &str = "SELECT window_start, window_end, city, COUNT(*) AS deals, SUM(amount) AS gmv, \
      COUNT(DISTINCT agent_id) AS agents \
@@ -353,17 +353,4 @@ async fn count_rows(path: PathBuf) -> BenchResult<usize> {
         rows += add.num_records().unwrap_or(0);
     }
     Ok(rows)
-}
-
-/// The process's peak resident set (VmHWM), MiB.
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb / 1024)
 }

@@ -25,6 +25,7 @@ mod error;
 pub mod event_time;
 mod failpoint;
 pub mod kafka;
+pub mod lookup;
 pub mod ods;
 pub mod operators;
 mod shutdown;

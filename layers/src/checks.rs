@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use strata_engine::ods::{DEAD_LETTER_SUFFIX, reserved_column};
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{Input, LayerBody};
+use crate::model::{DeltaDimension, DimensionSourceModel, Input, LayerBody};
 use crate::node_reader::Located;
 use crate::read_model::ReadWarehouse;
 use strata_schemas::closest;
@@ -63,6 +63,7 @@ pub(crate) fn check_references(d: &mut Diagnostics, read: &ReadWarehouse) {
         }
     }
     let layer_names: Vec<&str> = w.layers.iter().map(|l| l.name.as_str()).collect();
+    check_dimensions(d, read, &schema_names, &layer_names);
     for layer in &w.layers {
         let LayerBody::Sql(sql) = &layer.body else {
             continue;
@@ -242,6 +243,58 @@ fn check_cycles(d: &mut Diagnostics, read: &ReadWarehouse) {
                 marks[node] = Mark::Done;
                 stack.pop();
             }
+        }
+    }
+}
+
+/// Each dimension's schema, key and Delta layer exist; its name is free.
+fn check_dimensions(
+    d: &mut Diagnostics,
+    read: &ReadWarehouse,
+    schema_names: &[&str],
+    layer_names: &[&str],
+) {
+    let w = &read.warehouse;
+    let names: Vec<Located<String>> = w.dimensions.iter().map(|x| x.name.clone()).collect();
+    check_unique(d, &names, "dimensions", "dimension");
+    for dim in &w.dimensions {
+        let path = format!("dimensions.{}", dim.name.value);
+        if layer_names.contains(&dim.name.value.as_str()) {
+            d.error(
+                dim.name.pos,
+                &format!("{path}.name"),
+                format!("`{}` is also a layer's name", dim.name.value),
+                Some("SQL names both the same way: rename the dimension, e.g. `dim_...`".into()),
+            );
+        }
+        match w.schema(&dim.schema.value) {
+            None => unknown_name(
+                d,
+                &dim.schema,
+                &format!("{path}.schema"),
+                "schema",
+                schema_names,
+            ),
+            Some(schema) => {
+                let fields: Vec<&str> = schema.fields.iter().map(|f| f.name.as_str()).collect();
+                if !fields.contains(&dim.key.value.as_str()) {
+                    unknown_name(d, &dim.key, &format!("{path}.key"), "field", &fields);
+                }
+            }
+        }
+        if let DimensionSourceModel::Delta {
+            table: DeltaDimension::Layer(layer),
+            ..
+        } = &dim.source
+            && !layer_names.contains(&layer.value.as_str())
+        {
+            unknown_name(
+                d,
+                layer,
+                &format!("{path}.delta.layer"),
+                "layer",
+                layer_names,
+            );
         }
     }
 }

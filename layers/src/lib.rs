@@ -42,6 +42,7 @@ mod model;
 mod names;
 mod node_reader;
 mod plan;
+mod read_dimensions;
 mod read_layer;
 mod read_model;
 mod read_publish;

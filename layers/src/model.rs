@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use strata_engine::dataflow::Delivery;
+use strata_engine::lookup::{CacheSpec, LookupFailurePolicy, RedisFormat};
 use strata_engine::{StartPosition, WatermarkSpec};
 use strata_schemas::Schema;
 
@@ -31,6 +32,8 @@ pub struct Warehouse {
     pub serve: Serve,
     /// The layers, in file order.
     pub layers: Vec<Layer>,
+    /// Dimensions layers look rows up in (`dimensions:`).
+    pub dimensions: Vec<Dimension>,
 }
 
 impl Warehouse {
@@ -190,6 +193,63 @@ pub struct Layer {
     pub publish: Option<Publish>,
     /// Also publish side rows, by side table suffix (`_late`, ...).
     pub side_topics: Vec<(String, Publish)>,
+    /// What a failed dimension lookup does (`lookup_failure:`).
+    pub lookup_failure: LookupFailurePolicy,
+}
+
+/// One entry of `dimensions:`.
+#[derive(Debug, Clone)]
+pub struct Dimension {
+    /// The name SQL joins it by.
+    pub name: Located<String>,
+    /// The schema of its rows.
+    pub schema: Located<String>,
+    /// The key column lookups use.
+    pub key: Located<String>,
+    /// Where its rows are.
+    pub source: DimensionSourceModel,
+    /// The partial cache (PostgreSQL and Redis).
+    pub cache: Option<CacheSpec>,
+    /// Time allowed for one lookup.
+    pub timeout: Duration,
+}
+
+/// Where a dimension's rows are, as the file says.
+#[derive(Debug, Clone)]
+pub enum DimensionSourceModel {
+    /// A Delta table: a layer of this warehouse or a path under the
+    /// storage root (or a URL).
+    Delta {
+        /// `layer:` or `path:`.
+        table: DeltaDimension,
+        /// How often to look for a new version.
+        reload_interval: Duration,
+    },
+    /// A PostgreSQL table.
+    Postgres {
+        /// Connection URL.
+        url: String,
+        /// Table name.
+        table: String,
+    },
+    /// Redis keys.
+    Redis {
+        /// Connection URL.
+        url: String,
+        /// Key prefix.
+        key_prefix: String,
+        /// Hash or JSON.
+        format: RedisFormat,
+    },
+}
+
+/// Which Delta table a dimension reads.
+#[derive(Debug, Clone)]
+pub enum DeltaDimension {
+    /// A layer of this warehouse, by name.
+    Layer(Located<String>),
+    /// A path under the storage root, or a URL.
+    Path(String),
 }
 
 /// `publish:` of a SQL layer.

@@ -7,7 +7,9 @@ use strata_engine::dataflow::{
 };
 use strata_engine::{KafkaConfig, StorageRoot};
 
-use crate::model::{Input, Layer, LayerBody, Warehouse};
+use strata_engine::lookup::{DimensionSource, DimensionSpec};
+
+use crate::model::{DeltaDimension, DimensionSourceModel, Input, Layer, LayerBody, Warehouse};
 
 /// What `strata run` will start.
 #[derive(Debug)]
@@ -171,6 +173,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
                     (suffix.clone(), spec)
                 })
                 .collect(),
+            lookup_failure: layer.lookup_failure,
             // On a layer reading layers, the delay adds to theirs; on a layer
             // reading topics it is applied by its sources.
             delay: if reads_layers {
@@ -187,6 +190,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
         .filter_map(|l| l.checkpoint_interval)
         .min()
         .unwrap_or(warehouse.checkpoint.interval);
+    let dimensions = dimensions(warehouse, &storage)?;
     Ok(Plan {
         dataflow: DataflowSpec {
             id: warehouse.name.clone(),
@@ -197,6 +201,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
             sources,
             layers,
             udfs: Vec::new(),
+            dimensions,
         },
     })
 }
@@ -228,4 +233,77 @@ fn topological(warehouse: &Warehouse) -> Vec<&Layer> {
         }
     }
     order
+}
+
+/// The engine's view of `dimensions:` (validation guarantees the schemas).
+fn dimensions(
+    warehouse: &Warehouse,
+    storage: &StorageRoot,
+) -> Result<Vec<DimensionSpec>, PlanError> {
+    let mut out = Vec::new();
+    for dim in &warehouse.dimensions {
+        let Some(schema) = warehouse.schema(&dim.schema.value) else {
+            continue;
+        };
+        let source = match &dim.source {
+            DimensionSourceModel::Postgres { url, table } => DimensionSource::Postgres {
+                url: url.clone(),
+                table: table.clone(),
+            },
+            DimensionSourceModel::Redis {
+                url,
+                key_prefix,
+                format,
+            } => DimensionSource::Redis {
+                url: url.clone(),
+                key_prefix: key_prefix.clone(),
+                format: *format,
+            },
+            DimensionSourceModel::Delta {
+                table,
+                reload_interval,
+            } => {
+                let location = match table {
+                    DeltaDimension::Layer(name) => {
+                        let kind = warehouse
+                            .layer(&name.value)
+                            .map(|l| l.kind.to_string())
+                            .unwrap_or_default();
+                        storage.table(&kind, &name.value)?
+                    }
+                    DeltaDimension::Path(path) => match url::Url::parse(path) {
+                        Ok(url) if url.scheme().len() > 1 => strata_engine::TableLocation {
+                            url,
+                            options: warehouse
+                                .storage
+                                .options
+                                .iter()
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect(),
+                        },
+                        _ => {
+                            let (kind, name) = match path.trim_matches('/').rsplit_once('/') {
+                                Some((dir, name)) => (dir.to_string(), name.to_string()),
+                                None => (".".to_string(), path.trim_matches('/').to_string()),
+                            };
+                            storage.table(&kind, &name)?
+                        }
+                    },
+                };
+                DimensionSource::Delta {
+                    location,
+                    reload_interval: *reload_interval,
+                }
+            }
+        };
+        out.push(DimensionSpec {
+            name: dim.name.value.clone(),
+            schema: schema.to_arrow(),
+            key: dim.key.value.clone(),
+            source,
+            cache: dim.cache,
+            timeout: dim.timeout,
+        });
+    }
+    Ok(out)
 }

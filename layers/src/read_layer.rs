@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use strata_engine::lookup::LookupFailurePolicy;
 use strata_engine::{StartPosition, WatermarkSpec};
 use strata_schemas::parse_timestamp_micros;
 
@@ -25,6 +26,7 @@ const LAYER_KEYS: &[&str] = &[
     "keep_rejected",
     "publish",
     "side_topics",
+    "lookup_failure",
 ];
 const SOURCE_KEYS: &[&str] = &["topic", "topics", "format", "schema", "start", "group_id"];
 const INPUT_KEYS: &[&str] = &["topic", "schema", "name"];
@@ -152,6 +154,23 @@ fn read_layer_body(
     let keep_rejected = section.bool(d, "keep_rejected").unwrap_or(false);
     let publish = read_publish(d, section, path, kind);
     let side_topics = read_side_topics(d, section, path);
+    let lookup_failure = match section.string(d, "lookup_failure") {
+        None => LookupFailurePolicy::default(),
+        Some(p) => match p.value.as_str() {
+            "retry" => LookupFailurePolicy::Retry,
+            "nulls" => LookupFailurePolicy::Nulls,
+            "dead_letter" => LookupFailurePolicy::DeadLetter,
+            other => {
+                d.error(
+                    p.pos,
+                    &format!("{path}.lookup_failure"),
+                    format!("unknown lookup failure policy `{other}`"),
+                    Some("write `retry` (wait for the dimension; the default), `nulls` (emit with the dimension's columns null) or `dead_letter` (rows to <layer>_dead_letter with the reason)".into()),
+                );
+                LookupFailurePolicy::default()
+            }
+        },
+    };
     if keep_rejected && filter.is_none() {
         d.error(
             section.pos(),
@@ -172,6 +191,7 @@ fn read_layer_body(
             keep_rejected,
             publish,
             side_topics,
+            lookup_failure,
         },
         schema_ref,
     ))

@@ -23,6 +23,7 @@ const TOP_KEYS: &[&str] = &[
     "kafka",
     "checkpoint",
     "schemas",
+    "dimensions",
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
@@ -63,6 +64,7 @@ pub(crate) fn read_warehouse(
     let checkpoint = read_checkpoint(d, &top);
     let (schemas, schema_names) = read_schemas(d, &top);
     let serve = read_serve(d, &top, file);
+    let dimensions = crate::read_dimensions::read_dimensions(d, &top);
     let mut layer_names = Vec::new();
     let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
@@ -101,6 +103,7 @@ pub(crate) fn read_warehouse(
             schemas,
             serve,
             layers,
+            dimensions,
         },
         layer_names,
         all_layer_names,

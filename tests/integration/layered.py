@@ -153,6 +153,8 @@ class LayeredWarehouse:
     interval: str = "200ms"
     watermark: str = "{delay: 10s, idle_timeout: 30s}"
     ods_extra: str = ""  # more keys of the ODS layer (YAML, indented 4)
+    extra_schemas: str = ""  # more schemas (YAML, indented 2)
+    extra_top: str = ""  # more top-level sections, e.g. dimensions: (YAML)
     path: pathlib.Path = field(init=False)
 
     def __post_init__(self):
@@ -177,7 +179,7 @@ schemas:
       - {{name: city, type: string}}
       - {{name: agent, type: string}}
       - {{name: event_time, type: timestamp}}
-layers:
+{self.extra_schemas}{self.extra_top}layers:
   - name: ods_deals
     kind: ods
     source: {{topic: {self.topic}, schema: deal, start: earliest}}

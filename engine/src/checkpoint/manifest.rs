@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataflow::watermark::PartitionTime;
 use crate::kafka::offsets::SourceOffsets;
+use crate::lookup::LookupStats;
 
 /// The manifest format version this engine writes.
 pub const MANIFEST_FORMAT: u32 = 2;
@@ -64,6 +65,10 @@ pub struct LayerCheckpoint {
     /// from (the layer's own for `publish:`, side tables for `side_topics:`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub published: BTreeMap<String, u64>,
+    /// Its dimensions' lookup counters (totals since the process started):
+    /// cache hit rate, queries, failures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<LookupStats>,
 }
 
 /// A Delta sink's pre-committed work for one epoch.
@@ -135,6 +140,7 @@ mod tests {
                 published: BTreeMap::from([("ods_deals_late".to_string(), 12)]),
                 watermark: Some(5),
                 state: None,
+                lookups: vec![],
             }],
             sinks: vec![PendingCommit {
                 table: "file:///t/".into(),

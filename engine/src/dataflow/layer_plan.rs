@@ -14,7 +14,10 @@ use crate::dataflow::layer_task::RowFilter;
 use crate::dataflow::spec::{DataflowSpec, InputFrom, LayerSpec, SourceSpec};
 use crate::delta::storable::storable_schema;
 use crate::error::{EngineError, Result};
+use crate::lookup::Dimension;
 use crate::ods::ods_schema;
+use crate::sql::lookup_join::LookupHandling;
+use crate::sql::lookup_plan::LayerLookups;
 use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, TIME_COLUMN_KEY};
 
 /// A layer's query and schemas, planned.
@@ -43,6 +46,12 @@ pub async fn plan_layers(
     let sources: HashMap<&str, &SourceSpec> =
         spec.sources.iter().map(|s| (s.id.as_str(), s)).collect();
     let mut planned: Vec<PlannedLayer> = Vec::new();
+    // One of each dimension, shared by the layers that join it.
+    let dimensions: Vec<Arc<Dimension>> = spec
+        .dimensions
+        .iter()
+        .map(|d| Arc::new(Dimension::new(d.clone())))
+        .collect();
     for layer in &spec.layers {
         let mut inputs = Vec::new();
         let mut source_rows_of = None;
@@ -81,12 +90,18 @@ pub async fn plan_layers(
         }
         let query = match &layer.sql {
             None => None,
-            Some(sql) => Some(
-                planner
-                    .plan(sql, &inputs)
-                    .await
-                    .map_err(|e| config(layer, e.to_string()))?,
-            ),
+            Some(sql) => {
+                let lookups = LayerLookups {
+                    dimensions: dimensions.clone(),
+                    handling: Arc::new(LookupHandling::new(&layer.name, layer.lookup_failure)),
+                };
+                Some(
+                    planner
+                        .plan_with_lookups(sql, &inputs, Some(&lookups))
+                        .await
+                        .map_err(|e| config(layer, e.to_string()))?,
+                )
+            }
         };
         let output = match &query {
             None => inputs

@@ -290,7 +290,30 @@ impl LayerTask {
                 .await
                 .map_err(fail(&self.name, "running the query"))?,
         };
+        self.dead_letter_lookups().await?;
         self.output(out).await
+    }
+
+    /// Rows whose lookup failed under the `dead_letter` policy go to the
+    /// dead-letter table, in the epoch that read them.
+    async fn dead_letter_lookups(&mut self) -> Result<()> {
+        let Some(query) = &self.query else {
+            return Ok(());
+        };
+        for rows in query.take_dead_letters() {
+            match &mut self.sinks.dead_letters {
+                Some(w) => w.write(rows).await?,
+                None => {
+                    return Err(EngineError::Pipeline {
+                        pipeline: self.name.clone(),
+                        reason:
+                            "lookup rows were dead-lettered but the layer has no dead-letter table"
+                                .into(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     async fn advance_watermark(&mut self) -> Result<()> {
@@ -316,6 +339,7 @@ impl LayerTask {
                 .on_watermark(candidate)
                 .await
                 .map_err(fail(&self.name, "closing windows"))?;
+            self.dead_letter_lookups().await?;
             self.output(out).await?;
         }
         for tx in &self.downstream {
@@ -381,6 +405,11 @@ impl LayerTask {
                 watermark: self.watermark,
                 state,
                 published,
+                lookups: self
+                    .query
+                    .as_ref()
+                    .map(|q| q.lookup_stats())
+                    .unwrap_or_default(),
             },
             sources: std::mem::take(&mut self.sources),
             sinks,

@@ -339,11 +339,19 @@ async fn open_layer(
         }
     };
     let (mut dead_letters, mut future, mut late, mut rejected) = (None, None, None, None);
-    if let Some(rows) = &layer.source_rows {
+    // Undecodable records (a topic input) and rows whose lookup failed
+    // (lookup joins) are dead letters.
+    let looks_up = layer
+        .query
+        .as_ref()
+        .is_some_and(|q| !q.dimensions.is_empty());
+    if layer.source_rows.is_some() || looks_up {
         let (w, c, p) = side(DEAD_LETTER_SUFFIX, dead_letter_schema()).await?;
         dead_letters = Some(w);
         committers.push(c);
         publishers.extend(p);
+    }
+    if let Some(rows) = &layer.source_rows {
         let (w, c, p) = side(Side::Future.suffix(), side_schema(rows)).await?;
         future = Some(w);
         committers.push(c);

@@ -9,6 +9,7 @@ use strata_schemas::Schema;
 use crate::dataflow::watermark::WatermarkSpec;
 use crate::kafka::client_config::KafkaConfig;
 use crate::kafka::start_position::StartPosition;
+use crate::lookup::{DimensionSpec, LookupFailurePolicy};
 use crate::storage::StorageRoot;
 
 /// A set of layers run in one process, with one checkpoint epoch.
@@ -31,6 +32,8 @@ pub struct DataflowSpec {
     pub layers: Vec<LayerSpec>,
     /// Scalar functions layers may call by name.
     pub udfs: Vec<ScalarUDF>,
+    /// Dimensions layers may join `FOR SYSTEM_TIME AS OF`.
+    pub dimensions: Vec<DimensionSpec>,
 }
 
 /// A Kafka topic set decoded with a schema, feeding one layer.
@@ -81,6 +84,8 @@ pub struct LayerSpec {
     /// Also publish side rows to Kafka topics, by side table suffix
     /// (`_late`, `_future`, `_rejected`, `_dead_letter`).
     pub side_topics: Vec<(String, PublishSpec)>,
+    /// What a failed dimension lookup does.
+    pub lookup_failure: LookupFailurePolicy,
 }
 
 /// A layer's rows published to a Kafka topic, one JSON object per row.

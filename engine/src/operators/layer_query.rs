@@ -7,8 +7,10 @@ use arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 
+use crate::lookup::{Dimension, LookupStats};
 use crate::operators::over_window::OverBuffer;
 use crate::operators::session_window::SessionBuffer;
+use crate::sql::lookup_join::LookupHandling;
 use crate::sql::over_plan::{OVER_INPUT_SLOT, OVER_RESULTS_SLOT};
 use crate::sql::planner::{AGGREGATE_SLOT, PlannedQuery, Program, SESSION_SLOT};
 
@@ -18,6 +20,8 @@ pub struct LayerQuery {
     ctx: Arc<TaskContext>,
     session: Option<SessionBuffer>,
     over: Option<OverBuffer>,
+    dimensions: Vec<Arc<Dimension>>,
+    lookup_handling: Option<Arc<LookupHandling>>,
 }
 
 impl LayerQuery {
@@ -47,7 +51,23 @@ impl LayerQuery {
             ctx,
             session,
             over,
+            dimensions: planned.dimensions,
+            lookup_handling: planned.lookup_handling,
         })
+    }
+
+    /// Rows whose lookup failed, for the dead-letter table (in its schema),
+    /// since the last call.
+    pub fn take_dead_letters(&self) -> Vec<RecordBatch> {
+        self.lookup_handling
+            .as_ref()
+            .map(|h| h.take_dead_letters())
+            .unwrap_or_default()
+    }
+
+    /// The lookup counters of the dimensions the query joins.
+    pub fn lookup_stats(&self) -> Vec<LookupStats> {
+        self.dimensions.iter().map(|d| d.stats()).collect()
     }
 
     /// Whether results are updates of earlier rows (a plain `GROUP BY`),

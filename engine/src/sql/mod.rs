@@ -2,9 +2,12 @@
 //! by Strata's streaming operators.
 
 pub mod batch_slot;
+pub mod lookup_join;
+pub mod lookup_plan;
 pub mod over_plan;
 pub mod planner;
 pub mod segment;
 pub mod stream_table;
+pub mod system_time;
 pub mod window_tvf;
 pub mod window_udfs;

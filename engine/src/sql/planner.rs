@@ -27,12 +27,16 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::AggregateExec;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
+use crate::lookup::Dimension;
 use crate::operators::over_window::OverFrame;
 use crate::operators::window_aggregate::WindowAggregate;
 use crate::sql::batch_slot::BatchSlot;
+use crate::sql::lookup_join::{LookupHandling, dimension_slot};
+use crate::sql::lookup_plan::{LayerLookups, plan_lookups};
 use crate::sql::over_plan::plan_over;
 use crate::sql::segment::Segment;
 use crate::sql::stream_table::StreamTable;
+use crate::sql::system_time::strip_system_time;
 use crate::sql::window_tvf::{WindowKind, WindowTvf, rewrite};
 use crate::sql::window_udfs::window_udfs;
 
@@ -74,6 +78,10 @@ pub struct PlannedQuery {
     /// The input and time column whose rows behind the watermark are late
     /// (a window TVF's or an OVER aggregation's).
     pub late_input: Option<(String, String)>,
+    /// The dimensions its lookup joins read.
+    pub dimensions: Vec<Arc<Dimension>>,
+    /// Its lookup failure handling (with lookup joins).
+    pub lookup_handling: Option<Arc<LookupHandling>>,
 }
 
 /// The shapes of streaming program.
@@ -147,6 +155,7 @@ pub(crate) const STATELESS: &[&str] = &[
     "InterleaveExec",
     "RepartitionExec",
     "CoalescePartitionsExec",
+    "LookupJoinExec",
 ];
 /// What may run on each emitted window, on top of the stateless nodes.
 const PER_WINDOW: &[&str] = &[
@@ -165,9 +174,15 @@ impl StreamingPlanner {
     fn context(&self) -> Result<SessionContext, PlanError> {
         // One partition: there is no repartitioning on a stream, and the
         // aggregate is planned as a single-phase node.
-        let config = SessionConfig::new()
+        let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false);
+        // Segments run again and again on new batches: no filter learned
+        // from one run's build side may carry over to the next.
+        config
+            .options_mut()
+            .optimizer
+            .enable_dynamic_filter_pushdown = false;
         let ctx = SessionContext::new_with_config(config);
         // COUNT(DISTINCT x) alone would become two stacked aggregations.
         ctx.remove_optimizer_rule("single_distinct_aggregation_to_group_by");
@@ -193,7 +208,19 @@ impl StreamingPlanner {
         sql: &str,
         inputs: &[(String, SchemaRef)],
     ) -> Result<PlannedQuery, PlanError> {
-        let rewritten = rewrite(sql).map_err(|e| PlanError::Sql(e.message))?;
+        self.plan_with_lookups(sql, inputs, None).await
+    }
+
+    /// Plans `sql` as [`plan`](Self::plan) does, with `lookups`' dimensions
+    /// joinable `FOR SYSTEM_TIME AS OF`.
+    pub async fn plan_with_lookups(
+        &self,
+        sql: &str,
+        inputs: &[(String, SchemaRef)],
+        lookups: Option<&LayerLookups>,
+    ) -> Result<PlannedQuery, PlanError> {
+        let system_time = strip_system_time(sql).map_err(PlanError::Sql)?;
+        let rewritten = rewrite(&system_time.sql).map_err(|e| PlanError::Sql(e.message))?;
         if rewritten.windows.len() > 1 {
             return Err(PlanError::Unsupported(
                 "one window TVF per layer: window the second input in a layer of its own (window joins come with the joins issue)".into(),
@@ -207,6 +234,26 @@ impl StreamingPlanner {
                 Arc::new(StreamTable::new(name, schema.clone())),
             )?;
         }
+        let dims: &[Arc<Dimension>] = lookups.map_or(&[], |l| &l.dimensions);
+        for table in &system_time.tables {
+            if !dims.iter().any(|d| d.name().eq_ignore_ascii_case(table)) {
+                let names: Vec<&str> = dims.iter().map(|d| d.name()).collect();
+                return Err(PlanError::Sql(format!(
+                    "`{table}` is joined FOR SYSTEM_TIME AS OF but is not a dimension; declare it under `dimensions:` (declared: {})",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )));
+            }
+        }
+        for d in dims {
+            ctx.register_table(
+                d.name(),
+                Arc::new(StreamTable::new(&dimension_slot(d.name()), d.schema())),
+            )?;
+        }
         if let Some(w) = &window {
             check_time_column(w, inputs)?;
         }
@@ -215,6 +262,13 @@ impl StreamingPlanner {
             .await?
             .create_physical_plan()
             .await?;
+        let (plan, dimensions) = match lookups {
+            Some(l) => {
+                let planned = plan_lookups(plan, l, &system_time.tables)?;
+                (planned.plan, planned.dimensions)
+            }
+            None => (plan, Vec::new()),
+        };
         if nodes_named(&plan, "BatchSlot").is_empty() {
             let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
             return Err(PlanError::Sql(format!(
@@ -277,6 +331,10 @@ impl StreamingPlanner {
             inputs: read,
             output_time_column,
             late_input,
+            lookup_handling: (!dimensions.is_empty())
+                .then(|| lookups.map(|l| l.handling.clone()))
+                .flatten(),
+            dimensions,
         })
     }
 }
@@ -511,7 +569,9 @@ pub(crate) fn check_nodes(
             "an OVER aggregation is the layer's one stateful step: on a raw stream without GROUP BY, or per window on a window's results (Top-N)"
         }
         "AggregateExec" => "one aggregation per layer: compute the second in a downstream layer",
-        n if n.contains("Join") => "joins are not supported in layers yet",
+        n if n.contains("Join") => {
+            "a join of two streams needs bounds in event time: a window join (both sides TUMBLE/HOP/CUMULATE, ON a.window_start = b.window_start AND a.window_end = b.window_end AND ...) or an interval join (ON a.k = b.k AND b.ts BETWEEN a.ts - INTERVAL ... AND a.ts + INTERVAL ...); a dimension is joined FOR SYSTEM_TIME AS OF"
+        }
         _ => "this operation is not supported in streaming layers",
     };
     Err(PlanError::Unsupported(format!("{name} {place}: {advice}")))

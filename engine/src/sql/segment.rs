@@ -70,24 +70,36 @@ impl Segment {
         batches: Vec<RecordBatch>,
         ctx: &Arc<TaskContext>,
     ) -> Result<Vec<RecordBatch>> {
-        let mut matched = false;
-        for slot in self
+        self.run_slots(vec![(input, batches)], ctx).await
+    }
+
+    /// Runs the segment with each `(label, batches)` in its slots (slots not
+    /// named stay empty). Every label must be a slot of the segment.
+    pub async fn run_slots(
+        &self,
+        inputs: Vec<(&str, Vec<RecordBatch>)>,
+        ctx: &Arc<TaskContext>,
+    ) -> Result<Vec<RecordBatch>> {
+        let slots: Vec<&BatchSlot> = self
             .slots
             .iter()
             .filter_map(|s| s.downcast_ref::<BatchSlot>())
-        {
-            if slot.label() == input {
-                // An input read twice (a self-union) gets the rows in each slot.
+            .collect();
+        for slot in &slots {
+            slot.fill(Vec::new());
+        }
+        for (input, batches) in inputs {
+            let mut matched = false;
+            // An input read twice (a self-union) gets the rows in each slot.
+            for slot in slots.iter().filter(|s| s.label() == input) {
                 slot.fill(batches.clone());
                 matched = true;
-            } else {
-                slot.fill(Vec::new());
             }
-        }
-        if !matched {
-            return Err(DataFusionError::Internal(format!(
-                "the query does not read input `{input}`"
-            )));
+            if !matched {
+                return Err(DataFusionError::Internal(format!(
+                    "the query does not read input `{input}`"
+                )));
+            }
         }
         let plan = reset_plan_states(self.plan.clone())?;
         let out = collect(plan, ctx.clone()).await?;

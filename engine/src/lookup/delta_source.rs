@@ -1,0 +1,195 @@
+//! A Delta table as a dimension, held whole in memory.
+//!
+//! Loading reads every row once and indexes it by key; a lookup is then a
+//! hash probe. At most every `reload_interval` the table's log is brought up
+//! to date (only the commits since the last check are read), and a new
+//! version is loaded in full and swapped in: lookups see one version or the
+//! next, never a mix.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch};
+use arrow::compute::{cast, concat_batches, interleave_record_batch};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::context::SessionContext;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use tokio::sync::Mutex;
+use tracing::info;
+
+use crate::delta::storable::conform;
+use crate::lookup::metrics::LookupMetrics;
+use crate::storage::TableLocation;
+
+struct Loaded {
+    table: DeltaTable,
+    version: Option<u64>,
+    rows: Arc<RecordBatch>,
+    index: HashMap<String, Vec<usize>>,
+    checked: Instant,
+}
+
+pub(crate) struct DeltaSource {
+    location: TableLocation,
+    reload_interval: Duration,
+    schema: SchemaRef,
+    key: String,
+    loaded: Mutex<Option<Loaded>>,
+}
+
+impl DeltaSource {
+    pub(crate) fn new(
+        location: TableLocation,
+        reload_interval: Duration,
+        schema: SchemaRef,
+        key: &str,
+    ) -> Self {
+        DeltaSource {
+            location,
+            reload_interval,
+            schema,
+            key: key.to_string(),
+            loaded: Mutex::new(None),
+        }
+    }
+
+    /// The rows for `keys`, loading or reloading the table first if due.
+    pub(crate) async fn fetch(
+        &self,
+        keys: &[String],
+        metrics: &LookupMetrics,
+    ) -> Result<RecordBatch, String> {
+        let mut loaded = self.loaded.lock().await;
+        let due = loaded
+            .as_ref()
+            .is_none_or(|l| l.checked.elapsed() >= self.reload_interval);
+        if due {
+            let fresh = self.refresh(loaded.take()).await;
+            match fresh {
+                Ok((l, reloaded)) => {
+                    if reloaded {
+                        metrics.reload();
+                    }
+                    *loaded = Some(l);
+                }
+                Err((previous, e)) => {
+                    // Keep serving the version held, if there is one.
+                    *loaded = previous;
+                    if loaded.is_none() {
+                        return Err(e);
+                    }
+                    tracing::warn!(table = %self.location.url, error = %e, "could not check the Delta dimension for a new version");
+                }
+            }
+        }
+        let Some(l) = loaded.as_ref() else {
+            return Err("the Delta dimension is not loaded".into());
+        };
+        let picks: Vec<(usize, usize)> = keys
+            .iter()
+            .filter_map(|k| l.index.get(k))
+            .flatten()
+            .map(|&row| (0, row))
+            .collect();
+        interleave_record_batch(&[l.rows.as_ref()], &picks).map_err(|e| e.to_string())
+    }
+
+    /// The table at its newest version: `previous` if that is still it.
+    /// On failure, gives `previous` back with the error.
+    async fn refresh(
+        &self,
+        previous: Option<Loaded>,
+    ) -> Result<(Loaded, bool), (Option<Loaded>, String)> {
+        let url = self.location.url.to_string();
+        let mut table = match previous {
+            Some(mut l) => {
+                if let Err(e) = l.table.update_state().await {
+                    return Err((Some(l), format!("updating {url}: {e}")));
+                }
+                if l.table.version() == l.version {
+                    l.checked = Instant::now();
+                    return Ok((l, false));
+                }
+                l.table
+            }
+            None => {
+                let table = DeltaTableBuilder::from_url(self.location.url.clone())
+                    .and_then(|b| {
+                        b.with_storage_options(self.location.options.clone())
+                            .build()
+                    })
+                    .map_err(|e| (None, format!("opening {url}: {e}")))?;
+                let mut table = table;
+                table
+                    .load()
+                    .await
+                    .map_err(|e| (None, format!("loading {url}: {e}")))?;
+                table
+            }
+        };
+        match self.read_all(&mut table).await {
+            Ok((rows, index)) => {
+                let version = table.version();
+                info!(table = %url, version = ?version, rows = rows.num_rows(), "loaded Delta dimension");
+                Ok((
+                    Loaded {
+                        table,
+                        version,
+                        rows: Arc::new(rows),
+                        index,
+                        checked: Instant::now(),
+                    },
+                    true,
+                ))
+            }
+            Err(e) => Err((None, e)),
+        }
+    }
+
+    async fn read_all(
+        &self,
+        table: &mut DeltaTable,
+    ) -> Result<(RecordBatch, HashMap<String, Vec<usize>>), String> {
+        let ctx = SessionContext::new();
+        table
+            .update_datafusion_session(&ctx.state())
+            .map_err(|e| e.to_string())?;
+        let provider = table
+            .table_provider()
+            .build()
+            .await
+            .map_err(|e| e.to_string())?;
+        let names: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let batches = ctx
+            .read_table(Arc::new(provider))
+            .and_then(|df| df.select_columns(&names))
+            .map_err(|e| format!("the Delta dimension lacks a column of its schema: {e}"))?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut conformed = Vec::with_capacity(batches.len());
+        for b in batches {
+            conformed.push(conform(b, &self.schema).map_err(|e| e.to_string())?);
+        }
+        let rows = concat_batches(&self.schema, &conformed).map_err(|e| e.to_string())?;
+        let key_index = self.schema.index_of(&self.key).map_err(|e| e.to_string())?;
+        let keys = cast(rows.column(key_index), &DataType::Utf8).map_err(|e| e.to_string())?;
+        let keys = keys
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .ok_or("the key column does not cast to text")?;
+        let mut index: HashMap<String, Vec<usize>> = HashMap::with_capacity(keys.len());
+        for (row, key) in keys.iter().enumerate() {
+            if let Some(k) = key {
+                index.entry(k.to_string()).or_default().push(row);
+            }
+        }
+        Ok((rows, index))
+    }
+}
