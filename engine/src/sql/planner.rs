@@ -530,7 +530,10 @@ pub(crate) fn replace(
         .data)
 }
 
-fn nodes_named(plan: &Arc<dyn ExecutionPlan>, name: &str) -> Vec<Arc<dyn ExecutionPlan>> {
+pub(crate) fn nodes_named(
+    plan: &Arc<dyn ExecutionPlan>,
+    name: &str,
+) -> Vec<Arc<dyn ExecutionPlan>> {
     let mut found = Vec::new();
     let _ = plan.apply(|node| {
         if node.name() == name {
@@ -629,6 +632,8 @@ fn output_time_column(
 
 #[cfg(test)]
 mod function_tests;
+#[cfg(test)]
+mod lookup_tests;
 
 /// Schema metadata naming a stream's event-time column.
 pub const TIME_COLUMN_KEY: &str = "strata.event_time";
