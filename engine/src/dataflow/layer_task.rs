@@ -68,7 +68,8 @@ pub(crate) struct LayerSinks {
     pub(crate) main: MainWriter,
     pub(crate) dead_letters: Option<SideSink>,
     pub(crate) future: Option<SideSink>,
-    pub(crate) late: Option<SideSink>,
+    /// One per late-checked input.
+    pub(crate) late: Vec<SideSink>,
     pub(crate) rejected: Option<SideSink>,
     /// The layer's Kafka topic, if it publishes one.
     pub(crate) publish: Option<TopicPublisher>,
@@ -87,14 +88,10 @@ impl LayerSinks {
             MainWriter::Append(w) => w.pre_commit().await?,
             MainWriter::Upsert(w) => w.pre_commit().await?,
         }];
-        for side in [
-            &mut self.dead_letters,
-            &mut self.future,
-            &mut self.late,
-            &mut self.rejected,
-        ]
-        .into_iter()
-        .flatten()
+        for side in [&mut self.dead_letters, &mut self.future, &mut self.rejected]
+            .into_iter()
+            .flatten()
+            .chain(self.late.iter_mut())
         {
             pending.push(side.pre_commit(&mut published).await?);
         }
@@ -108,10 +105,12 @@ pub(crate) struct RowFilter {
     pub(crate) text: String,
 }
 
-/// The late check of a windowed layer: which input, which time column.
+/// The late check of a windowed layer: which input, which time column,
+/// which late table.
 pub(crate) struct LateCheck {
     pub(crate) input: String,
     pub(crate) time_column: usize,
+    pub(crate) sink: usize,
 }
 
 pub(crate) struct LayerTask {
@@ -121,7 +120,7 @@ pub(crate) struct LayerTask {
     /// The rows the layer emits (storable in Delta; see `delta::storable`).
     pub(crate) output_schema: SchemaRef,
     pub(crate) filter: Option<RowFilter>,
-    pub(crate) late: Option<LateCheck>,
+    pub(crate) late: Vec<LateCheck>,
     pub(crate) delay_us: i64,
     pub(crate) watermark: Option<i64>,
     pub(crate) sinks: LayerSinks,
@@ -235,52 +234,14 @@ impl LayerTask {
                 None => return Ok(()),
             }
         }
-        if let Some(late) = &self.late
-            && late.input == self.inputs[input].name
-        {
-            let times = rows
-                .column(late.time_column)
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .ok_or_else(|| {
-                    EngineError::Config("the window's time column is not a timestamp".into())
-                })?;
-            // A row without an event time has no window; one behind the
-            // watermark has missed its window. Both are set aside.
-            let no_time = is_null(times).map_err(EngineError::arrow("checking event times"))?;
-            let behind = match self.watermark {
-                Some(w) => null_is_false(
-                    &before(times, w).map_err(EngineError::arrow("checking lateness"))?,
-                ),
-                None => BooleanArray::from(vec![false; rows.num_rows()]),
-            };
-            let mut kept = rows.clone();
-            for (mask, reason) in [
-                (
-                    &no_time,
-                    "no event time: the row cannot be placed in a window",
-                ),
-                (&behind, "behind the watermark: its window had closed"),
-            ] {
-                if mask.true_count() == 0 {
-                    continue;
-                }
-                if let (Some(set_aside), Some(w)) = (split(&rows, mask)?, &mut self.sinks.late) {
-                    w.write(annotate(&set_aside, reason, now, self.watermark)?)
-                        .await?;
-                }
+        for check in 0..self.late.len() {
+            if self.late[check].input != self.inputs[input].name {
+                continue;
             }
-            let either = or(&no_time, &behind).map_err(EngineError::arrow("checking lateness"))?;
-            if either.true_count() > 0 {
-                match split(
-                    &kept,
-                    &not(&either).map_err(EngineError::arrow("checking lateness"))?,
-                )? {
-                    Some(on_time) => kept = on_time,
-                    None => return Ok(()),
-                }
+            match self.set_aside_late(check, rows, now).await? {
+                Some(on_time) => rows = on_time,
+                None => return Ok(()),
             }
-            rows = kept;
         }
         let name = self.inputs[input].name.clone();
         let out = match &mut self.query {
@@ -316,6 +277,58 @@ impl LayerTask {
         Ok(())
     }
 
+    /// Rows of `rows` without an event time, or behind the watermark, go to
+    /// late table `check`'s sink; returns the rest, if any.
+    async fn set_aside_late(
+        &mut self,
+        check: usize,
+        rows: RecordBatch,
+        now: i64,
+    ) -> Result<Option<RecordBatch>> {
+        let late = &self.late[check];
+        let times = rows
+            .column(late.time_column)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| {
+                EngineError::Config("the window's time column is not a timestamp".into())
+            })?;
+        // A row without an event time has no window; one behind the
+        // watermark has missed its window. Both are set aside.
+        let no_time = is_null(times).map_err(EngineError::arrow("checking event times"))?;
+        let behind = match self.watermark {
+            Some(w) => {
+                null_is_false(&before(times, w).map_err(EngineError::arrow("checking lateness"))?)
+            }
+            None => BooleanArray::from(vec![false; rows.num_rows()]),
+        };
+        let sink = late.sink;
+        for (mask, reason) in [
+            (
+                &no_time,
+                "no event time: the row cannot be placed in a window",
+            ),
+            (&behind, "behind the watermark: its window had closed"),
+        ] {
+            if mask.true_count() == 0 {
+                continue;
+            }
+            if let (Some(set_aside), Some(w)) = (split(&rows, mask)?, self.sinks.late.get_mut(sink))
+            {
+                w.write(annotate(&set_aside, reason, now, self.watermark)?)
+                    .await?;
+            }
+        }
+        let either = or(&no_time, &behind).map_err(EngineError::arrow("checking lateness"))?;
+        if either.true_count() == 0 {
+            return Ok(Some(rows));
+        }
+        split(
+            &rows,
+            &not(&either).map_err(EngineError::arrow("checking lateness"))?,
+        )
+    }
+
     async fn advance_watermark(&mut self) -> Result<()> {
         let open: Vec<Option<i64>> = self
             .inputs
@@ -342,8 +355,12 @@ impl LayerTask {
             self.dead_letter_lookups().await?;
             self.output(out).await?;
         }
+        let downstream = match &self.query {
+            Some(q) => q.output_watermark(candidate),
+            None => candidate,
+        };
         for tx in &self.downstream {
-            tx.send(Message::Watermark(candidate))
+            tx.send(Message::Watermark(downstream))
                 .await
                 .map_err(|_| self.gone())?;
         }

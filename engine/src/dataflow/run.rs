@@ -338,7 +338,8 @@ async fn open_layer(
             Ok::<_, EngineError>((sink, committer, publisher))
         }
     };
-    let (mut dead_letters, mut future, mut late, mut rejected) = (None, None, None, None);
+    let (mut dead_letters, mut future, mut rejected) = (None, None, None);
+    let mut late = Vec::new();
     // Undecodable records (a topic input) and rows whose lookup failed
     // (lookup joins) are dead letters.
     let looks_up = layer
@@ -357,19 +358,32 @@ async fn open_layer(
         committers.push(c);
         publishers.extend(p);
     }
-    let mut late_check = None;
-    if let Some((input, time_column)) = layer.query.as_ref().and_then(|p| p.late_input.as_ref()) {
+    let mut late_checks = Vec::new();
+    let mut late_inputs: Vec<(String, String)> = Vec::new();
+    for pair in layer.query.iter().flat_map(|q| q.late_inputs.iter()) {
+        // A self-join checks its one input once.
+        if !late_inputs.iter().any(|(i, _)| *i == pair.0) {
+            late_inputs.push(pair.clone());
+        }
+    }
+    for (input, time_column) in &late_inputs {
         let schema = &layer
             .inputs
             .iter()
             .find(|(n, _)| n == input)
             .ok_or_else(|| config(&layer.spec, format!("no input `{input}`")))?
             .1;
-        let (w, c, p) = side(Side::Late.suffix(), side_schema(schema)).await?;
-        late = Some(w);
+        // One input: `<layer>_late`; a join's two: `<layer>_late_<input>`.
+        let suffix = if late_inputs.len() == 1 {
+            Side::Late.suffix().to_string()
+        } else {
+            format!("{}_{input}", Side::Late.suffix())
+        };
+        let (w, c, p) = side(&suffix, side_schema(schema)).await?;
+        late.push(w);
         committers.push(c);
         publishers.extend(p);
-        late_check = Some(LateCheck {
+        late_checks.push(LateCheck {
             input: input.clone(),
             time_column: schema.index_of(time_column).map_err(|_| {
                 config(
@@ -377,6 +391,7 @@ async fn open_layer(
                     format!("no column `{time_column}` in `{input}`"),
                 )
             })?,
+            sink: late.len() - 1,
         });
     }
     if layer.filter.is_some() && layer.spec.keep_rejected {
@@ -421,7 +436,7 @@ async fn open_layer(
         query,
         output_schema: without_metadata(&layer.output),
         filter: layer.filter,
-        late: late_check,
+        late: late_checks,
         delay_us: layer.spec.delay.as_micros() as i64,
         watermark: None,
         sinks: LayerSinks {

@@ -10,9 +10,11 @@ use datafusion::execution::TaskContext;
 use crate::lookup::{Dimension, LookupStats};
 use crate::operators::over_window::OverBuffer;
 use crate::operators::session_window::SessionBuffer;
+use crate::operators::stream_join::{JoinBuffers, Side};
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::over_plan::{OVER_INPUT_SLOT, OVER_RESULTS_SLOT};
 use crate::sql::planner::{AGGREGATE_SLOT, PlannedQuery, Program, SESSION_SLOT};
+use crate::sql::stream_join_plan::{JOIN_LEFT_SLOT, JOIN_RIGHT_SLOT, StreamJoinKind};
 
 /// A layer's query, running.
 pub struct LayerQuery {
@@ -20,6 +22,7 @@ pub struct LayerQuery {
     ctx: Arc<TaskContext>,
     session: Option<SessionBuffer>,
     over: Option<OverBuffer>,
+    join: Option<JoinBuffers>,
     dimensions: Vec<Arc<Dimension>>,
     lookup_handling: Option<Arc<LookupHandling>>,
 }
@@ -46,11 +49,16 @@ impl LayerQuery {
             } => Some(OverBuffer::new(below.schema(), time_column, keys, *frame)?),
             _ => None,
         };
+        let join = match &planned.program {
+            Program::Join(j) => Some(JoinBuffers::new(j.left.schema(), j.right.schema())),
+            _ => None,
+        };
         Ok(LayerQuery {
             program: planned.program,
             ctx,
             session,
             over,
+            join,
             dimensions: planned.dimensions,
             lookup_handling: planned.lookup_handling,
         })
@@ -68,6 +76,21 @@ impl LayerQuery {
     /// The lookup counters of the dimensions the query joins.
     pub fn lookup_stats(&self) -> Vec<LookupStats> {
         self.dimensions.iter().map(|d| d.stats()).collect()
+    }
+
+    /// The watermark to pass downstream when the layer's own is
+    /// `watermark`: an interval join emits rows up to its interval behind
+    /// the watermark, so it holds the downstream watermark back that far.
+    pub fn output_watermark(&self, watermark: i64) -> i64 {
+        match &self.program {
+            Program::Join(j) => match j.kind {
+                StreamJoinKind::Interval {
+                    lower_us, upper_us, ..
+                } => watermark.saturating_sub(upper_us.max(-lower_us).max(0)),
+                StreamJoinKind::Window => watermark,
+            },
+            _ => watermark,
+        }
     }
 
     /// Whether results are updates of earlier rows (a plain `GROUP BY`),
@@ -110,6 +133,48 @@ impl LayerQuery {
                 }
                 Ok(Vec::new())
             }
+            Program::Join(j) => {
+                let Some(buffers) = &mut self.join else {
+                    return Ok(Vec::new());
+                };
+                let mut out = Vec::new();
+                // A self-join reads the input on both sides.
+                for (side, segment, name) in [
+                    (Side::Left, &j.left, &j.left_input),
+                    (Side::Right, &j.right, &j.right_input),
+                ] {
+                    if name != input {
+                        continue;
+                    }
+                    let rows = segment.run(input, vec![batch.clone()], &self.ctx).await?;
+                    if let StreamJoinKind::Interval { .. } = j.kind {
+                        // New rows meet the other side's kept rows now.
+                        let (mine, theirs) = match side {
+                            Side::Left => (JOIN_LEFT_SLOT, JOIN_RIGHT_SLOT),
+                            Side::Right => (JOIN_RIGHT_SLOT, JOIN_LEFT_SLOT),
+                        };
+                        let other = match side {
+                            Side::Left => Side::Right,
+                            Side::Right => Side::Left,
+                        };
+                        if !rows.is_empty() && buffers.len(other) > 0 {
+                            out.extend(
+                                j.joined
+                                    .run_slots(
+                                        vec![
+                                            (mine, rows.clone()),
+                                            (theirs, buffers.rows(other).to_vec()),
+                                        ],
+                                        &self.ctx,
+                                    )
+                                    .await?,
+                            );
+                        }
+                    }
+                    buffers.push(side, rows);
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -148,6 +213,50 @@ impl LayerQuery {
                 }
                 above.run(OVER_RESULTS_SLOT, results, &self.ctx).await
             }
+            Program::Join(j) => {
+                let Some(buffers) = &mut self.join else {
+                    return Ok(Vec::new());
+                };
+                match &j.kind {
+                    StreamJoinKind::Window => {
+                        // Windows with end <= watermark are complete on both sides.
+                        let limit = watermark.saturating_add(1);
+                        let left = buffers.take_before(Side::Left, "window_end", limit)?;
+                        let right = buffers.take_before(Side::Right, "window_end", limit)?;
+                        if left.is_none() && right.is_none() {
+                            return Ok(Vec::new());
+                        }
+                        j.joined
+                            .run_slots(
+                                vec![
+                                    (JOIN_LEFT_SLOT, left.into_iter().collect()),
+                                    (JOIN_RIGHT_SLOT, right.into_iter().collect()),
+                                ],
+                                &self.ctx,
+                            )
+                            .await
+                    }
+                    StreamJoinKind::Interval {
+                        left_time,
+                        right_time,
+                        lower_us,
+                        upper_us,
+                    } => {
+                        // Rows no future (on-time) row of the other side can match.
+                        buffers.take_before(
+                            Side::Left,
+                            left_time,
+                            watermark.saturating_sub(*upper_us),
+                        )?;
+                        buffers.take_before(
+                            Side::Right,
+                            right_time,
+                            watermark.saturating_add(*lower_us),
+                        )?;
+                        Ok(Vec::new())
+                    }
+                }
+            }
             Program::Stateless(_) | Program::Updating { .. } => Ok(Vec::new()),
         }
     }
@@ -180,6 +289,10 @@ impl LayerQuery {
                 Some(buffer) => buffer.snapshot(),
                 None => Ok(None),
             },
+            Program::Join(_) => match &self.join {
+                Some(buffers) => buffers.snapshot(),
+                None => Ok(None),
+            },
             Program::Stateless(_) => Ok(None),
         }
     }
@@ -196,6 +309,10 @@ impl LayerQuery {
             },
             Program::Over { .. } => match &mut self.over {
                 Some(buffer) => buffer.restore(state),
+                None => Ok(()),
+            },
+            Program::Join(_) => match &mut self.join {
+                Some(buffers) => buffers.restore(&state),
                 None => Ok(()),
             },
             Program::Stateless(_) => Ok(()),

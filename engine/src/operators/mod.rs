@@ -3,4 +3,5 @@
 pub mod layer_query;
 pub mod over_window;
 pub mod session_window;
+pub mod stream_join;
 pub mod window_aggregate;

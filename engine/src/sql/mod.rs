@@ -7,6 +7,7 @@ pub mod lookup_plan;
 pub mod over_plan;
 pub mod planner;
 pub mod segment;
+pub mod stream_join_plan;
 pub mod stream_table;
 pub mod system_time;
 pub mod window_tvf;

@@ -35,6 +35,7 @@ use crate::sql::lookup_join::{LookupHandling, dimension_slot};
 use crate::sql::lookup_plan::{LayerLookups, plan_lookups};
 use crate::sql::over_plan::plan_over;
 use crate::sql::segment::Segment;
+use crate::sql::stream_join_plan::{StreamJoin, StreamJoinKind, plan_stream_join};
 use crate::sql::stream_table::StreamTable;
 use crate::sql::system_time::strip_system_time;
 use crate::sql::window_tvf::{WindowKind, WindowTvf, rewrite};
@@ -75,9 +76,9 @@ pub struct PlannedQuery {
     /// The output column carrying event time, if any: what downstream
     /// layers window on.
     pub output_time_column: Option<String>,
-    /// The input and time column whose rows behind the watermark are late
-    /// (a window TVF's or an OVER aggregation's).
-    pub late_input: Option<(String, String)>,
+    /// The inputs and time columns whose rows behind the watermark are late
+    /// (a window TVF's, an OVER aggregation's, both sides of a stream join).
+    pub late_inputs: Vec<(String, String)>,
     /// The dimensions its lookup joins read.
     pub dimensions: Vec<Arc<Dimension>>,
     /// Its lookup failure handling (with lookup joins).
@@ -120,6 +121,8 @@ pub enum Program {
         /// Output columns that identify a row (the GROUP BY keys).
         keys: Vec<String>,
     },
+    /// A join of two streams on windows or event-time intervals.
+    Join(Box<StreamJoin>),
     /// An OVER aggregation on a raw stream: each row's result once the
     /// watermark passes it.
     Over {
@@ -221,12 +224,16 @@ impl StreamingPlanner {
     ) -> Result<PlannedQuery, PlanError> {
         let system_time = strip_system_time(sql).map_err(PlanError::Sql)?;
         let rewritten = rewrite(&system_time.sql).map_err(|e| PlanError::Sql(e.message))?;
-        if rewritten.windows.len() > 1 {
+        if rewritten.windows.len() > 2 {
             return Err(PlanError::Unsupported(
-                "one window TVF per layer: window the second input in a layer of its own (window joins come with the joins issue)".into(),
+                "one window TVF per layer, or one per side of a window join: window the others in layers of their own".into(),
             ));
         }
-        let window = rewritten.windows.first().cloned();
+        // Two windows are the two sides of a window join.
+        let window = match rewritten.windows.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
         let ctx = self.context()?;
         for (name, schema) in inputs {
             ctx.register_table(
@@ -254,7 +261,7 @@ impl StreamingPlanner {
                 Arc::new(StreamTable::new(&dimension_slot(d.name()), d.schema())),
             )?;
         }
-        if let Some(w) = &window {
+        for w in &rewritten.windows {
             check_time_column(w, inputs)?;
         }
         let plan = ctx
@@ -281,10 +288,31 @@ impl StreamingPlanner {
             .into_iter()
             .chain(nodes_named(&plan, "WindowAggExec"))
             .collect();
-        let mut late_input = window
-            .as_ref()
-            .map(|w| (w.input.clone(), w.time_column.clone()));
+        let mut late_inputs: Vec<(String, String)> = window
+            .iter()
+            .map(|w| (w.input.clone(), w.time_column.clone()))
+            .collect();
+        let stream_joins: Vec<_> = nodes_named_like(&plan, "Join")
+            .into_iter()
+            .filter(|n| n.name() != "LookupJoinExec")
+            .collect();
+        if rewritten.windows.len() == 2 && stream_joins.is_empty() {
+            return Err(PlanError::Unsupported(
+                "two window TVFs in one layer are the two sides of a window join: JOIN them ON a.window_start = b.window_start AND a.window_end = b.window_end".into(),
+            ));
+        }
         let (program, read) = match aggregates.as_slice() {
+            _ if !stream_joins.is_empty() => {
+                let [node] = stream_joins.as_slice() else {
+                    return Err(PlanError::Unsupported(
+                        "one join of two streams per layer: join the third stream in a downstream layer".into(),
+                    ));
+                };
+                let join = plan_stream_join(&plan, node, &rewritten.windows, inputs)?;
+                late_inputs = join.late_inputs.clone();
+                let read = vec![join.left_input.clone(), join.right_input.clone()];
+                (Program::Join(Box::new(join)), read)
+            }
             [] if window.is_none() && !window_nodes.is_empty() => {
                 let [node] = window_nodes.as_slice() else {
                     return Err(PlanError::Unsupported(
@@ -292,7 +320,7 @@ impl StreamingPlanner {
                     ));
                 };
                 let over = plan_over(&plan, node, inputs)?;
-                late_input = Some(over.late_input);
+                late_inputs = vec![over.late_input];
                 (over.program, over.inputs)
             }
             [] => {
@@ -330,7 +358,7 @@ impl StreamingPlanner {
             window,
             inputs: read,
             output_time_column,
-            late_input,
+            late_inputs,
             lookup_handling: (!dimensions.is_empty())
                 .then(|| lookups.map(|l| l.handling.clone()))
                 .flatten(),
@@ -530,6 +558,18 @@ pub(crate) fn replace(
         .data)
 }
 
+/// Nodes whose name contains `part` (e.g. every kind of join).
+fn nodes_named_like(plan: &Arc<dyn ExecutionPlan>, part: &str) -> Vec<Arc<dyn ExecutionPlan>> {
+    let mut found = Vec::new();
+    let _ = plan.apply(|node| {
+        if node.name().contains(part) {
+            found.push(node.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
+}
+
 pub(crate) fn nodes_named(
     plan: &Arc<dyn ExecutionPlan>,
     name: &str,
@@ -623,6 +663,15 @@ fn output_time_column(
             has("window_end").then(|| "window_end".into())
         }
         Program::Updating { .. } => None,
+        // Emitted when their window closes: stamped by its end.
+        Program::Join(j) if j.kind == StreamJoinKind::Window => {
+            has("window_end").then(|| "window_end".into())
+        }
+        Program::Join(j) => inputs
+            .iter()
+            .filter(|(n, _)| *n == j.left_input || *n == j.right_input)
+            .flat_map(|(_, s)| s.metadata().get(TIME_COLUMN_KEY).cloned())
+            .find(|c| has(c)),
         Program::Stateless(_) | Program::Over { .. } => inputs
             .iter()
             .flat_map(|(_, s)| s.metadata().get(TIME_COLUMN_KEY).cloned())
@@ -632,6 +681,8 @@ fn output_time_column(
 
 #[cfg(test)]
 mod function_tests;
+#[cfg(test)]
+mod join_tests;
 #[cfg(test)]
 mod lookup_tests;
 
