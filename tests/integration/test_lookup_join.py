@@ -74,6 +74,16 @@ def write_regions(dir: pathlib.Path, rows: dict[str, str], mode: str = "overwrit
                     pa.table({"region": list(rows), "manager": list(rows.values())}), mode=mode)
 
 
+def dimensions_and_topic(tmp_path, kafka, pg: Postgres, redis: Redis) -> str:
+    """Loads the three dimensions; returns a new deals topic."""
+    topic = unique("deals")
+    create_topic(kafka, topic, PARTITIONS)
+    load_agents(pg)
+    load_stores(redis)
+    write_regions(tmp_path, region_rows())
+    return topic
+
+
 def warehouse(tmp_path, kafka, topic, pg_url, redis_url, policy: str, cache: bool,
               agents_only: bool = False) -> LayeredWarehouse:
     cache_yaml = "    cache: {max_rows: 1000, expire_after_write: 10m, cache_missing_keys: true}\n" if cache else ""
@@ -151,11 +161,7 @@ def lookups(wh: LayeredWarehouse) -> dict[str, dict]:
 
 def test_enrichment_equals_a_reference_join_and_the_cache_is_counted(tmp_path, strata_bin, kafka, rng,
                                                                      postgres, redis_server):
-    topic = unique("deals")
-    create_topic(kafka, topic, PARTITIONS)
-    load_agents(postgres)
-    load_stores(redis_server)
-    write_regions(tmp_path, region_rows())
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
     wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "retry", cache=True)
     deals = disordered_deals(3_000, rng, step_us=100_000, jitter_us=1_000_000, agents=AGENTS)
     strata = Strata(strata_bin, wh).start()
@@ -194,11 +200,7 @@ def test_enrichment_equals_a_reference_join_and_the_cache_is_counted(tmp_path, s
 
 def test_a_delta_dimension_is_reloaded_when_it_gets_a_new_version(tmp_path, strata_bin, kafka, rng,
                                                                  postgres, redis_server):
-    topic = unique("deals")
-    create_topic(kafka, topic, PARTITIONS)
-    load_agents(postgres)
-    load_stores(redis_server)
-    write_regions(tmp_path, region_rows())
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
     wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "retry", cache=True)
     first = disordered_deals(600, rng, step_us=100_000, jitter_us=0, agents=AGENTS)
     strata = Strata(strata_bin, wh).start()
@@ -229,11 +231,7 @@ def test_retry_waits_for_postgres_and_loses_nothing(tmp_path, strata_bin, kafka,
     """No cache: every batch asks PostgreSQL. While it is down the layer
     retries (nothing is written); once it is back every deal is enriched,
     once."""
-    topic = unique("deals")
-    create_topic(kafka, topic, PARTITIONS)
-    load_agents(postgres)
-    load_stores(redis_server)
-    write_regions(tmp_path, region_rows())
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
     wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "retry", cache=False, agents_only=True)
     first = disordered_deals(500, rng, step_us=100_000, jitter_us=0, agents=AGENTS)
     second = disordered_deals(500, rng, step_us=100_000, jitter_us=0, agents=AGENTS, first=500)
@@ -255,11 +253,7 @@ def test_retry_waits_for_postgres_and_loses_nothing(tmp_path, strata_bin, kafka,
 
 
 def test_nulls_policy_emits_rows_while_redis_is_down(tmp_path, strata_bin, kafka, rng, postgres, redis_server):
-    topic = unique("deals")
-    create_topic(kafka, topic, PARTITIONS)
-    load_agents(postgres)
-    load_stores(redis_server)
-    write_regions(tmp_path, region_rows())
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
     wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "nulls", cache=False)
     batches = [disordered_deals(400, rng, step_us=100_000, jitter_us=0, agents=AGENTS, first=400 * i)
                for i in range(3)]
@@ -287,11 +281,7 @@ def test_nulls_policy_emits_rows_while_redis_is_down(tmp_path, strata_bin, kafka
 
 def test_dead_letter_policy_sets_rows_aside_with_the_reason(tmp_path, strata_bin, kafka, rng, postgres,
                                                             redis_server):
-    topic = unique("deals")
-    create_topic(kafka, topic, PARTITIONS)
-    load_agents(postgres)
-    load_stores(redis_server)
-    write_regions(tmp_path, region_rows())
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
     wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "dead_letter", cache=False,
                    agents_only=True)
     batches = [disordered_deals(400, rng, step_us=100_000, jitter_us=0, agents=AGENTS, first=400 * i)

@@ -32,7 +32,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use crate::sql::batch_slot::BatchSlot;
 use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
 use crate::sql::segment::Segment;
-use crate::sql::window_tvf::WindowTvf;
+use crate::sql::window_tvf::{WindowKind, WindowTvf};
 
 /// The slot of the join's left side, in the joined segment.
 pub const JOIN_LEFT_SLOT: &str = "__strata_join_left";
@@ -130,13 +130,18 @@ pub fn plan_stream_join(
         .iter()
         .map(|(l, r)| (column_name(l), column_name(r)))
         .collect();
-    let joins_on = |c: &str| on_names.iter().any(|p| *p == (Some(c), Some(c)));
+    let joins_on = |c: &str| on_names.contains(&(Some(c), Some(c)));
     if !windows.is_empty() {
         let [a, b] = windows else {
             return Err(PlanError::Unsupported(
                 "a window join windows both sides: FROM TABLE(TUMBLE(TABLE a, ...)) a JOIN TABLE(TUMBLE(TABLE b, ...)) b".into(),
             ));
         };
+        if a.kind == WindowKind::Session {
+            return Err(PlanError::Unsupported(
+                "a window join joins TUMBLE, HOP or CUMULATE windows; session bounds are only known per key after the fact: aggregate each side's sessions in its own layer and interval-join them".into(),
+            ));
+        }
         if a.kind != b.kind || a.size_us != b.size_us || a.step_us != b.step_us {
             return Err(PlanError::Unsupported(
                 "a window join needs the same window on both sides (same function, size and step)"
