@@ -313,3 +313,21 @@ def test_dead_letter_policy_sets_rows_aside_with_the_reason(tmp_path, strata_bin
     want = reference([(d.deal_id, d.agent) for b in batches for d in b], region_rows())
     for deal_id, g in got.items():
         assert g["agent_name"] == want[deal_id]["agent_name"], deal_id
+
+
+def test_a_dimension_that_cannot_answer_fails_the_layer_with_advice(tmp_path, strata_bin, kafka, rng, postgres,
+                                                                    redis_server):
+    """`since` is text in PostgreSQL but a timestamp in the schema: asking
+    again cannot help, so `retry` stops the layer and says what to do
+    instead of waiting for ever."""
+    topic = unique("deals")
+    create_topic(kafka, topic, PARTITIONS)
+    postgres.sql("CREATE TABLE agents (agent text PRIMARY KEY, agent_name text, store_id bigint, since text);"
+                 "INSERT INTO agents VALUES ('a001', 'Ann', 1, 'last spring');")
+    wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "retry", cache=False)
+    produce(kafka, topic, as_sent(disordered_deals(50, rng, step_us=100_000, jitter_us=0, agents=AGENTS), PARTITIONS))
+    strata = Strata(strata_bin, wh).start()
+    assert strata.wait(60) != 0
+    log = strata.log()
+    assert "lookup in dimension `agents` failed" in log and "lookup_failure: nulls" in log, log[-3000:]
+    assert wh.count("dwd", "dwd_deals") == 0

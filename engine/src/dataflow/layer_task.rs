@@ -291,7 +291,7 @@ impl LayerTask {
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
             .ok_or_else(|| {
-                EngineError::Config("the window's time column is not a timestamp".into())
+                EngineError::Config("the input's event-time column is not a timestamp".into())
             })?;
         // A row without an event time has no window; one behind the
         // watermark has missed its window. Both are set aside.
@@ -308,7 +308,10 @@ impl LayerTask {
                 &no_time,
                 "no event time: the row cannot be placed in a window",
             ),
-            (&behind, "behind the watermark: its window had closed"),
+            (
+                &behind,
+                "behind the watermark: its window (or join interval) had passed",
+            ),
         ] {
             if mask.true_count() == 0 {
                 continue;

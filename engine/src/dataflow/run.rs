@@ -412,7 +412,7 @@ async fn open_layer(
             return Err(config(
                 &layer.spec,
                 format!(
-                    "side_topics names a topic for `{name}{suffix}`, but the layer has no such table (late rows need a window or OVER aggregation, rejected rows a filter with keep_rejected, future and dead-letter rows a topic input)"
+                    "side_topics names a topic for `{name}{suffix}`, but the layer has no such table (late rows need a window or OVER aggregation, and a join's late tables are `_late_<input>`, which take no topic; rejected rows a filter with keep_rejected, future and dead-letter rows a topic input)"
                 ),
             ));
         }

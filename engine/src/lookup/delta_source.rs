@@ -65,22 +65,14 @@ impl DeltaSource {
             .as_ref()
             .is_none_or(|l| l.checked.elapsed() >= self.reload_interval);
         if due {
-            let fresh = self.refresh(loaded.take()).await;
-            match fresh {
-                Ok((l, reloaded)) => {
-                    if reloaded {
-                        metrics.reload();
-                    }
-                    *loaded = Some(l);
+            match self.refresh(&mut loaded).await {
+                Ok(true) => metrics.reload(),
+                Ok(false) => {}
+                // Keep serving the version held, if there is one.
+                Err(e) if loaded.is_some() => {
+                    tracing::warn!(table = %self.location.url, error = %e, "could not load the Delta dimension's new version; serving the one held")
                 }
-                Err((previous, e)) => {
-                    // Keep serving the version held, if there is one.
-                    *loaded = previous;
-                    if loaded.is_none() {
-                        return Err(e);
-                    }
-                    tracing::warn!(table = %self.location.url, error = %e, "could not check the Delta dimension for a new version");
-                }
+                Err(e) => return Err(e),
             }
         }
         let Some(l) = loaded.as_ref() else {
@@ -95,56 +87,48 @@ impl DeltaSource {
         interleave_record_batch(&[l.rows.as_ref()], &picks).map_err(|e| e.to_string())
     }
 
-    /// The table at its newest version: `previous` if that is still it.
-    /// On failure, gives `previous` back with the error.
-    async fn refresh(
-        &self,
-        previous: Option<Loaded>,
-    ) -> Result<(Loaded, bool), (Option<Loaded>, String)> {
+    /// Brings `loaded` to the table's newest version; whether it loaded
+    /// one. On failure `loaded` keeps what it held, and is not checked
+    /// again before the next interval.
+    async fn refresh(&self, loaded: &mut Option<Loaded>) -> Result<bool, String> {
         let url = self.location.url.to_string();
-        let mut table = match previous {
-            Some(mut l) => {
-                if let Err(e) = l.table.update_state().await {
-                    return Err((Some(l), format!("updating {url}: {e}")));
-                }
-                if l.table.version() == l.version {
-                    l.checked = Instant::now();
-                    return Ok((l, false));
-                }
-                l.table
+        if let Some(l) = loaded.as_mut() {
+            l.checked = Instant::now();
+            l.table
+                .update_state()
+                .await
+                .map_err(|e| format!("updating {url}: {e}"))?;
+            if l.table.version() == l.version {
+                return Ok(false);
             }
-            None => {
-                let table = DeltaTableBuilder::from_url(self.location.url.clone())
-                    .and_then(|b| {
-                        b.with_storage_options(self.location.options.clone())
-                            .build()
-                    })
-                    .map_err(|e| (None, format!("opening {url}: {e}")))?;
-                let mut table = table;
-                table
-                    .load()
-                    .await
-                    .map_err(|e| (None, format!("loading {url}: {e}")))?;
-                table
-            }
-        };
-        match self.read_all(&mut table).await {
-            Ok((rows, index)) => {
-                let version = table.version();
-                info!(table = %url, version = ?version, rows = rows.num_rows(), "loaded Delta dimension");
-                Ok((
-                    Loaded {
-                        table,
-                        version,
-                        rows: Arc::new(rows),
-                        index,
-                        checked: Instant::now(),
-                    },
-                    true,
-                ))
-            }
-            Err(e) => Err((None, e)),
+            let (rows, index) = self.read_all(&mut l.table).await?;
+            l.version = l.table.version();
+            l.rows = Arc::new(rows);
+            l.index = index;
+            info!(table = %url, version = ?l.version, rows = l.rows.num_rows(), "reloaded Delta dimension");
+            return Ok(true);
         }
+        let mut table = DeltaTableBuilder::from_url(self.location.url.clone())
+            .and_then(|b| {
+                b.with_storage_options(self.location.options.clone())
+                    .build()
+            })
+            .map_err(|e| format!("opening {url}: {e}"))?;
+        table
+            .load()
+            .await
+            .map_err(|e| format!("loading {url}: {e}"))?;
+        let (rows, index) = self.read_all(&mut table).await?;
+        let version = table.version();
+        info!(table = %url, version = ?version, rows = rows.num_rows(), "loaded Delta dimension");
+        *loaded = Some(Loaded {
+            table,
+            version,
+            rows: Arc::new(rows),
+            index,
+            checked: Instant::now(),
+        });
+        Ok(true)
     }
 
     async fn read_all(

@@ -25,9 +25,40 @@ pub struct LookupError {
     pub message: String,
     /// Whether it ran out of time.
     pub timeout: bool,
+    /// Whether asking again cannot help (a value that does not convert, a
+    /// key column of an unsupported type): retrying would stall the layer
+    /// for ever.
+    pub permanent: bool,
+}
+
+/// A source's failure: transient (connection, query) or permanent (data
+/// or types that will not change by asking again).
+#[derive(Debug)]
+pub(crate) struct SourceError {
+    pub(crate) message: String,
+    pub(crate) permanent: bool,
+}
+
+impl SourceError {
+    pub(crate) fn transient(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+            permanent: false,
+        }
+    }
+
+    pub(crate) fn permanent(message: impl Into<String>) -> Self {
+        SourceError {
+            message: message.into(),
+            permanent: true,
+        }
+    }
 }
 
 /// A cached row: the batch a query returned, and the row's index in it.
+/// A batch stays in memory while any of its rows is cached; since a query's
+/// keys enter the cache together and leave it in write order, that is at
+/// most `max_rows` rows plus the oldest batch's remainder.
 type RowHandle = (Arc<RecordBatch>, usize);
 
 enum Remote {
@@ -125,22 +156,25 @@ impl Dimension {
     /// The dimension's rows whose key is one of `keys` (distinct, as text),
     /// in one round trip to the source for the keys the cache lacks.
     pub async fn lookup(&self, keys: &[String]) -> Result<RecordBatch, LookupError> {
-        let fail = |message: String, timeout: bool| {
+        let fail = |e: SourceError, timeout: bool| {
             self.metrics.failure(timeout);
             LookupError {
                 dimension: self.spec.name.clone(),
-                message,
+                message: e.message,
                 timeout,
+                permanent: e.permanent,
             }
         };
         let timeout = self.spec.timeout;
         let timed = |message: &str| format!("{message} took longer than {timeout:?}");
         match &self.backend {
+            // No timeout: a lookup is a hash probe, and a (re)load that was
+            // cut short would have to start over at the next lookup.
             Backend::Delta(source) => {
-                let rows = tokio::time::timeout(timeout, source.fetch(keys, &self.metrics))
+                let rows = source
+                    .fetch(keys, &self.metrics)
                     .await
-                    .map_err(|_| fail(timed("loading the Delta table"), true))?
-                    .map_err(|e| fail(e, false))?;
+                    .map_err(|e| fail(SourceError::transient(e), false))?;
                 self.metrics.keys(keys.len(), keys.len());
                 Ok(rows)
             }
@@ -171,12 +205,12 @@ impl Dimension {
                     };
                     let fetched = tokio::time::timeout(timeout, fetch)
                         .await
-                        .map_err(|_| fail(timed("the query"), true))?
+                        .map_err(|_| fail(SourceError::transient(timed("the query")), true))?
                         .map_err(|e| fail(e, false))?;
                     self.metrics.query(fetched.num_rows());
                     let fetched = Arc::new(fetched);
-                    let by_key =
-                        rows_by_key(&fetched, &self.spec.key).map_err(|e| fail(e, false))?;
+                    let by_key = rows_by_key(&fetched, &self.spec.key)
+                        .map_err(|e| fail(SourceError::permanent(e), false))?;
                     if let Some(cache) = cache {
                         let mut cache = cache.lock().await;
                         for k in &misses {
@@ -189,7 +223,8 @@ impl Dimension {
                     }
                     picks.extend((0..fetched.num_rows()).map(|r| (fetched.clone(), r)));
                 }
-                assemble(&self.spec.schema, &picks).map_err(|e| fail(e, false))
+                assemble(&self.spec.schema, &picks)
+                    .map_err(|e| fail(SourceError::permanent(e), false))
             }
         }
     }

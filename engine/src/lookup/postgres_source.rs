@@ -14,7 +14,25 @@ use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls, Statement};
 use tracing::warn;
 
+use crate::lookup::dimension::SourceError;
 use crate::lookup::text_rows::text_rows_to_batch;
+
+/// PostgreSQL errors that asking again cannot fix: syntax or undefined
+/// objects (42), data exceptions (22), unsupported features (0A). The rest
+/// (connection loss, admin shutdown, resources) are transient.
+fn classify(context: &str, e: tokio_postgres::Error) -> SourceError {
+    let permanent = e.code().is_some_and(|c| {
+        ["42", "22", "0A"]
+            .iter()
+            .any(|class| c.code().starts_with(class))
+    });
+    let message = format!("{context}: {e}");
+    if permanent {
+        SourceError::permanent(message)
+    } else {
+        SourceError::transient(message)
+    }
+}
 
 pub(crate) struct PostgresSource {
     url: String,
@@ -60,10 +78,10 @@ impl PostgresSource {
         }
     }
 
-    async fn connect(&self) -> Result<(Client, Statement), String> {
+    async fn connect(&self) -> Result<(Client, Statement), SourceError> {
         let (client, connection) = tokio_postgres::connect(&self.url, NoTls)
             .await
-            .map_err(|e| format!("connecting to PostgreSQL: {e}"))?;
+            .map_err(|e| classify("connecting to PostgreSQL", e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 warn!(error = %e, "PostgreSQL dimension connection ended");
@@ -72,47 +90,38 @@ impl PostgresSource {
         let statement = client
             .prepare(&self.sql)
             .await
-            .map_err(|e| format!("preparing `{}`: {e}", self.sql))?;
+            .map_err(|e| classify(&format!("preparing `{}`", self.sql), e))?;
         Ok((client, statement))
     }
 
-    pub(crate) async fn fetch(&self, keys: &[String]) -> Result<RecordBatch, String> {
+    pub(crate) async fn fetch(&self, keys: &[String]) -> Result<RecordBatch, SourceError> {
         let mut session = self.session.lock().await;
         if session.as_ref().is_none_or(|(c, _)| c.is_closed()) {
             *session = Some(self.connect().await?);
         }
         let Some((client, statement)) = session.as_ref() else {
-            return Err("no PostgreSQL connection".into());
+            return Err(SourceError::transient("no PostgreSQL connection"));
         };
         let param_type = statement
             .params()
             .first()
             .cloned()
             .unwrap_or(Type::TEXT_ARRAY);
-        let bad_key = |k: &String| format!("key `{k}` is not a {param_type} value");
+        // A key that is not a value of the column's type matches no row.
+        fn parsed<T: std::str::FromStr>(keys: &[String]) -> Vec<T> {
+            keys.iter().filter_map(|k| k.parse().ok()).collect()
+        }
         let param: Box<dyn ToSql + Sync + Send> = match param_type {
-            Type::INT8_ARRAY => Box::new(
-                keys.iter()
-                    .map(|k| k.parse::<i64>().map_err(|_| bad_key(k)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Type::INT4_ARRAY => Box::new(
-                keys.iter()
-                    .map(|k| k.parse::<i32>().map_err(|_| bad_key(k)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            Type::INT2_ARRAY => Box::new(
-                keys.iter()
-                    .map(|k| k.parse::<i16>().map_err(|_| bad_key(k)))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
+            Type::INT8_ARRAY => Box::new(parsed::<i64>(keys)),
+            Type::INT4_ARRAY => Box::new(parsed::<i32>(keys)),
+            Type::INT2_ARRAY => Box::new(parsed::<i16>(keys)),
             Type::TEXT_ARRAY | Type::VARCHAR_ARRAY | Type::BPCHAR_ARRAY | Type::NAME_ARRAY => {
                 Box::new(keys.to_vec())
             }
             other => {
-                return Err(format!(
+                return Err(SourceError::permanent(format!(
                     "the key column is of PostgreSQL type {other}; key dimensions by a bigint, integer, smallint or text column"
-                ));
+                )));
             }
         };
         let rows = match client.query(statement, &[param.as_ref()]).await {
@@ -120,7 +129,7 @@ impl PostgresSource {
             Err(e) => {
                 // The next lookup connects again.
                 *session = None;
-                return Err(format!("querying PostgreSQL: {e}"));
+                return Err(classify("querying PostgreSQL", e));
             }
         };
         drop(session);
@@ -128,13 +137,12 @@ impl PostgresSource {
         for row in &rows {
             let mut values = Vec::with_capacity(self.schema.fields().len());
             for i in 0..self.schema.fields().len() {
-                values.push(
-                    row.try_get::<_, Option<String>>(i)
-                        .map_err(|e| format!("reading PostgreSQL column {i}: {e}"))?,
-                );
+                values.push(row.try_get::<_, Option<String>>(i).map_err(|e| {
+                    SourceError::permanent(format!("reading PostgreSQL column {i}: {e}"))
+                })?);
             }
             text.push(values);
         }
-        text_rows_to_batch(&self.schema, &text)
+        text_rows_to_batch(&self.schema, &text).map_err(SourceError::permanent)
     }
 }

@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
+use crate::lookup::dimension::SourceError;
 use crate::lookup::spec::RedisFormat;
 use crate::lookup::text_rows::text_rows_to_batch;
 
@@ -42,22 +43,23 @@ impl RedisSource {
         }
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, String> {
+    async fn connection(&self) -> Result<MultiplexedConnection, SourceError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
+        // The URL may hold a password: it is not repeated in errors.
         let client = redis::Client::open(self.url.as_str())
-            .map_err(|e| format!("Redis URL `{}`: {e}", self.url))?;
+            .map_err(|e| SourceError::permanent(format!("the Redis URL is not valid: {e}")))?;
         let connection = client
             .get_multiplexed_async_connection()
             .await
-            .map_err(|e| format!("connecting to Redis: {e}"))?;
+            .map_err(|e| SourceError::transient(format!("connecting to Redis: {e}")))?;
         *slot = Some(connection.clone());
         Ok(connection)
     }
 
-    pub(crate) async fn fetch(&self, keys: &[String]) -> Result<RecordBatch, String> {
+    pub(crate) async fn fetch(&self, keys: &[String]) -> Result<RecordBatch, SourceError> {
         let mut connection = self.connection().await?;
         let redis_keys: Vec<String> = keys
             .iter()
@@ -91,7 +93,8 @@ impl RedisSource {
                     .into_iter()
                     .zip(&redis_keys)
                     .map(|(v, k)| v.map(|text| json_fields(k, &text)).transpose())
-                    .collect::<Result<_, _>>()?
+                    .collect::<Result<_, _>>()
+                    .map_err(SourceError::permanent)?
             }
         };
         let mut rows = Vec::new();
@@ -110,13 +113,13 @@ impl RedisSource {
                     .collect(),
             );
         }
-        text_rows_to_batch(&self.schema, &rows)
+        text_rows_to_batch(&self.schema, &rows).map_err(SourceError::permanent)
     }
 
     /// Forgets the connection (the next lookup connects again) and says why.
-    async fn failed(&self, e: redis::RedisError) -> String {
+    async fn failed(&self, e: redis::RedisError) -> SourceError {
         *self.connection.lock().await = None;
-        format!("querying Redis: {e}")
+        SourceError::transient(format!("querying Redis: {e}"))
     }
 }
 

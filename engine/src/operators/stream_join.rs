@@ -5,7 +5,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow::array::{Array, BinaryArray, BooleanArray, RecordBatch, StringArray};
+use arrow::array::{Array, BooleanArray, LargeBinaryArray, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
@@ -119,13 +119,13 @@ impl JoinBuffers {
         }
         let schema = Arc::new(Schema::new(vec![
             Field::new("side", DataType::Utf8, false),
-            Field::new("rows", DataType::Binary, false),
+            Field::new("rows", DataType::LargeBinary, false),
         ]));
         Ok(Some(RecordBatch::try_new(
             schema,
             vec![
                 Arc::new(StringArray::from(sides)),
-                Arc::new(BinaryArray::from_iter_values(blobs.iter())),
+                Arc::new(LargeBinaryArray::from_iter_values(blobs.iter())),
             ],
         )?))
     }
@@ -141,7 +141,7 @@ impl JoinBuffers {
         let blobs = state
             .column(1)
             .as_any()
-            .downcast_ref::<BinaryArray>()
+            .downcast_ref::<LargeBinaryArray>()
             .ok_or_else(bad)?;
         for row in 0..state.num_rows() {
             let i = match sides.value(row) {

@@ -153,6 +153,12 @@ impl Lookup {
                 match self.dimension.lookup(&keys).await {
                     Ok(rows) => break rows,
                     Err(e) => match self.handling.policy {
+                        LookupFailurePolicy::Retry if e.permanent => {
+                            return Err(DataFusionError::Execution(format!(
+                                "{e}; asking again cannot fix this: correct the dimension (or its schema in the warehouse file), or set `lookup_failure: nulls` or `dead_letter` on layer `{}`",
+                                self.handling.layer
+                            )));
+                        }
                         LookupFailurePolicy::Retry => {
                             warn!(layer = %self.handling.layer, dimension = %self.dimension.name(), attempt, error = %e.message, "lookup failed; retrying");
                             tokio::time::sleep(backoff).await;

@@ -137,6 +137,12 @@ pub fn plan_stream_join(
                 "a window join windows both sides: FROM TABLE(TUMBLE(TABLE a, ...)) a JOIN TABLE(TUMBLE(TABLE b, ...)) b".into(),
             ));
         };
+        if a.input == b.input && a.time_column != b.time_column {
+            return Err(PlanError::Unsupported(format!(
+                "a window self-join of `{}` windows both sides by the same column; window the other column in a layer of its own",
+                a.input
+            )));
+        }
         if a.kind == WindowKind::Session {
             return Err(PlanError::Unsupported(
                 "a window join joins TUMBLE, HOP or CUMULATE windows; session bounds are only known per key after the fact: aggregate each side's sessions in its own layer and interval-join them".into(),
@@ -310,7 +316,15 @@ fn shifted_column(
         let name = schema.fields().get(index.index)?.name().clone();
         return Some((index.side, name, 0));
     }
+    // Only a cast that keeps microsecond timestamps keeps the bound: a
+    // cast to a date or a coarser unit widens it.
     if let Some(c) = expr.downcast_ref::<CastExpr>() {
+        if !matches!(
+            c.cast_type(),
+            arrow::datatypes::DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, _)
+        ) {
+            return None;
+        }
         return shifted_column(c.expr(), indices, left, right);
     }
     let b = expr.downcast_ref::<BinaryExpr>()?;

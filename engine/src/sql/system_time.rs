@@ -32,6 +32,7 @@ pub struct SystemTimeJoins {
 /// ```
 pub fn strip_system_time(sql: &str) -> Result<SystemTimeJoins, String> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .with_unescape(false)
         .tokenize()
         .map_err(|e| format!("SQL syntax error: {e}"))?;
     let is =
@@ -70,6 +71,13 @@ pub fn strip_system_time(sql: &str) -> Result<SystemTimeJoins, String> {
         }
         out.push_str(&tokens[i].to_string());
         i += 1;
+    }
+    if tables.is_empty() {
+        // Nothing to remove: the SQL as written, not as re-rendered.
+        return Ok(SystemTimeJoins {
+            sql: sql.to_string(),
+            tables,
+        });
     }
     Ok(SystemTimeJoins { sql: out, tables })
 }
@@ -129,6 +137,15 @@ mod tests {
         let s = strip_system_time("SELECT 'FOR SYSTEM_TIME AS OF x' AS t FROM deals").unwrap();
         assert!(s.tables.is_empty());
         assert!(s.sql.contains("'FOR SYSTEM_TIME AS OF x'"));
+    }
+
+    #[test]
+    fn quotes_inside_literals_survive() {
+        let s = strip_system_time(
+            "SELECT * FROM d JOIN a FOR SYSTEM_TIME AS OF d.t AS x ON d.k = x.k WHERE x.n = 'O''Brien'",
+        )
+        .unwrap();
+        assert!(s.sql.contains("'O''Brien'"), "{}", s.sql);
     }
 
     #[test]

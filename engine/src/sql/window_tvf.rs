@@ -104,6 +104,7 @@ fn err(message: impl Into<String>) -> TvfError {
 pub fn rewrite(sql: &str) -> Result<Rewritten, TvfError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(false)
         .tokenize()
         .map_err(|e| err(format!("SQL syntax error: {e}")))?;
     let mut out = String::with_capacity(sql.len() + 128);
@@ -485,6 +486,15 @@ mod tests {
     fn the_input_name_becomes_the_alias_when_there_is_none() {
         let r = rewrite("SELECT d.city FROM TABLE(TUMBLE(TABLE d, DESCRIPTOR(ts), INTERVAL '1' HOUR)) GROUP BY d.city").unwrap();
         assert!(r.sql.contains("FROM d) AS d GROUP BY"), "{}", r.sql);
+    }
+
+    #[test]
+    fn quotes_inside_literals_survive_the_rewrite() {
+        let r = rewrite(
+            "SELECT window_start, COUNT(*) AS n FROM TABLE(TUMBLE(TABLE deals, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) WHERE agent <> 'O''Brien' GROUP BY window_start, window_end",
+        )
+        .unwrap();
+        assert!(r.sql.contains("'O''Brien'"), "{}", r.sql);
     }
 
     #[test]
