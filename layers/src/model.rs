@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use strata_engine::dataflow::Delivery;
-use strata_engine::lookup::{CacheSpec, LookupFailurePolicy, RedisFormat};
+use strata_engine::lookup::{CacheSpec, DimensionSource, LookupFailurePolicy};
 use strata_engine::{StartPosition, WatermarkSpec};
 use strata_schemas::Schema;
 
@@ -225,22 +225,8 @@ pub enum DimensionSourceModel {
         /// How often to look for a new version.
         reload_interval: Duration,
     },
-    /// A PostgreSQL table.
-    Postgres {
-        /// Connection URL.
-        url: String,
-        /// Table name.
-        table: String,
-    },
-    /// Redis keys.
-    Redis {
-        /// Connection URL.
-        url: String,
-        /// Key prefix.
-        key_prefix: String,
-        /// Hash or JSON.
-        format: RedisFormat,
-    },
+    /// PostgreSQL or Redis, as the engine takes them.
+    Remote(DimensionSource),
 }
 
 /// Which Delta table a dimension reads.

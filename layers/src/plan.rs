@@ -246,19 +246,7 @@ fn dimensions(
             continue;
         };
         let source = match &dim.source {
-            DimensionSourceModel::Postgres { url, table } => DimensionSource::Postgres {
-                url: url.clone(),
-                table: table.clone(),
-            },
-            DimensionSourceModel::Redis {
-                url,
-                key_prefix,
-                format,
-            } => DimensionSource::Redis {
-                url: url.clone(),
-                key_prefix: key_prefix.clone(),
-                format: *format,
-            },
+            DimensionSourceModel::Remote(source) => source.clone(),
             DimensionSourceModel::Delta {
                 table,
                 reload_interval,

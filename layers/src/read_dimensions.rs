@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use strata_engine::lookup::{CacheSpec, RedisFormat};
+use strata_engine::lookup::{CacheSpec, DimensionSource, RedisFormat};
 
 use crate::diagnostic::Diagnostics;
 use crate::model::{DeltaDimension, Dimension, DimensionSourceModel};
@@ -131,10 +131,10 @@ fn read_source(
                 "write the connection URL: `url: postgres://user:${PGPASSWORD}@host:5432/db`",
             );
             let table = m.required_string(d, "table", "name the table: `table: agents`");
-            Some(DimensionSourceModel::Postgres {
+            Some(DimensionSourceModel::Remote(DimensionSource::Postgres {
                 url: url?.value,
                 table: table?.value,
-            })
+            }))
         }
         "redis" => {
             let m = MapReader::new(d, node, &spath, REDIS_KEYS)?;
@@ -159,11 +159,11 @@ fn read_source(
                     }
                 },
             };
-            Some(DimensionSourceModel::Redis {
+            Some(DimensionSourceModel::Remote(DimensionSource::Redis {
                 url: url?.value,
                 key_prefix,
                 format,
-            })
+            }))
         }
         _ => {
             let m = MapReader::new(d, node, &spath, DELTA_KEYS)?;
