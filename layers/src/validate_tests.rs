@@ -263,3 +263,50 @@ fn publish_names_a_topic_and_a_known_delivery() {
         "an ods layer's records are already in Kafka",
     );
 }
+
+#[test]
+fn dimensions_are_checked_where_they_are_written() {
+    let text = GOOD
+        .replace(
+            "layers:\n",
+            r#"dimensions:
+  - name: agents
+    schema: deal_evnt
+    key: agent_id
+    postgres: {url: "postgres://x@db/crm", table: agents}
+  - name: regions
+    schema: deal_event
+    key: region
+    delta: {path: dims/regions}
+    cache: {max_rows: 10}
+  - name: stores
+    schema: deal_event
+    key: deal_id
+    redis: {url: "redis://cache:6379", format: xml}
+  - name: both
+    schema: deal_event
+    key: deal_id
+    postgres: {url: "postgres://x@db/crm", table: t}
+    redis: {url: "redis://cache:6379"}
+layers:
+"#,
+        )
+        .replace(
+            "    inputs: [ods_deals]\n",
+            "    inputs: [ods_deals]\n    lookup_failure: skip\n",
+        );
+    let ds = problems(&text);
+    let d = find(&ds, "no schema named `deal_evnt`");
+    assert_eq!(
+        (d.pos.line, d.field.as_str()),
+        (19, "dimensions.agents.schema")
+    );
+    find(&ds, "did you mean `deal_event`");
+    let d = find(&ds, "no field named `region`");
+    assert_eq!(d.field, "dimensions.regions.key");
+    find(&ds, "takes no cache");
+    find(&ds, "unknown Redis format `xml`");
+    find(&ds, "names postgres and redis");
+    let d = find(&ds, "unknown lookup failure policy `skip`");
+    assert_eq!(d.field, "layers.dwd_deals.lookup_failure");
+}
