@@ -331,3 +331,31 @@ def test_a_dimension_that_cannot_answer_fails_the_layer_with_advice(tmp_path, st
     log = strata.log()
     assert "lookup in dimension `agents` failed" in log and "lookup_failure: nulls" in log, log[-3000:]
     assert wh.count("dwd", "dwd_deals") == 0
+
+
+def test_nulls_policy_keeps_what_the_cache_answers(tmp_path, strata_bin, kafka, rng, postgres, redis_server):
+    """Stores 0-3 are looked up (and cached) before Redis stops; during the
+    outage their rows stay enriched from the cache, and only stores the
+    cache lacks come out null."""
+    topic = dimensions_and_topic(tmp_path, kafka, postgres, redis_server)
+    wh = warehouse(tmp_path, kafka, topic, postgres.url, redis_server.url, "nulls", cache=True)
+    low = [d for d in disordered_deals(800, rng, step_us=100_000, jitter_us=0, agents=AGENTS)
+           if agent_rows().get(d.agent, {}).get("store_id", 9) < 4]
+    later = disordered_deals(400, rng, step_us=100_000, jitter_us=0, agents=AGENTS, first=1_000)
+    strata = Strata(strata_bin, wh).start()
+    produced_while(kafka, topic, low, wh, lambda: len(enriched(wh)) >= len(low), "deals of stores 0-3")
+    redis_server.stop()
+    produced_while(kafka, topic, later, wh, lambda: len(enriched(wh)) >= len(low) + len(later),
+                   "deals during the outage")
+    assert strata.stop() == 0, strata.log()[-3000:]
+    got = enriched(wh)
+    want = reference([(d.deal_id, d.agent) for d in later], region_rows())
+    cached = 0
+    for deal_id, w in want.items():
+        g = got[deal_id]
+        if w["store_id"] is not None and w["store_id"] < 4:
+            assert (g["store_name"], g["manager"]) == (w["store_name"], w["manager"]), deal_id
+            cached += 1
+        else:
+            assert g["store_name"] is None, deal_id
+    assert cached > 0 and cached < len(want)

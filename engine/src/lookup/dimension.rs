@@ -29,6 +29,9 @@ pub struct LookupError {
     /// key column of an unsupported type): retrying would stall the layer
     /// for ever.
     pub permanent: bool,
+    /// What the cache could answer: its rows, and the keys it could not.
+    /// (`None`: nothing was answered; every key is unanswered.)
+    pub partial: Option<(RecordBatch, Vec<String>)>,
 }
 
 /// A source's failure: transient (connection, query) or permanent (data
@@ -163,6 +166,7 @@ impl Dimension {
                 message: e.message,
                 timeout,
                 permanent: e.permanent,
+                partial: None,
             }
         };
         let timeout = self.spec.timeout;
@@ -203,10 +207,27 @@ impl Dimension {
                             Remote::Redis(s) => s.fetch(&misses).await,
                         }
                     };
-                    let fetched = tokio::time::timeout(timeout, fetch)
-                        .await
-                        .map_err(|_| fail(SourceError::transient(timed("the query")), true))?
-                        .map_err(|e| fail(e, false))?;
+                    // The cache's answers stay good: a policy that goes on
+                    // (nulls) uses them.
+                    let answered = || {
+                        (!picks.is_empty())
+                            .then(|| assemble(&self.spec.schema, &picks).ok())
+                            .flatten()
+                            .map(|rows| (rows, misses.clone()))
+                    };
+                    let fetched = match tokio::time::timeout(timeout, fetch).await {
+                        Ok(Ok(rows)) => rows,
+                        Ok(Err(e)) => {
+                            let mut error = fail(e, false);
+                            error.partial = answered();
+                            return Err(error);
+                        }
+                        Err(_) => {
+                            let mut error = fail(SourceError::transient(timed("the query")), true);
+                            error.partial = answered();
+                            return Err(error);
+                        }
+                    };
                     self.metrics.query(fetched.num_rows());
                     let fetched = Arc::new(fetched);
                     let by_key = rows_by_key(&fetched, &self.spec.key)

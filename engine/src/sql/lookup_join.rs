@@ -167,7 +167,14 @@ impl Lookup {
                         }
                         LookupFailurePolicy::Nulls => {
                             warn!(layer = %self.handling.layer, dimension = %self.dimension.name(), rows = batch.num_rows(), error = %e.message, "lookup failed; emitting rows with nulls");
-                            break null_rows(&self.dimension, &keys)?;
+                            // Keys the cache answered keep their rows.
+                            break match e.partial {
+                                Some((answered, unanswered)) => concat_batches(
+                                    &answered.schema(),
+                                    &[answered.clone(), null_rows(&self.dimension, &unanswered)?],
+                                )?,
+                                None => null_rows(&self.dimension, &keys)?,
+                            };
                         }
                         LookupFailurePolicy::DeadLetter => {
                             warn!(layer = %self.handling.layer, dimension = %self.dimension.name(), rows = batch.num_rows(), error = %e.message, "lookup failed; rows to the dead-letter table");
