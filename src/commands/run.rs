@@ -14,6 +14,9 @@ use crate::commands::signals::stop_on_signals;
 use crate::commands::validate::check_queries;
 
 pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bool) -> ExitCode {
+    // First: a signal while the layers are being planned stops them cleanly.
+    let shutdown = Shutdown::new();
+    stop_on_signals(shutdown.clone());
     let Some(warehouse) = load_warehouse(file) else {
         return ExitCode::FAILURE;
     };
@@ -27,8 +30,6 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bo
     if check_queries(&warehouse, &plan.dataflow).await.is_none() {
         return ExitCode::FAILURE;
     }
-    let shutdown = Shutdown::new();
-    stop_on_signals(shutdown.clone());
     let server = if serve_tables {
         match serve::start(&warehouse, shutdown.wait()).await {
             Ok(server) => Some(server),
