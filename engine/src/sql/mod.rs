@@ -5,6 +5,7 @@ pub mod batch_slot;
 pub mod lookup_join;
 pub mod lookup_plan;
 pub mod over_plan;
+mod plan_nodes;
 pub mod planner;
 pub mod segment;
 pub mod stream_join_plan;
