@@ -28,6 +28,7 @@ pub mod kafka;
 pub mod lookup;
 pub mod ods;
 pub mod operators;
+mod predicate;
 mod shutdown;
 pub mod sql;
 pub mod storage;

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use arrow::compute::{filter_record_batch, is_null, not, or, prep_null_mask_filter};
+use arrow::compute::{filter_record_batch, is_null, not, or};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::mpsc;
@@ -33,6 +33,7 @@ use crate::error::{EngineError, Result};
 use crate::event_time::before;
 use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
+use crate::predicate::null_is_false;
 
 /// One input channel of a layer.
 pub(crate) struct InputChannel {
@@ -473,14 +474,4 @@ fn split(batch: &RecordBatch, mask: &BooleanArray) -> Result<Option<RecordBatch>
 
 fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
-}
-
-/// A predicate's result with null (unknown) as false, as SQL's WHERE reads
-/// it. (`prep_null_mask_filter` itself requires a null buffer.)
-fn null_is_false(values: &BooleanArray) -> BooleanArray {
-    if values.null_count() == 0 {
-        values.clone()
-    } else {
-        prep_null_mask_filter(values)
-    }
 }

@@ -10,15 +10,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arrow::array::{Array, RecordBatch};
-use arrow::compute::{cast, concat_batches, interleave_record_batch};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::RecordBatch;
+use arrow::compute::{concat_batches, interleave_record_batch};
+use arrow::datatypes::SchemaRef;
 use datafusion::execution::context::SessionContext;
 use deltalake::{DeltaTable, DeltaTableBuilder};
 use tokio::sync::Mutex;
 use tracing::info;
 
 use crate::delta::storable::conform;
+use crate::lookup::dimension::rows_by_key;
 use crate::lookup::metrics::LookupMetrics;
 use crate::storage::TableLocation;
 
@@ -162,18 +163,7 @@ impl DeltaSource {
             conformed.push(conform(b, &self.schema).map_err(|e| e.to_string())?);
         }
         let rows = concat_batches(&self.schema, &conformed).map_err(|e| e.to_string())?;
-        let key_index = self.schema.index_of(&self.key).map_err(|e| e.to_string())?;
-        let keys = cast(rows.column(key_index), &DataType::Utf8).map_err(|e| e.to_string())?;
-        let keys = keys
-            .as_any()
-            .downcast_ref::<arrow::array::StringArray>()
-            .ok_or("the key column does not cast to text")?;
-        let mut index: HashMap<String, Vec<usize>> = HashMap::with_capacity(keys.len());
-        for (row, key) in keys.iter().enumerate() {
-            if let Some(k) = key {
-                index.entry(k.to_string()).or_default().push(row);
-            }
-        }
+        let index = rows_by_key(&rows, &self.key)?;
         Ok((rows, index))
     }
 }

@@ -252,7 +252,7 @@ impl Dimension {
 }
 
 /// Row numbers of `rows` by their key, as text.
-fn rows_by_key(
+pub(crate) fn rows_by_key(
     rows: &RecordBatch,
     key: &str,
 ) -> Result<std::collections::HashMap<String, Vec<usize>>, String> {

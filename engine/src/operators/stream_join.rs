@@ -5,7 +5,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, LargeBinaryArray, RecordBatch, StringArray};
+use arrow::array::{Array, LargeBinaryArray, RecordBatch, StringArray};
 use arrow::compute::{concat_batches, filter_record_batch, not};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::ipc::reader::StreamReader;
@@ -13,6 +13,7 @@ use arrow::ipc::writer::StreamWriter;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::event_time::before;
+use crate::predicate::null_is_false;
 
 /// Left or right.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,13 +83,7 @@ impl JoinBuffers {
             .ok_or_else(|| {
                 DataFusionError::Internal(format!("join column `{column}` is not a timestamp"))
             })?;
-        let mask: BooleanArray = before(times, limit)?;
-        // (prep_null_mask_filter needs a null buffer to exist.)
-        let mask = if mask.null_count() == 0 {
-            mask
-        } else {
-            arrow::compute::prep_null_mask_filter(&mask)
-        };
+        let mask = null_is_false(&before(times, limit)?);
         let taken = filter_record_batch(&all, &mask)?;
         let kept = filter_record_batch(&all, &not(&mask)?)?;
         if kept.num_rows() > 0 {

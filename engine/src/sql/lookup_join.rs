@@ -113,11 +113,6 @@ impl LookupJoinExec {
             properties,
         }
     }
-
-    /// The dimension joined.
-    pub fn dimension(&self) -> &Arc<Dimension> {
-        &self.dimension
-    }
 }
 
 impl DisplayAs for LookupJoinExec {
@@ -128,6 +123,8 @@ impl DisplayAs for LookupJoinExec {
 
 struct Lookup {
     join: Segment,
+    /// The dimension's slot in `join`.
+    dimension_slot: String,
     probe_key: Arc<dyn PhysicalExpr>,
     dimension: Arc<Dimension>,
     handling: Arc<LookupHandling>,
@@ -185,11 +182,13 @@ impl Lookup {
                 }
             }
         };
-        let label = crate::sql::lookup_join::dimension_slot(self.dimension.name());
         let out = self
             .join
             .run_slots(
-                vec![(PROBE_SLOT, vec![batch]), (label.as_str(), vec![dim_rows])],
+                vec![
+                    (PROBE_SLOT, vec![batch]),
+                    (self.dimension_slot.as_str(), vec![dim_rows]),
+                ],
                 &ctx,
             )
             .await?;
@@ -337,6 +336,7 @@ impl ExecutionPlan for LookupJoinExec {
         let schema = self.properties.eq_properties.schema().clone();
         let lookup = Arc::new(Lookup {
             join: self.join.clone(),
+            dimension_slot: dimension_slot(self.dimension.name()),
             probe_key: self.probe_key.clone(),
             dimension: self.dimension.clone(),
             handling: self.handling.clone(),

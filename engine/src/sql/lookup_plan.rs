@@ -12,8 +12,6 @@ use std::sync::Arc;
 
 use datafusion::common::JoinType;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::HashJoinExec;
@@ -21,6 +19,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use crate::lookup::Dimension;
 use crate::sql::batch_slot::BatchSlot;
 use crate::sql::lookup_join::{LookupHandling, LookupJoinExec, PROBE_SLOT, dimension_slot};
+use crate::sql::plan_nodes::column_name;
 use crate::sql::planner::{PlanError, STATELESS, check_nodes};
 use crate::sql::segment::Segment;
 
@@ -177,13 +176,4 @@ fn lookup_join(
         dim.clone(),
         lookups.handling.clone(),
     )))
-}
-
-/// The column an expression reads, through casts the planner added.
-fn column_name(expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
-    if let Some(c) = expr.downcast_ref::<Column>() {
-        return Some(c.name());
-    }
-    expr.downcast_ref::<CastExpr>()
-        .and_then(|c| column_name(c.expr()))
 }

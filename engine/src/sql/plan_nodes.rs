@@ -5,6 +5,8 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_plan::ExecutionPlan;
 
 use crate::sql::planner::PlanError;
@@ -91,4 +93,13 @@ pub(crate) fn check_nodes(
         _ => "this operation is not supported in streaming layers",
     };
     Err(PlanError::Unsupported(format!("{name} {place}: {advice}")))
+}
+
+/// The column an expression reads, through casts the planner added.
+pub(crate) fn column_name(expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
+    if let Some(c) = expr.downcast_ref::<Column>() {
+        return Some(c.name());
+    }
+    expr.downcast_ref::<CastExpr>()
+        .and_then(|c| column_name(c.expr()))
 }

@@ -30,6 +30,7 @@ use datafusion::physical_plan::execution_plan::replace_children_if_necessary;
 use datafusion::physical_plan::joins::HashJoinExec;
 
 use crate::sql::batch_slot::BatchSlot;
+use crate::sql::plan_nodes::column_name;
 use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
 use crate::sql::segment::Segment;
 use crate::sql::window_tvf::{WindowKind, WindowTvf};
@@ -223,14 +224,6 @@ pub fn plan_stream_join(
             upper_us,
         },
     })
-}
-
-fn column_name(expr: &Arc<dyn PhysicalExpr>) -> Option<&str> {
-    if let Some(c) = expr.downcast_ref::<Column>() {
-        return Some(c.name());
-    }
-    expr.downcast_ref::<CastExpr>()
-        .and_then(|c| column_name(c.expr()))
 }
 
 fn conjuncts(expr: &Arc<dyn PhysicalExpr>) -> Vec<&Arc<dyn PhysicalExpr>> {
