@@ -92,10 +92,12 @@ pub struct GenArgs {
     /// Kafka bootstrap servers.
     #[arg(long, default_value = "127.0.0.1:9092", env = "KAFKA_BOOTSTRAP")]
     pub bootstrap_servers: String,
-    /// Topic to produce to (created if missing).
+    /// The topic (deals; default `deals`), or the topics' prefix (beike:
+    /// `<prefix>deals` and `<prefix>itineraries`; default `beike_`). Topics
+    /// are created if missing.
     #[arg(long)]
-    pub topic: String,
-    /// Partitions of the topic when it is created.
+    pub topic: Option<String>,
+    /// Partitions of the topics when they are created.
     #[arg(long, default_value_t = 4)]
     pub partitions: i32,
     /// Events to produce (0: until stopped).
@@ -110,9 +112,32 @@ pub struct GenArgs {
     /// Random seed, for reproducible data.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Event times are spread over this many seconds before now.
+    /// deals: event times are spread over this many seconds before now.
     #[arg(long, default_value_t = 3600)]
     pub spread_secs: u64,
+    /// beike: fraction of events dated 2-15 minutes in the past.
+    #[arg(long, default_value_t = 0.0)]
+    pub late: f64,
+    /// beike: fraction of events dated 2-6 hours in the future.
+    #[arg(long, default_value_t = 0.0)]
+    pub future: f64,
+    /// beike: fraction of records sent twice.
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicates: f64,
+    /// beike: on-time events are up to this many seconds out of order.
+    #[arg(long, default_value_t = 2.0)]
+    pub disorder_secs: f64,
+    /// beike: the event-time clock starts here (RFC 3339) and advances by
+    /// --step-ms per event, instead of reading the wall clock.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// beike: milliseconds of event time per event, with --start.
+    #[arg(long, default_value_t = 10)]
+    pub step_ms: u64,
+    /// beike: write the dimension tables (cities, stores, agents) as Delta
+    /// tables under this directory first.
+    #[arg(long)]
+    pub dims: Option<PathBuf>,
 }
 
 /// Datasets `strata gen` knows.
@@ -120,4 +145,7 @@ pub struct GenArgs {
 pub enum Dataset {
     /// Real-estate deal events (created, signed, paid, cancelled).
     Deals,
+    /// The reference warehouse (examples/beike): deal and agent itinerary
+    /// events, and the agents/stores/cities dimension tables.
+    Beike,
 }

@@ -19,6 +19,7 @@
 
 mod auth;
 mod catalog;
+mod client;
 mod latest_table;
 mod query_runner;
 mod server;
@@ -29,6 +30,7 @@ mod status;
 
 pub use auth::{Authenticator, Credentials};
 pub use catalog::{CATALOG, SCHEMAS, WarehouseCatalog};
+pub use client::{ClientConfig, run_query};
 pub use latest_table::LatestDeltaTable;
 pub use server::{
     RunningServer, ServeConfig, ServeError, TlsFiles, install_crypto_provider, start,

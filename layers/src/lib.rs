@@ -42,6 +42,7 @@ mod model;
 mod names;
 mod node_reader;
 mod plan;
+mod read_dashboard;
 mod read_dimensions;
 mod read_layer;
 mod read_model;
@@ -56,8 +57,8 @@ pub use diagnostic::Diagnostic;
 pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
-    Checkpoint, DEFAULT_LISTEN, Input, Kafka, Layer, LayerBody, LayerKind, Publish, Serve, Source,
-    SqlLayer, Storage, Tls, User, Warehouse,
+    Chart, Checkpoint, DEFAULT_LISTEN, Dashboard, Input, Kafka, Layer, LayerBody, LayerKind, Panel,
+    Publish, Serve, Source, SqlLayer, Storage, Tls, User, Warehouse,
 };
 pub use node_reader::Located;
 pub use plan::{Plan, PlanError, plan};

@@ -34,6 +34,8 @@ pub struct Warehouse {
     pub layers: Vec<Layer>,
     /// Dimensions layers look rows up in (`dimensions:`).
     pub dimensions: Vec<Dimension>,
+    /// The dashboard page `strata run` serves (`dashboard:`), if any.
+    pub dashboard: Option<Dashboard>,
 }
 
 impl Warehouse {
@@ -105,6 +107,45 @@ pub struct Serve {
     pub users: Vec<User>,
     /// TLS certificate and key (PEM files).
     pub tls: Option<Tls>,
+}
+
+/// The dashboard page (`dashboard:`): charts of SQL queries, refreshed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dashboard {
+    /// `ip:port` of the HTTP server (default `127.0.0.1:8080`).
+    pub listen: std::net::SocketAddr,
+    /// The page's heading.
+    pub title: String,
+    /// How often the page re-runs its queries.
+    pub refresh: Duration,
+    /// The charts, in page order.
+    pub panels: Vec<Panel>,
+}
+
+/// One chart of the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Panel {
+    /// Heading of the chart.
+    pub title: String,
+    /// How the rows are drawn.
+    pub chart: Chart,
+    /// The column labelling each bar or point.
+    pub label: String,
+    /// The numeric column drawn.
+    pub value: String,
+    /// The query (Flight SQL dialect: `ads.table`).
+    pub sql: String,
+}
+
+/// How a panel draws its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chart {
+    /// Horizontal bars, one per row.
+    Bar,
+    /// A line through the rows, in order.
+    Line,
+    /// The rows as a table.
+    Table,
 }
 
 /// One user of the Flight SQL endpoint.

@@ -24,6 +24,7 @@ const TOP_KEYS: &[&str] = &[
     "checkpoint",
     "schemas",
     "dimensions",
+    "dashboard",
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
@@ -65,6 +66,7 @@ pub(crate) fn read_warehouse(
     let (schemas, schema_names) = read_schemas(d, &top);
     let serve = read_serve(d, &top, file);
     let dimensions = crate::read_dimensions::read_dimensions(d, &top);
+    let dashboard = crate::read_dashboard::read_dashboard(d, &top);
     let mut layer_names = Vec::new();
     let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
@@ -104,6 +106,7 @@ pub(crate) fn read_warehouse(
             serve,
             layers,
             dimensions,
+            dashboard,
         },
         layer_names,
         all_layer_names,

@@ -11,14 +11,30 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use tracing::{error, info};
 
 use crate::cli::{Dataset, GenArgs};
+use crate::datagen::beike_events::{BeikeGenerator, Kind, Stream, Trouble};
+use crate::datagen::beike_world::World;
 use crate::datagen::deals::DealGenerator;
+use crate::datagen::dimension_tables::write_dimensions;
 
 pub async fn generate(args: GenArgs) -> ExitCode {
-    if let Err(e) = create_topic(&args).await {
-        error!(topic = %args.topic, error = %e, "cannot create the topic");
+    let mut source = match Source::new(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let (Dataset::Beike, Some(dir)) = (args.dataset, &args.dims)
+        && let Err(e) = write_dimensions(dir, &World::new()).await
+    {
+        error!(error = %e, "cannot write the dimension tables");
         return ExitCode::FAILURE;
     }
-    match tokio::task::spawn_blocking(move || produce(&args)).await {
+    if let Err(e) = create_topics(&args, &source.topics()).await {
+        error!(error = %e, "cannot create the topics");
+        return ExitCode::FAILURE;
+    }
+    match tokio::task::spawn_blocking(move || produce(&args, &mut source)).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
         Ok(Err(e)) => {
             error!(error = %e, "producing failed");
@@ -31,14 +47,17 @@ pub async fn generate(args: GenArgs) -> ExitCode {
     }
 }
 
-async fn create_topic(args: &GenArgs) -> Result<(), KafkaError> {
+async fn create_topics(args: &GenArgs, names: &[String]) -> Result<(), KafkaError> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
         .create()?;
-    let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|t| NewTopic::new(t, args.partitions, TopicReplication::Fixed(1)))
+        .collect();
     let results = admin
         .create_topics(
-            &[topic],
+            &topics,
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;
@@ -55,7 +74,141 @@ async fn create_topic(args: &GenArgs) -> Result<(), KafkaError> {
     Ok(())
 }
 
-fn produce(args: &GenArgs) -> Result<(), KafkaError> {
+/// One record to send.
+struct Outgoing<'a> {
+    topic: &'a str,
+    key: String,
+    value: String,
+    kind: Kind,
+    copies: u8,
+}
+
+/// Where records come from, and the event-time clock of the beike dataset.
+enum Source {
+    Deals {
+        generator: Box<DealGenerator>,
+        topic: String,
+    },
+    Beike {
+        generator: Box<BeikeGenerator>,
+        deals: String,
+        itineraries: String,
+        /// `(start, step)` in microseconds, or `None` for the wall clock.
+        simulated: Option<(i64, i64)>,
+    },
+}
+
+impl Source {
+    fn new(args: &GenArgs) -> Result<Source, String> {
+        for (flag, share) in [
+            ("--malformed", args.malformed),
+            ("--late", args.late),
+            ("--future", args.future),
+            ("--duplicates", args.duplicates),
+        ] {
+            if !(0.0..=1.0).contains(&share) {
+                return Err(format!("{flag} {share}: give a fraction between 0 and 1"));
+            }
+        }
+        Ok(match args.dataset {
+            Dataset::Deals => Source::Deals {
+                generator: Box::new(DealGenerator::new(
+                    args.seed,
+                    args.malformed,
+                    args.spread_secs,
+                )),
+                topic: args.topic.clone().unwrap_or_else(|| "deals".into()),
+            },
+            Dataset::Beike => {
+                let simulated = match &args.start {
+                    None => None,
+                    Some(start) => {
+                        let t = chrono::DateTime::parse_from_rfc3339(start).map_err(|e| {
+                            format!("--start {start}: {e}; write e.g. 2026-11-21T08:00:00Z")
+                        })?;
+                        Some((t.timestamp_micros(), args.step_ms as i64 * 1000))
+                    }
+                };
+                let prefix = args.topic.clone().unwrap_or_else(|| "beike_".into());
+                let trouble = Trouble {
+                    malformed: args.malformed,
+                    late: args.late,
+                    future: args.future,
+                    duplicates: args.duplicates,
+                    disorder_us: (args.disorder_secs.max(0.0) * 1e6) as i64,
+                };
+                Source::Beike {
+                    generator: Box::new(BeikeGenerator::new(args.seed, trouble)),
+                    deals: format!("{prefix}deals"),
+                    itineraries: format!("{prefix}itineraries"),
+                    simulated,
+                }
+            }
+        })
+    }
+
+    fn topics(&self) -> Vec<String> {
+        match self {
+            Source::Deals { topic, .. } => vec![topic.clone()],
+            Source::Beike {
+                deals, itineraries, ..
+            } => vec![deals.clone(), itineraries.clone()],
+        }
+    }
+
+    /// Record number `i`.
+    fn next(&mut self, i: u64) -> Outgoing<'_> {
+        let now = chrono::Utc::now().timestamp_micros();
+        match self {
+            Source::Deals { generator, topic } => {
+                let r = generator.next(now);
+                Outgoing {
+                    topic,
+                    key: r.key,
+                    value: r.value,
+                    kind: if r.malformed {
+                        Kind::Malformed
+                    } else {
+                        Kind::OnTime
+                    },
+                    copies: 1,
+                }
+            }
+            Source::Beike {
+                generator,
+                deals,
+                itineraries,
+                simulated,
+            } => {
+                let clock = simulated.map_or(now, |(start, step)| start + i as i64 * step);
+                let r = generator.next(clock, now);
+                Outgoing {
+                    topic: match r.stream {
+                        Stream::Deals => deals,
+                        Stream::Itineraries => itineraries,
+                    },
+                    key: r.key,
+                    value: r.value,
+                    kind: r.kind,
+                    copies: r.copies,
+                }
+            }
+        }
+    }
+}
+
+/// What was produced, by kind.
+#[derive(Default)]
+struct Counts {
+    events: u64,
+    sent: u64,
+    malformed: u64,
+    late: u64,
+    future: u64,
+    duplicated: u64,
+}
+
+fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
         .set("linger.ms", "10")
@@ -63,41 +216,48 @@ fn produce(args: &GenArgs) -> Result<(), KafkaError> {
         .set("queue.buffering.max.messages", "500000")
         .set("enable.idempotence", "true")
         .create()?;
-    let Dataset::Deals = args.dataset;
-    let mut generator = DealGenerator::new(args.seed, args.malformed, args.spread_secs);
     let started = Instant::now();
     let mut last_report = Instant::now();
-    let (mut produced, mut malformed) = (0u64, 0u64);
-    while args.count == 0 || produced < args.count {
+    let mut n = Counts::default();
+    while args.count == 0 || n.events < args.count {
         if args.rate > 0 {
             // Pace against the schedule, not the previous send, so the
             // average rate holds even when a send is slow.
-            let due = Duration::from_secs_f64(produced as f64 / args.rate as f64);
+            let due = Duration::from_secs_f64(n.events as f64 / args.rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 std::thread::sleep(wait);
             }
         }
-        let record = generator.next(chrono::Utc::now().timestamp_micros());
-        let mut pending = BaseRecord::to(&args.topic)
-            .key(record.key.as_str())
-            .payload(record.value.as_str());
-        loop {
-            match producer.send(pending) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    pending = back;
-                    std::thread::sleep(Duration::from_millis(5));
+        let record = source.next(n.events);
+        for _ in 0..record.copies {
+            let mut pending = BaseRecord::to(record.topic)
+                .key(record.key.as_str())
+                .payload(record.value.as_str());
+            loop {
+                match producer.send(pending) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        pending = back;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    Err((e, _)) => return Err(e),
                 }
-                Err((e, _)) => return Err(e),
             }
+            n.sent += 1;
         }
-        produced += 1;
-        malformed += u64::from(record.malformed);
+        n.events += 1;
+        n.duplicated += u64::from(record.copies > 1);
+        match record.kind {
+            Kind::OnTime => {}
+            Kind::Late => n.late += 1,
+            Kind::Future => n.future += 1,
+            Kind::Malformed => n.malformed += 1,
+        }
         if last_report.elapsed() > Duration::from_secs(5) {
             info!(
-                produced,
-                malformed,
-                rate = (produced as f64 / started.elapsed().as_secs_f64()) as u64,
+                events = n.events,
+                malformed = n.malformed,
+                rate = (n.events as f64 / started.elapsed().as_secs_f64()) as u64,
                 "producing"
             );
             last_report = Instant::now();
@@ -108,12 +268,16 @@ fn produce(args: &GenArgs) -> Result<(), KafkaError> {
     println!(
         "{}",
         serde_json::json!({
-            "topic": args.topic,
-            "produced": produced,
-            "malformed": malformed,
-            "valid": produced - malformed,
+            "topics": source.topics(),
+            "produced": n.events,
+            "records_sent": n.sent,
+            "malformed": n.malformed,
+            "late": n.late,
+            "future": n.future,
+            "duplicated": n.duplicated,
+            "valid": n.events - n.malformed,
             "elapsed_s": elapsed,
-            "events_per_s": produced as f64 / elapsed.max(1e-9),
+            "events_per_s": n.events as f64 / elapsed.max(1e-9),
         })
     );
     Ok(())

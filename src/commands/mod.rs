@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod dashboard;
 mod gen_events;
 mod query;
 mod run;

@@ -30,16 +30,16 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bo
     if check_queries(&warehouse, &plan.dataflow).await.is_none() {
         return ExitCode::FAILURE;
     }
-    let server = if serve_tables {
-        match serve::start(&warehouse, shutdown.wait()).await {
-            Ok(server) => Some(server),
+    let (server, page) = if serve_tables {
+        match serve::start_with_dashboard(&warehouse, &shutdown).await {
+            Ok((server, page)) => (Some(server), page),
             Err(e) => {
                 eprintln!("error: {e} (or run with --no-serve)");
                 return ExitCode::FAILURE;
             }
         }
     } else {
-        None
+        (None, None)
     };
     info!(warehouse = %warehouse.name, layers = plan.dataflow.layers.len(), sources = plan.dataflow.sources.len(), storage = %warehouse.storage.root, "starting");
     let mut failed = false;
@@ -56,6 +56,12 @@ pub async fn run(file: &Path, layers: &[String], bounded: bool, serve_tables: bo
         && let Err(e) = server.wait().await
     {
         error!(error = %e, "the Flight SQL server failed");
+        failed = true;
+    }
+    if let Some(page) = page
+        && let Err(e) = page.wait().await
+    {
+        error!(error = %e, "the dashboard failed");
         failed = true;
     }
     if failed {

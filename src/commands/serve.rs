@@ -9,6 +9,9 @@ use tracing::error;
 
 use strata_engine::Shutdown;
 
+use strata_dashboard::RunningDashboard;
+
+use crate::commands::dashboard;
 use crate::commands::load_warehouse;
 use crate::commands::signals::stop_on_signals;
 
@@ -55,24 +58,38 @@ pub async fn start(
         .map_err(|e: ServeError| e.to_string())
 }
 
+/// Starts the server and, if the warehouse has one, the dashboard reading
+/// through it; both stop with `shutdown`.
+pub async fn start_with_dashboard(
+    warehouse: &Warehouse,
+    shutdown: &Shutdown,
+) -> Result<(RunningServer, Option<RunningDashboard>), String> {
+    let server = start(warehouse, shutdown.wait()).await?;
+    let page = dashboard::start(warehouse, server.local_addr, shutdown.wait()).await?;
+    Ok((server, page))
+}
+
 pub async fn serve(file: &Path) -> ExitCode {
     let Some(warehouse) = load_warehouse(file) else {
         return ExitCode::FAILURE;
     };
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
-    let server = match start(&warehouse, shutdown.wait()).await {
-        Ok(s) => s,
+    let (server, page) = match start_with_dashboard(&warehouse, &shutdown).await {
+        Ok(running) => running,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match server.wait().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = %e, "the Flight SQL server failed");
-            ExitCode::FAILURE
-        }
+    let mut code = ExitCode::SUCCESS;
+    if let Err(e) = server.wait().await {
+        error!(error = %e, "the Flight SQL server failed");
+        code = ExitCode::FAILURE;
     }
+    if let Some(Err(e)) = futures::future::OptionFuture::from(page.map(|p| p.wait())).await {
+        error!(error = %e, "the dashboard failed");
+        code = ExitCode::FAILURE;
+    }
+    code
 }

@@ -5,6 +5,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::datagen::malform::malform;
+
 const CITIES: &[(&str, &[&str], f64)] = &[
     (
         "beijing",
@@ -83,12 +85,7 @@ impl DealGenerator {
         );
         let malformed = self.rng.random_bool(self.malformed);
         let value = if malformed {
-            match self.rng.random_range(0..4) {
-                0 => value[..value.len() / 2].to_string(),
-                1 => value.replace(&format!(r#""amount":"{amount:.2}""#), r#""amount":"n/a""#),
-                2 => value.replace(&format!(r#","event_time":"{event_time}""#), ""),
-                _ => format!("[{value}]"),
-            }
+            malform(&mut self.rng, &value, "amount", "event_time")
         } else {
             value
         };
