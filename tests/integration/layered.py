@@ -220,8 +220,8 @@ def window_rows(table: pa.Table, key: str) -> dict[tuple, dict]:
     return out
 
 
-def read_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> list[tuple[dict, dict]]:
-    """Every record of `topic` (value, headers), read until idle."""
+def consume(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> list:
+    """Every message of `topic`, read from the start until idle."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
                          "enable.auto.commit": False, "isolation.level": "read_uncommitted"})
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
@@ -231,7 +231,12 @@ def read_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -
         if m is None or m.error():
             continue
         last = time.monotonic()
-        headers = {k: v.decode() for k, v in (m.headers() or [])}
-        out.append((json.loads(m.value()), headers))
+        out.append(m)
     consumer.close()
     return out
+
+
+def read_topic(bootstrap: str, topic: str, partitions: int, idle: float = 3.0) -> list[tuple[dict, dict]]:
+    """Every record of `topic` (value, headers), read until idle."""
+    return [(json.loads(m.value()), {k: v.decode() for k, v in (m.headers() or [])})
+            for m in consume(bootstrap, topic, partitions, idle)]

@@ -12,27 +12,29 @@ and its numbers compared with the same ADS queries over ADBC.
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import struct
 import subprocess
 import time
 import urllib.request
-import uuid
 import zlib
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from deltalake import DeltaTable
 
 from conftest import free_port, unique, wait_until
+from layered import consume
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 WAREHOUSE = ROOT / "examples" / "beike" / "warehouse.yaml"
@@ -50,19 +52,8 @@ def iso(us: int) -> str:
     return datetime.fromtimestamp(us / US, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-def raw_records(bootstrap: str, topic: str, idle: float = 3.0) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
-    out, last = [], time.monotonic()
-    while time.monotonic() - last < idle:
-        m = consumer.poll(0.2)
-        if m is None or m.error():
-            continue
-        last = time.monotonic()
-        out.append(m.value())
-    consumer.close()
-    return out
+def raw_records(bootstrap: str, topic: str) -> list[bytes]:
+    return [m.value() for m in consume(bootstrap, topic, PARTITIONS)]
 
 
 def decode(raw: bytes, number: str, parse) -> dict | None:
@@ -341,16 +332,10 @@ def adbc_rows(url: str, sql: str) -> tuple[list[str], list[tuple]]:
 
 
 def panel_values(dom: str, panel: int) -> list[tuple[str, str]]:
-    import re
     section = re.search(rf'<section id="panel-{panel}"[^>]*data-state="ok"[^>]*>(.*?)</section>', dom, re.S)
     assert section, f"panel {panel} did not render rows"
-    return [(html_unescape(a), html_unescape(b))
+    return [(html.unescape(a), html.unescape(b))
             for a, b in re.findall(r'class="datum" data-label="([^"]*)" data-value="([^"]*)"', section.group(1))]
-
-
-def html_unescape(s: str) -> str:
-    import html
-    return html.unescape(s)
 
 
 def chromium() -> str:
