@@ -28,6 +28,7 @@ use arrow::datatypes::TimestampMicrosecondType;
 use strata_flight_server::{ClientConfig, run_query};
 
 use support::child::Measured;
+use support::endpoints::{bench_kafka, free_port};
 use support::flags::Flags;
 use support::stats::percentile;
 
@@ -64,8 +65,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Ok(kafka) = std::env::var("STRATA_BENCH_KAFKA") else {
-        eprintln!("set STRATA_BENCH_KAFKA=host:port (scripts/bench starts a broker and sets it)");
+    let Some(kafka) = bench_kafka() else {
         return ExitCode::FAILURE;
     };
     support::runner::block_on(run(args, kafka))
@@ -149,7 +149,7 @@ async fn run(args: Args, kafka: String) -> BenchResult<()> {
         tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
         match newest_paid(&flight).await {
             Ok(Some(newest)) => {
-                let lag = chrono_now_us() - newest;
+                let lag = now_us() - newest;
                 if started.elapsed() >= Duration::from_secs(args.warmup) {
                     samples.push(lag);
                 }
@@ -213,17 +213,11 @@ async fn newest_paid(flight: &ClientConfig) -> Result<Option<i64>, String> {
     }))
 }
 
-fn chrono_now_us() -> i64 {
+fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 fn wait_for(path: &Path, timeout: Duration) -> BenchResult<()> {

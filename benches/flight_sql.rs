@@ -23,6 +23,7 @@ use futures::TryStreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 use support::child::Measured;
+use support::endpoints::free_port;
 use support::flags::Flags;
 use support::stats::percentile;
 
@@ -134,12 +135,6 @@ async fn run(args: &Args) -> BenchResult<()> {
         ended.peak_rss_mib
     );
     Ok(())
-}
-
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 async fn connect(port: u16) -> BenchResult<FlightSqlServiceClient<Channel>> {

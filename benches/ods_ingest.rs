@@ -31,6 +31,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
+use support::endpoints::bench_kafka;
 use support::flags::Flags;
 use support::stats::percentile;
 
@@ -70,8 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let Ok(kafka) = std::env::var("STRATA_BENCH_KAFKA") else {
-        eprintln!("set STRATA_BENCH_KAFKA=host:port (scripts/bench starts a broker and sets it)");
+    let Some(kafka) = bench_kafka() else {
         return ExitCode::FAILURE;
     };
     match run(&args, &kafka) {

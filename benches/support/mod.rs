@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod delta_log;
+pub mod endpoints;
 pub mod flags;
 pub mod runner;
 pub mod stats;

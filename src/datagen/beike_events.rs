@@ -180,23 +180,17 @@ impl BeikeGenerator {
     fn deal_event(&mut self, event_us: i64) -> (Stream, String, String) {
         let advance =
             !self.deals.is_empty() && (self.deals.len() >= MAX_OPEN || self.rng.random_bool(0.55));
-        let (deal, event_type) = if advance {
+        let (i, event_type) = if advance {
             let i = self.rng.random_range(0..self.deals.len());
             let signed = self.deals[i].signed;
             let roll: f64 = self.rng.random();
             if !signed && roll < 0.85 {
                 self.deals[i].signed = true;
-                (&self.deals[i], "signed")
+                (i, "signed")
+            } else if signed && roll < 0.9 {
+                (i, "paid")
             } else {
-                let event_type = if signed && roll < 0.9 {
-                    "paid"
-                } else {
-                    "cancelled"
-                };
-                let deal = self.deals.swap_remove(i);
-                self.deals.push(deal);
-                let last = self.deals.len() - 1;
-                (&self.deals[last], event_type)
+                (i, "cancelled")
             }
         } else {
             self.next_deal += 1;
@@ -215,9 +209,9 @@ impl BeikeGenerator {
                 property_type,
                 signed: false,
             });
-            let last = self.deals.len() - 1;
-            (&self.deals[last], "created")
+            (self.deals.len() - 1, "created")
         };
+        let deal = &self.deals[i];
         let agent = &self.world.agents[deal.agent];
         let store = &self.world.stores[agent.store];
         let key = format!("D{:012}", deal.id);
@@ -233,7 +227,7 @@ impl BeikeGenerator {
             rfc3339(event_us),
         );
         if matches!(event_type, "paid" | "cancelled") {
-            self.deals.pop();
+            self.deals.swap_remove(i);
         }
         (Stream::Deals, key, value)
     }
