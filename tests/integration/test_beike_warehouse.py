@@ -151,9 +151,11 @@ def beike(tmp_path_factory, strata_bin, kafka):
         summary = json.loads(out.decode().strip().splitlines()[-1])
         end = start + count * 200_000
         # Heartbeats on every partition of both topics, an event type DWD
-        # rejects, dated after the last event: the watermark passes every
-        # window that holds an event.
-        beat = end + 15 * MINUTE
+        # rejects, dated after the end of the last event's hour: the
+        # watermark passes every window that holds an event (the hourly
+        # ones included).
+        last_hour = end - end % HOUR + HOUR
+        beat = last_hour + MINUTE
         producer = Producer({"bootstrap.servers": kafka})
         for topic, record in [
             (f"{prefix}deals", {"deal_id": "HB", "event_type": "heartbeat", "amount": "1", "agent_id": "-",
@@ -168,7 +170,9 @@ def beike(tmp_path_factory, strata_bin, kafka):
 
         def caught_up():
             stores = table(root, "ads", "ads_top_stores_today")
-            return stores and max(ts_us(r["window_end"]) for r in stores) >= last_minute
+            hours = table(root, "dws", "dws_agent_hour")
+            return (stores and max(ts_us(r["window_end"]) for r in stores) >= last_minute
+                    and hours and max(ts_us(r["window_end"]) for r in hours) >= last_hour)
         wait_until(caught_up, 180, "the ADS layers to pass the last event", interval=1.0)
         time.sleep(3)  # the epoch after: nothing more may come
         yield {"root": root, "kafka": kafka, "prefix": prefix, "summary": summary, "wall": wall,
