@@ -58,6 +58,56 @@ pub enum Command {
     Query(QueryArgs),
     /// Produce generated events to Kafka (sample data, tests, benchmarks).
     Gen(GenArgs),
+    /// Recompute a time range of a layer from the log with the file's SQL,
+    /// and replace that range of its table in one commit (the live
+    /// pipeline keeps running).
+    Backfill(BackfillArgs),
+}
+
+/// Arguments of `strata backfill`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BackfillArgs {
+    /// The warehouse YAML file (with the layer's new SQL).
+    pub file: PathBuf,
+    /// The layer whose range is replaced.
+    pub layer: String,
+    /// Start of the range (inclusive): 2026-11-20T10:00:00Z, 2026-11-20
+    /// 10:00 (UTC) or 2026-11-20. Windows are in the range when they end
+    /// after it.
+    #[arg(long)]
+    pub from: String,
+    /// End of the range (exclusive; windows ending at it are in). Default:
+    /// as far as the live pipeline has closed the layer (its watermark),
+    /// or now if it has never run.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Also replace the range in every layer downstream of it.
+    #[arg(long)]
+    pub cascade: bool,
+    /// Event time to replay before --from so its first windows are
+    /// complete (default: the sizes of the windows on the way; needed for
+    /// SESSION, OVER and interval joins), e.g. 10m.
+    #[arg(long)]
+    pub lookback: Option<String>,
+    /// Where to replay from: Kafka while retention holds the range, else
+    /// the ODS table (auto); or only one of them.
+    #[arg(long, value_enum, default_value_t = ReplayFromArg::Auto)]
+    pub replay_from: ReplayFromArg,
+    /// Read Kafka from these offsets instead of offsets-for-times, e.g.
+    /// deals:0:1200,deals:1:1180 (other partitions: by time).
+    #[arg(long, value_name = "TOPIC:PARTITION:OFFSET,...")]
+    pub from_offsets: Option<String>,
+}
+
+/// `--replay-from`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReplayFromArg {
+    /// Kafka while it holds the range, else the ODS table.
+    Auto,
+    /// Kafka only.
+    Kafka,
+    /// The ODS tables only.
+    Ods,
 }
 
 /// Arguments of `strata query`.

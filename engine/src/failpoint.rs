@@ -22,6 +22,9 @@ pub(crate) enum Point {
     /// Every table has committed an epoch in which rows were published; no
     /// Kafka transaction has committed it.
     BeforePublishCommit,
+    /// A backfill has staged its rows; the n-th table (the "epoch") is not
+    /// swapped yet.
+    BeforeSwap,
 }
 
 impl Point {
@@ -31,6 +34,7 @@ impl Point {
             Point::AfterManifest => "after_manifest",
             Point::BetweenTableCommits => "between_table_commits",
             Point::BeforePublishCommit => "before_publish_commit",
+            Point::BeforeSwap => "before_swap",
         }
     }
 }

@@ -18,6 +18,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backfill;
 pub mod checkpoint;
 pub mod dataflow;
 pub mod delta;

@@ -73,6 +73,19 @@ impl StorageRoot {
         self.url.scheme() == "file"
     }
 
+    /// A root inside this one, at `<root>/<sub>/`, with the same options
+    /// (where a backfill stages its tables).
+    pub fn child(&self, sub: &str) -> Result<StorageRoot> {
+        let url = self
+            .url
+            .join(&format!("{}/", sub.trim_end_matches('/')))
+            .map_err(|e| EngineError::Config(format!("storage path {sub}: {e}")))?;
+        Ok(StorageRoot {
+            url,
+            options: self.options.clone(),
+        })
+    }
+
     /// The location of a table, `<root>/<kind>/<name>/`.
     pub fn table(&self, kind: &str, name: &str) -> Result<TableLocation> {
         let url = self
@@ -120,6 +133,22 @@ mod tests {
         let root = StorageRoot::new("file:///tmp/wh", HashMap::new()).unwrap();
         let t = root.table("ods", "deals").unwrap();
         assert_eq!(t.url.as_str(), "file:///tmp/wh/ods/deals/");
+    }
+
+    #[test]
+    fn a_child_root_keeps_the_options() {
+        let root = StorageRoot::new("s3://b/wh", HashMap::from([("k".into(), "v".into())]));
+        // s3 may be compiled out: build the child from a local root then.
+        let root = root.unwrap_or_else(|_| {
+            StorageRoot::new("file:///tmp/wh", HashMap::from([("k".into(), "v".into())])).unwrap()
+        });
+        let child = root.child("_strata/backfill/x").unwrap();
+        assert!(
+            child.url().as_str().ends_with("/wh/_strata/backfill/x/"),
+            "{}",
+            child.url()
+        );
+        assert_eq!(child.options.get("k").map(String::as_str), Some("v"));
     }
 
     #[test]

@@ -94,6 +94,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
                     schema: schema.clone(),
                     watermark: layer.watermark,
                     future_skew: layer.future_skew,
+                    replay: None,
                 });
                 let input = LayerInput {
                     name: layer.name.clone(),
@@ -137,6 +138,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
                                 schema: schema.clone(),
                                 watermark: layer.watermark,
                                 future_skew: layer.future_skew,
+                                replay: None,
                             });
                             inputs.push(LayerInput {
                                 name: name.value.clone(),

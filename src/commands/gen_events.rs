@@ -81,6 +81,10 @@ struct Outgoing<'a> {
     value: String,
     kind: Kind,
     copies: u8,
+    /// The Kafka timestamp, when the clock is simulated: the record is
+    /// logged at the simulated "now", as it would have been then (so
+    /// offsets-for-times finds it, as backfills need).
+    logged_ms: Option<i64>,
 }
 
 /// Where records come from, and the event-time clock of the beike dataset.
@@ -172,6 +176,7 @@ impl Source {
                         Kind::OnTime
                     },
                     copies: 1,
+                    logged_ms: None,
                 }
             }
             Source::Beike {
@@ -191,6 +196,7 @@ impl Source {
                     value: r.value,
                     kind: r.kind,
                     copies: r.copies,
+                    logged_ms: simulated.map(|_| clock.div_euclid(1000)),
                 }
             }
         }
@@ -233,6 +239,9 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
             let mut pending = BaseRecord::to(record.topic)
                 .key(record.key.as_str())
                 .payload(record.value.as_str());
+            if let Some(ms) = record.logged_ms {
+                pending = pending.timestamp(ms);
+            }
             loop {
                 match producer.send(pending) {
                     Ok(()) => break,

@@ -1,11 +1,14 @@
 //! One module per subcommand.
 
+mod backfill;
 mod dashboard;
 mod gen_events;
 mod query;
+mod replay_progress;
 mod run;
 mod serve;
 mod signals;
+mod time_arg;
 mod validate;
 
 use std::path::Path;
@@ -32,5 +35,6 @@ pub async fn dispatch(command: Command) -> ExitCode {
         Command::Serve { file } => serve::serve(&file).await,
         Command::Query(args) => query::query(args).await,
         Command::Gen(args) => gen_events::generate(args).await,
+        Command::Backfill(args) => backfill::backfill(args).await,
     }
 }

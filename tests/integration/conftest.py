@@ -95,8 +95,10 @@ class Sent:
     offset: int = -1
 
 
-def produce(bootstrap: str, topic: str, records: list[Sent], timestamp_ms: int | None = None) -> list[Sent]:
-    """Produces `records` to their partitions and fills in their offsets."""
+def produce(bootstrap: str, topic: str, records: list[Sent], timestamp_ms: int | None = None,
+            timestamps_ms: list[int] | None = None) -> list[Sent]:
+    """Produces `records` to their partitions and fills in their offsets;
+    `timestamp_ms` stamps every record, `timestamps_ms` each its own."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
     errors = []
 
@@ -109,8 +111,9 @@ def produce(bootstrap: str, topic: str, records: list[Sent], timestamp_ms: int |
 
         return callback
 
-    for sent in records:
-        kwargs = {"timestamp": timestamp_ms} if timestamp_ms is not None else {}
+    for i, sent in enumerate(records):
+        stamp = timestamps_ms[i] if timestamps_ms is not None else timestamp_ms
+        kwargs = {"timestamp": stamp} if stamp is not None else {}
         while True:
             try:
                 producer.produce(

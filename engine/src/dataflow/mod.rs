@@ -13,11 +13,13 @@ pub mod coordinator;
 pub mod layer_plan;
 mod layer_task;
 pub mod message;
+pub mod replay;
 mod run;
 pub mod side_output;
 pub(crate) mod side_sink;
 pub mod source;
 pub mod spec;
+pub(crate) mod table_source;
 pub mod watermark;
 
 pub use coordinator::DataflowReport;

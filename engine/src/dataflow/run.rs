@@ -17,10 +17,12 @@ use crate::dataflow::coordinator::{Coordinator, DataflowReport, SourceHandle, co
 use crate::dataflow::layer_plan::{PlannedLayer, config, plan_layers};
 use crate::dataflow::layer_task::{InputChannel, LateCheck, LayerSinks, LayerTask, MainWriter};
 use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::replay::{Replay, ReplayFrom};
 use crate::dataflow::side_output::{Side, side_schema};
 use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::source::{EpochControl, SourceStatus, SourceTask};
 use crate::dataflow::spec::{DataflowSpec, InputFrom};
+use crate::dataflow::table_source::TableSource;
 use crate::delta::table::open_or_create;
 use crate::delta::table_committer::TableCommitter;
 use crate::delta::table_writer::TableWriter;
@@ -106,6 +108,29 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         let out = source_senders
             .remove(&source.id)
             .ok_or_else(|| EngineError::Config(format!("source `{}` feeds no layer", source.id)))?;
+        let status = Arc::new(SourceStatus::default());
+        if let Some(Replay {
+            from: ReplayFrom::Table { location },
+            ..
+        }) = &source.replay
+        {
+            let (committed, _) = std_mpsc::channel();
+            handles.push(SourceHandle {
+                id: source.id.clone(),
+                status: status.clone(),
+                committed,
+            });
+            let task = TableSource {
+                spec: source.clone(),
+                location: location.clone(),
+                out,
+                control: control.clone(),
+                status,
+                emitted_epoch: next_epoch - 1,
+            };
+            sources.spawn(task.run());
+            continue;
+        }
         let consumer: BaseConsumer = source
             .kafka
             .consumer(&source.group_id)
@@ -118,7 +143,6 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
                 id: source.id.clone(),
                 ..Default::default()
             });
-        let status = Arc::new(SourceStatus::default());
         let (committed_tx, committed_rx) = std_mpsc::channel();
         let task = SourceTask::new(
             source.clone(),

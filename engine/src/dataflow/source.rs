@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::checkpoint::manifest::SourceCheckpoint;
 use crate::dataflow::message::Message;
+use crate::dataflow::replay::{END_OF_INPUT, ReplayFrom, kept_rows};
 use crate::dataflow::spec::SourceSpec;
 use crate::dataflow::watermark::PartitionWatermarks;
 use crate::error::{EngineError, Result};
@@ -79,6 +80,10 @@ pub(crate) struct SourceTask {
     partitions: HashSet<TopicPartition>,
     end_offsets: HashMap<TopicPartition, i64>,
     bounded: bool,
+    /// A replay: the event-time column of the rows, and whether the
+    /// end-of-input watermark went out.
+    replay_time_column: Option<usize>,
+    ended: bool,
     emitted_epoch: u64,
     out: mpsc::Sender<Message>,
     committed: std_mpsc::Receiver<SourceOffsets>,
@@ -101,6 +106,31 @@ impl SourceTask {
     ) -> Result<Self> {
         let stage = RecordStage::new(&spec.layer, &spec.schema)?;
         let now = Instant::now();
+        let mut resume = resume;
+        let mut end_offsets = HashMap::new();
+        let mut replay_time_column = None;
+        if let Some(replay) = &spec.replay {
+            let ReplayFrom::Kafka { ranges } = &replay.from else {
+                return Err(EngineError::Config(format!(
+                    "source `{}`: a table replay is not read from Kafka",
+                    spec.id
+                )));
+            };
+            for (tp, first, end) in ranges {
+                resume.offsets.set_at_least(&tp.topic, tp.partition, *first);
+                end_offsets.insert(tp.clone(), *end);
+            }
+            replay
+                .progress
+                .add_total(replay.from.records().unwrap_or(0));
+            let time = spec.schema.event_time.as_deref().unwrap_or_default();
+            replay_time_column = Some(stage.schema().index_of(time).map_err(|_| {
+                EngineError::Config(format!(
+                    "source `{}`: a replay needs the schema's event-time field",
+                    spec.id
+                ))
+            })?);
+        }
         let mut watermarks = PartitionWatermarks::new(spec.watermark);
         for time in &resume.event_times {
             watermarks.restore(time, now);
@@ -114,8 +144,10 @@ impl SourceTask {
             watermarks,
             expected_first: HashMap::new(),
             partitions: HashSet::new(),
-            end_offsets: HashMap::new(),
-            bounded,
+            end_offsets,
+            bounded: bounded || spec.replay.is_some(),
+            replay_time_column,
+            ended: false,
             emitted_epoch,
             out,
             committed,
@@ -139,6 +171,7 @@ impl SourceTask {
                 return Ok(());
             }
             let idle = match self.consumer.poll(POLL_TIMEOUT) {
+                Some(Ok(message)) if self.past_replay_end(&message) => false,
                 Some(Ok(message)) => {
                     let record = SourceRecord {
                         topic: message.topic(),
@@ -155,6 +188,9 @@ impl SourceTask {
                     self.stage.push(&record, clock.ingest_micros);
                     self.positions
                         .advance(record.topic, record.partition, record.offset);
+                    if let Some(replay) = &self.spec.replay {
+                        replay.progress.add_read(1);
+                    }
                     false
                 }
                 Some(Err(e)) => {
@@ -190,7 +226,11 @@ impl SourceTask {
                 self.add_new_partitions();
                 next_refresh = now + PARTITION_REFRESH;
             }
-            if self.bounded && idle && self.caught_up() {
+            if self.bounded && idle && !self.ended && self.caught_up() {
+                if self.replay_time_column.is_some() && !self.end_of_input(now)? {
+                    return Ok(());
+                }
+                self.ended = true;
                 self.status.done.store(true, Ordering::SeqCst);
             }
         }
@@ -199,13 +239,20 @@ impl SourceTask {
     /// Sends staged rows and, if it moved, the watermark; `false` if the
     /// layer has gone away.
     fn flush(&mut self, now: Instant) -> Result<bool> {
-        let cutoff = self
-            .spec
-            .future_skew
-            .map(|skew| now_micros().saturating_add(skew.as_micros() as i64));
-        let staged = self.stage.take(cutoff)?;
+        let skew_us = self.spec.future_skew.map(|skew| skew.as_micros() as i64);
+        // A replay judges "future" by the Kafka timestamp (see `replay`).
+        let cutoff = match self.replay_time_column {
+            Some(_) => None,
+            None => skew_us.map(|skew| now_micros().saturating_add(skew)),
+        };
+        let mut staged = self.stage.take(cutoff)?;
         for (tp, time) in &staged.event_times {
             self.watermarks.observe(tp, *time, now);
+        }
+        if let (Some(column), Some(replay)) = (self.replay_time_column, &self.spec.replay)
+            && let Some(rows) = staged.rows.take()
+        {
+            staged.rows = kept_rows(&rows, column, replay.start_us, replay.end_us, skew_us)?;
         }
         let has_rows =
             staged.rows.is_some() || staged.dead_letters.is_some() || staged.future.is_some();
@@ -220,6 +267,9 @@ impl SourceTask {
             && let Some(w) = watermark
         {
             self.last_watermark = watermark;
+            if let Some(replay) = &self.spec.replay {
+                replay.progress.at(w);
+            }
             self.status.progress.store(true, Ordering::SeqCst);
             if self.out.blocking_send(Message::Watermark(w)).is_err() {
                 return Ok(false);
@@ -250,6 +300,47 @@ impl SourceTask {
             .is_ok())
     }
 
+    /// A replay's input has ended: sends what is staged, then the watermark
+    /// that closes every window; `false` if the layer has gone away.
+    fn end_of_input(&mut self, now: Instant) -> Result<bool> {
+        if !self.flush(now)? {
+            return Ok(false);
+        }
+        info!(source = %self.spec.id, "replay read its whole range; closing every window");
+        if let Some(replay) = &self.spec.replay {
+            replay.progress.finished.store(true, Ordering::SeqCst);
+        }
+        self.status.progress.store(true, Ordering::SeqCst);
+        Ok(self
+            .out
+            .blocking_send(Message::Watermark(END_OF_INPUT))
+            .is_ok())
+    }
+
+    /// Whether `message` lies past its partition's replay range (it is
+    /// skipped, and the partition paused: the rest of the log is not read).
+    fn past_replay_end(&self, message: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+        if self.replay_time_column.is_none() {
+            return false;
+        }
+        let tp = TopicPartition {
+            topic: message.topic().to_string(),
+            partition: message.partition(),
+        };
+        let Some(end) = self.end_offsets.get(&tp) else {
+            return false;
+        };
+        if message.offset() < *end {
+            return false;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            warn!(source = %self.spec.id, error = %e, "could not pause a replayed partition at its end; its later records are skipped");
+        }
+        true
+    }
+
     /// Commits offsets the coordinator has made durable to the consumer
     /// group, so lag tools see progress and `start: group` works for a new
     /// layer. Strata itself resumes from its checkpoints, never from these.
@@ -257,6 +348,10 @@ impl SourceTask {
         let Some(offsets) = self.committed.try_iter().last() else {
             return;
         };
+        // A replay is not the group's progress.
+        if self.spec.replay.is_some() {
+            return;
+        }
         let mut tpl = TopicPartitionList::new();
         for (tp, next) in offsets.iter() {
             let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next));
@@ -290,7 +385,7 @@ impl SourceTask {
                 self.positions.set_at_least(&topic, partition, offset);
                 tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(EngineError::kafka(format!("assigning {topic}/{partition}")))?;
-                if self.bounded {
+                if self.bounded && self.spec.replay.is_none() {
                     let (_, high) = self
                         .consumer
                         .fetch_watermarks(&topic, partition, LOOKUP_TIMEOUT)

@@ -6,6 +6,7 @@ use std::time::Duration;
 use datafusion::logical_expr::ScalarUDF;
 use strata_schemas::Schema;
 
+use crate::dataflow::replay::Replay;
 use crate::dataflow::watermark::WatermarkSpec;
 use crate::kafka::client_config::KafkaConfig;
 use crate::kafka::start_position::StartPosition;
@@ -60,6 +61,8 @@ pub struct SourceSpec {
     pub watermark: WatermarkSpec,
     /// Rows more than this ahead of the wall clock go to the future table.
     pub future_skew: Option<Duration>,
+    /// Replay a bounded range instead of following the topics (backfills).
+    pub replay: Option<Replay>,
 }
 
 /// One layer of the dataflow.

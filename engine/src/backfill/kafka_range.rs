@@ -1,0 +1,179 @@
+//! Where a range lies in a source's Kafka topics, and whether Kafka still
+//! holds it.
+//!
+//! Kafka holds a range when every partition's oldest retained record was
+//! logged at or before the range's start: then nothing the range needs has
+//! been deleted by retention, and the topic is not younger than the range
+//! (a re-created topic starts empty). Otherwise the replay must come from
+//! the ODS table. The first and last offsets come from offsets-for-times,
+//! except where the range ends after the newest record: then the end is
+//! the partition's end (a lookup past the end is answered differently by
+//! different brokers).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Message as _, Timestamp};
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use crate::error::{EngineError, Result};
+use crate::kafka::client_config::KafkaConfig;
+use crate::kafka::offsets::TopicPartition;
+
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for the record at an offset.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A source's topics for a range of Kafka time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaRange {
+    /// Kafka holds it: `(partition, first, end)` for every partition.
+    Held(Vec<(TopicPartition, i64, i64)>),
+    /// Kafka no longer holds (all of) it: why.
+    Gone(String),
+}
+
+/// Where the log span `[from_ms, until_ms)` (Kafka timestamps) lies in
+/// `topics`. `needed`, when the ODS table can tell, is the oldest Kafka
+/// timestamp of the range's records per partition: Kafka must still hold
+/// those. Without it, a partition must hold a record at or before
+/// `from_ms`, or never have lost one (its first offset is 0). Blocking:
+/// call it off the async workers.
+pub fn resolve(
+    kafka: &KafkaConfig,
+    topics: &[String],
+    (from_ms, until_ms): (i64, i64),
+    needed: Option<&HashMap<TopicPartition, i64>>,
+) -> Result<KafkaRange> {
+    let consumer: BaseConsumer = kafka
+        .consumer("strata-backfill-lookups")
+        .create()
+        .map_err(EngineError::kafka("creating the look-up consumer"))?;
+    if let Some(elsewhere) = needed
+        .into_iter()
+        .flat_map(|n| n.keys())
+        .find(|tp| !topics.contains(&tp.topic))
+    {
+        return Ok(KafkaRange::Gone(format!(
+            "the range's records came from {}/{}, which the source no longer reads",
+            elsewhere.topic, elsewhere.partition
+        )));
+    }
+    let mut ranges = Vec::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), LOOKUP_TIMEOUT)
+            .map_err(EngineError::kafka(format!("metadata of {topic}")))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len() as i32)
+            .unwrap_or(0);
+        if partitions == 0 {
+            return Ok(KafkaRange::Gone(format!("topic {topic} does not exist")));
+        }
+        for partition in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, LOOKUP_TIMEOUT)
+                .map_err(EngineError::kafka(format!(
+                    "offsets of {topic}/{partition}"
+                )))?;
+            let tp = TopicPartition {
+                topic: topic.clone(),
+                partition,
+            };
+            let oldest = if low < high {
+                logged_at(&consumer, &tp, low)?
+            } else {
+                None
+            };
+            let must_hold = match needed {
+                Some(needed) => needed.get(&tp).copied(),
+                None if low == 0 => None,
+                None => Some(from_ms),
+            };
+            match (must_hold, oldest) {
+                (None, _) => {}
+                (Some(need), Some(t)) if t <= need => {}
+                (Some(need), Some(t)) => {
+                    return Ok(KafkaRange::Gone(format!(
+                        "the oldest record {topic}/{partition} holds (offset {low}) was logged at {}, after {} (the range's first record there)",
+                        millis_text(t),
+                        millis_text(need)
+                    )));
+                }
+                (Some(_), None) => {
+                    return Ok(KafkaRange::Gone(format!(
+                        "{topic}/{partition} holds no record (offsets {low}..{high}), but the range has records there"
+                    )));
+                }
+            }
+            let first = offset_for_time(&consumer, &tp, from_ms)?
+                .unwrap_or(high)
+                .clamp(low, high);
+            let newest = logged_at(&consumer, &tp, high - 1)?;
+            let end = match newest {
+                Some(t) if t < until_ms => high,
+                _ => offset_for_time(&consumer, &tp, until_ms)?.unwrap_or(high),
+            };
+            ranges.push((tp, first, end.clamp(first, high)));
+        }
+    }
+    Ok(KafkaRange::Held(ranges))
+}
+
+/// The Kafka timestamp of the first record at or after `offset`, if one
+/// arrives in time.
+fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Result<Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
+        .map_err(EngineError::kafka("assigning a look-up"))?;
+    consumer
+        .assign(&tpl)
+        .map_err(EngineError::kafka("assigning a look-up"))?;
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == tp.topic && m.partition() == tp.partition => {
+                return Ok(match m.timestamp() {
+                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
+                    Timestamp::NotAvailable => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(None)
+}
+
+fn offset_for_time(
+    consumer: &BaseConsumer,
+    tp: &TopicPartition,
+    millis: i64,
+) -> Result<Option<i64>> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(millis))
+        .map_err(EngineError::kafka("offsets-for-times request"))?;
+    let answer = consumer
+        .offsets_for_times(tpl, LOOKUP_TIMEOUT)
+        .map_err(EngineError::kafka(format!(
+            "offsets-for-times of {}/{}",
+            tp.topic, tp.partition
+        )))?;
+    Ok(answer
+        .find_partition(&tp.topic, tp.partition)
+        .and_then(|e| match e.offset() {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        }))
+}
+
+/// Milliseconds as RFC 3339, for messages.
+pub(crate) fn millis_text(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}

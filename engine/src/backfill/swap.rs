@@ -1,0 +1,128 @@
+//! The swap: a range of a live table replaced by the staged rows in one
+//! Delta commit.
+//!
+//! `replaceWhere` removes the rows matching the range predicate (files
+//! wholly inside it are dropped, files straddling it are rewritten without
+//! those rows) and adds the staged rows of the range, in a single commit: a
+//! reader sees the version before (all old rows) or after (all new), never
+//! a mix. The live pipeline keeps appending meanwhile: its commits add
+//! files outside the range, which Delta's conflict check lets through, and
+//! the commit retries on top of them.
+
+use std::sync::Arc;
+
+use datafusion::logical_expr::Expr;
+use deltalake::delta_datafusion::DeltaSessionContext;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableBuilder};
+use serde_json::json;
+
+use crate::error::{EngineError, Result};
+use crate::storage::TableLocation;
+
+/// What a swap did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Swapped {
+    /// The live table's version holding the new rows.
+    pub version: u64,
+    /// Rows written for the range.
+    pub rows: u64,
+}
+
+/// Replaces the rows of `live` matching `range` with the rows of `staged`
+/// that match it. `note` goes into the commit's metadata.
+pub async fn replace_range(
+    staged: &TableLocation,
+    live: &TableLocation,
+    range: Expr,
+    note: serde_json::Value,
+) -> Result<Swapped> {
+    // Delta's planner: the write plans nodes of its own.
+    let ctx = DeltaSessionContext::new().into_inner();
+    let staged_table = load(staged).await?;
+    let staged_url = staged.url.to_string();
+    staged_table
+        .update_datafusion_session(&ctx.state())
+        .map_err(EngineError::delta(&staged_url, "preparing the scan"))?;
+    let live_table = load(live).await?;
+    let live_url = live.url.to_string();
+    live_table
+        .update_datafusion_session(&ctx.state())
+        .map_err(EngineError::delta(&live_url, "preparing the write"))?;
+    let provider = staged_table
+        .table_provider()
+        .build()
+        .await
+        .map_err(|e| failed(&staged_url, "scanning the staged rows", e))?;
+    // The live table's column order (a table keeps the order it was
+    // created with).
+    let columns: Vec<String> = live_table
+        .snapshot()
+        .map_err(EngineError::delta(&live_url, "reading the table state"))?
+        .snapshot()
+        .arrow_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let rows = ctx
+        .read_table(Arc::new(provider))
+        .and_then(|df| df.filter(range.clone()))
+        .and_then(|df| df.select_columns(&names))
+        .map_err(|e| {
+            failed(
+                &staged_url,
+                "selecting the range (the new query's columns must be the table's)",
+                e,
+            )
+        })?;
+    let count = rows
+        .clone()
+        .count()
+        .await
+        .map_err(|e| failed(&staged_url, "counting the staged rows", e))?;
+    let plan = rows.logical_plan().clone();
+    let table = live_table
+        .write(Vec::new())
+        .with_input_plan(plan)
+        .with_session_state(Arc::new(ctx.state()))
+        .with_save_mode(SaveMode::Overwrite)
+        .with_replace_where(range)
+        .with_commit_properties(
+            CommitProperties::default().with_metadata([("strata.backfill".to_string(), note)]),
+        )
+        .await
+        .map_err(EngineError::delta(&live_url, "replacing the range"))?;
+    Ok(Swapped {
+        version: table.version().unwrap_or(0),
+        rows: count as u64,
+    })
+}
+
+async fn load(location: &TableLocation) -> Result<DeltaTable> {
+    let url = location.url.to_string();
+    let mut table = DeltaTableBuilder::from_url(location.url.clone())
+        .map_err(EngineError::delta(&url, "resolving the table"))?
+        .with_storage_options(location.options.clone())
+        .build()
+        .map_err(EngineError::delta(&url, "opening the table"))?;
+    table
+        .load()
+        .await
+        .map_err(EngineError::delta(&url, "loading the table"))?;
+    Ok(table)
+}
+
+fn failed(url: &str, what: &str, e: datafusion::error::DataFusionError) -> EngineError {
+    EngineError::Pipeline {
+        pipeline: url.to_string(),
+        reason: format!("{what}: {}", e.find_root()),
+    }
+}
+
+/// The commit note of a backfill.
+pub(crate) fn note(layer: &str, from: &str, to: &str, source: &str) -> serde_json::Value {
+    json!({ "layer": layer, "from": from, "to": to, "source": source })
+}
