@@ -185,9 +185,21 @@ pub async fn run_backfill(
 
     let mut report = BackfillReport::default();
     let layer_delays: Duration = staged.layers.iter().map(|l| l.delay).sum();
+    // A row-by-row layer keeps a straggler of the range however late it
+    // arrived, so its replay reads the log to its end; a windowed one had
+    // routed such a record to its late table.
+    let to_the_end = targets.iter().any(|(_, t)| matches!(t, RowTime::Event(_)));
     for source in &mut staged.sources {
-        let (from, why) =
-            replay_from(&spec, source, &selection, span, layer_delays, &request).await?;
+        let (from, why) = replay_from(
+            &spec,
+            source,
+            &selection,
+            span,
+            layer_delays,
+            to_the_end,
+            &request,
+        )
+        .await?;
         info!(source = %source.id, from = from_label(&from), why = %why, "replay source");
         report
             .sources
@@ -337,6 +349,7 @@ async fn replay_from(
     selection: &Selection,
     span: (i64, i64),
     layer_delays: Duration,
+    to_the_end: bool,
     request: &BackfillRequest,
 ) -> Result<(ReplayFrom, String)> {
     let refuse = |reason: String| EngineError::Pipeline {
@@ -366,7 +379,10 @@ async fn replay_from(
     }
     let late = source.watermark.delay + layer_delays + LOG_SLACK;
     let early = source.future_skew.unwrap_or_default() + LOG_SLACK;
-    let log_span = log_span_ms(span, late.as_micros() as i64, early.as_micros() as i64);
+    let mut log_span = log_span_ms(span, late.as_micros() as i64, early.as_micros() as i64);
+    if to_the_end {
+        log_span.1 = i64::MAX;
+    }
     let needed = match &ods {
         Some(location) => oldest_logged(location, &time, span).await?,
         None => None,
@@ -398,7 +414,11 @@ async fn replay_from(
                 format!(
                     "Kafka holds the range (records logged {} .. {}: {records} records)",
                     millis_text(log_span.0),
-                    millis_text(log_span.1)
+                    if log_span.1 == i64::MAX {
+                        "the partition's end".to_string()
+                    } else {
+                        millis_text(log_span.1)
+                    }
                 ),
             ))
         }

@@ -15,9 +15,9 @@ use datafusion::logical_expr::Expr;
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, DeltaTableBuilder};
 use serde_json::json;
 
+use crate::delta::table::open_existing;
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
@@ -40,12 +40,12 @@ pub async fn replace_range(
 ) -> Result<Swapped> {
     // Delta's planner: the write plans nodes of its own.
     let ctx = DeltaSessionContext::new().into_inner();
-    let staged_table = load(staged).await?;
+    let staged_table = open_existing(staged).await?;
     let staged_url = staged.url.to_string();
     staged_table
         .update_datafusion_session(&ctx.state())
         .map_err(EngineError::delta(&staged_url, "preparing the scan"))?;
-    let live_table = load(live).await?;
+    let live_table = open_existing(live).await?;
     let live_url = live.url.to_string();
     live_table
         .update_datafusion_session(&ctx.state())
@@ -99,20 +99,6 @@ pub async fn replace_range(
         version: table.version().unwrap_or(0),
         rows: count as u64,
     })
-}
-
-async fn load(location: &TableLocation) -> Result<DeltaTable> {
-    let url = location.url.to_string();
-    let mut table = DeltaTableBuilder::from_url(location.url.clone())
-        .map_err(EngineError::delta(&url, "resolving the table"))?
-        .with_storage_options(location.options.clone())
-        .build()
-        .map_err(EngineError::delta(&url, "opening the table"))?;
-    table
-        .load()
-        .await
-        .map_err(EngineError::delta(&url, "loading the table"))?;
-    Ok(table)
 }
 
 fn failed(url: &str, what: &str, e: datafusion::error::DataFusionError) -> EngineError {

@@ -249,6 +249,17 @@ impl SourceTask {
         for (tp, time) in &staged.event_times {
             self.watermarks.observe(tp, *time, now);
         }
+        if self.replay_time_column.is_some() {
+            // Idleness is wall-clock time; a replay knows better: a partition
+            // is active until read to its end offset, then done.
+            for (tp, end) in &self.end_offsets {
+                if self.positions.get(&tp.topic, tp.partition).unwrap_or(0) < *end {
+                    self.watermarks.keep_active(tp, now);
+                } else {
+                    self.watermarks.retire(tp);
+                }
+            }
+        }
         if let (Some(column), Some(replay)) = (self.replay_time_column, &self.spec.replay)
             && let Some(rows) = staged.rows.take()
         {

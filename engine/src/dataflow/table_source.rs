@@ -22,7 +22,6 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::logical_expr::{Expr, col, lit};
 use datafusion::prelude::DataFrame;
 use datafusion::scalar::ScalarValue;
-use deltalake::DeltaTableBuilder;
 use futures::StreamExt;
 use strata_schemas::TIMESTAMP_TZ;
 use tokio::sync::mpsc;
@@ -34,6 +33,7 @@ use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::SourceSpec;
 use crate::dataflow::watermark::PartitionWatermarks;
 use crate::delta::storable::conform;
+use crate::delta::table::open_existing;
 use crate::error::{EngineError, Result};
 use crate::kafka::offsets::TopicPartition;
 use crate::ods::{
@@ -219,15 +219,7 @@ pub(crate) async fn ods_range(
     end_us: i64,
 ) -> Result<DataFrame> {
     let url = location.url.to_string();
-    let mut table = DeltaTableBuilder::from_url(location.url.clone())
-        .map_err(EngineError::delta(&url, "resolving the table"))?
-        .with_storage_options(location.options.clone())
-        .build()
-        .map_err(EngineError::delta(&url, "opening the table"))?;
-    table
-        .load()
-        .await
-        .map_err(EngineError::delta(&url, "loading the table"))?;
+    let table = open_existing(location).await?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(SORT_MEMORY, 1.0)
         .build_arc()

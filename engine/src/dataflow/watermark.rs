@@ -117,6 +117,19 @@ impl PartitionWatermarks {
         p.last_active = now;
     }
 
+    /// A replayed partition with records still to read is not idle, however
+    /// long the catch-up leaves it unread.
+    pub fn keep_active(&mut self, tp: &TopicPartition, now: Instant) {
+        if let Some(p) = self.partitions.get_mut(tp) {
+            p.last_active = now;
+        }
+    }
+
+    /// A replayed partition read to its end no longer holds time back.
+    pub fn retire(&mut self, tp: &TopicPartition) {
+        self.partitions.remove(tp);
+    }
+
     /// The source's watermark at `now`, in microseconds; `None` while a
     /// partition that is not idle has seen nothing.
     pub fn watermark(&self, now: Instant) -> Option<i64> {

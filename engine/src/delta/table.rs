@@ -65,6 +65,21 @@ pub async fn open_or_create(
     }
 }
 
+/// Loads the existing table at `location` (an error if there is none).
+pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
+    let url = location.url.to_string();
+    let mut table = DeltaTableBuilder::from_url(location.url.clone())
+        .map_err(EngineError::delta(&url, "resolving the table location"))?
+        .with_storage_options(location.options.clone())
+        .build()
+        .map_err(EngineError::delta(&url, "opening the table"))?;
+    table
+        .load()
+        .await
+        .map_err(EngineError::delta(&url, "loading the table"))?;
+    Ok(table)
+}
+
 /// An existing table must have the columns the pipeline writes; otherwise
 /// every write would fail later with a less helpful message.
 fn check_schema(table: &DeltaTable, expected: &SchemaRef, url: &str) -> Result<()> {
