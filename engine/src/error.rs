@@ -98,6 +98,20 @@ impl EngineError {
         }
     }
 
+    /// A DataFusion error about `subject` (a layer, a table), with what was
+    /// being done; the root cause only, as DataFusion wraps it in contexts.
+    pub(crate) fn datafusion(
+        subject: &str,
+        what: &str,
+    ) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
+        let pipeline = subject.to_string();
+        let what = what.to_string();
+        move |e| EngineError::Pipeline {
+            pipeline,
+            reason: format!("{what}: {}", e.find_root()),
+        }
+    }
+
     pub(crate) fn arrow(
         context: impl Into<String>,
     ) -> impl FnOnce(arrow::error::ArrowError) -> EngineError {

@@ -50,6 +50,7 @@ pub use swap::{Swapped, replace_range};
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::layer_plan::{PlannedLayer, plan_layers};
 use crate::dataflow::replay::{Replay, ReplayFrom, ReplayProgress};
+use crate::dataflow::run::without_metadata;
 use crate::dataflow::run_dataflow;
 use crate::dataflow::spec::{DataflowSpec, InputFrom, SourceSpec};
 use crate::dataflow::table_source::ods_range;
@@ -243,7 +244,7 @@ pub async fn run_backfill(
             Vec::new()
         };
         // A layer never run live has no table yet.
-        open_or_create(&live, &strip_metadata(&layer.output), &partitions).await?;
+        open_or_create(&live, &without_metadata(&layer.output), &partitions).await?;
         let swapped = replace_range(
             &staged.storage.table(&layer.spec.kind, name)?,
             &live,
@@ -460,16 +461,10 @@ async fn oldest_logged(
             vec![col(KAFKA_TOPIC), col(KAFKA_PARTITION)],
             vec![min(col(KAFKA_TIMESTAMP)).alias("oldest")],
         )
-        .map_err(|e| EngineError::Pipeline {
-            pipeline: url.clone(),
-            reason: format!("finding the range's records: {}", e.find_root()),
-        })?
+        .map_err(EngineError::datafusion(&url, "finding the range's records"))?
         .collect()
         .await
-        .map_err(|e| EngineError::Pipeline {
-            pipeline: url.clone(),
-            reason: format!("finding the range's records: {}", e.find_root()),
-        })?;
+        .map_err(EngineError::datafusion(&url, "finding the range's records"))?;
     let mut oldest = HashMap::new();
     for batch in batches {
         let column = |i: usize, to: &DataType| {
@@ -511,10 +506,6 @@ fn from_label(from: &ReplayFrom) -> &'static str {
         ReplayFrom::Kafka { .. } => "kafka",
         ReplayFrom::Table { .. } => "ods table",
     }
-}
-
-fn strip_metadata(schema: &arrow::datatypes::SchemaRef) -> arrow::datatypes::SchemaRef {
-    Arc::new(arrow::datatypes::Schema::new(schema.fields().clone()))
 }
 
 /// Removes staging directories earlier runs of this layer's backfill left

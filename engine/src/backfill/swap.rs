@@ -54,7 +54,7 @@ pub async fn replace_range(
         .table_provider()
         .build()
         .await
-        .map_err(|e| failed(&staged_url, "scanning the staged rows", e))?;
+        .map_err(|e| EngineError::datafusion(&staged_url, "scanning the staged rows")(e))?;
     // The live table's column order (a table keeps the order it was
     // created with).
     let columns: Vec<String> = live_table
@@ -72,17 +72,16 @@ pub async fn replace_range(
         .and_then(|df| df.filter(range.clone()))
         .and_then(|df| df.select_columns(&names))
         .map_err(|e| {
-            failed(
+            EngineError::datafusion(
                 &staged_url,
                 "selecting the range (the new query's columns must be the table's)",
-                e,
-            )
+            )(e)
         })?;
     let count = rows
         .clone()
         .count()
         .await
-        .map_err(|e| failed(&staged_url, "counting the staged rows", e))?;
+        .map_err(|e| EngineError::datafusion(&staged_url, "counting the staged rows")(e))?;
     let plan = rows.logical_plan().clone();
     let table = live_table
         .write(Vec::new())
@@ -99,13 +98,6 @@ pub async fn replace_range(
         version: table.version().unwrap_or(0),
         rows: count as u64,
     })
-}
-
-fn failed(url: &str, what: &str, e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Pipeline {
-        pipeline: url.to_string(),
-        reason: format!("{what}: {}", e.find_root()),
-    }
 }
 
 /// The commit note of a backfill.

@@ -132,16 +132,6 @@ pub(crate) struct LayerTask {
     pub(crate) rows_in_epoch: u64,
 }
 
-/// Maps a DataFusion error of `layer`'s query to an engine error.
-fn fail(layer: &str, what: &str) -> impl FnOnce(datafusion::error::DataFusionError) -> EngineError {
-    let pipeline = layer.to_string();
-    let what = what.to_string();
-    move |e| EngineError::Pipeline {
-        pipeline,
-        reason: format!("{what}: {}", e.find_root()),
-    }
-}
-
 impl LayerTask {
     /// Runs until every input has ended.
     pub(crate) async fn run(mut self) -> Result<()> {
@@ -213,7 +203,7 @@ impl LayerTask {
                 .predicate
                 .evaluate(&rows)
                 .and_then(|v| v.into_array(rows.num_rows()))
-                .map_err(fail(
+                .map_err(EngineError::datafusion(
                     &self.name,
                     &format!("evaluating filter `{}`", filter.text),
                 ))?;
@@ -250,7 +240,7 @@ impl LayerTask {
             Some(query) => query
                 .on_batch(&name, rows)
                 .await
-                .map_err(fail(&self.name, "running the query"))?,
+                .map_err(EngineError::datafusion(&self.name, "running the query"))?,
         };
         self.dead_letter_lookups().await?;
         self.output(out).await
@@ -355,7 +345,7 @@ impl LayerTask {
             let out = query
                 .on_watermark(candidate)
                 .await
-                .map_err(fail(&self.name, "closing windows"))?;
+                .map_err(EngineError::datafusion(&self.name, "closing windows"))?;
             self.dead_letter_lookups().await?;
             self.output(out).await?;
         }
@@ -408,13 +398,16 @@ impl LayerTask {
             let updated = query
                 .on_checkpoint()
                 .await
-                .map_err(fail(&self.name, "computing updated results"))?;
+                .map_err(EngineError::datafusion(
+                    &self.name,
+                    "computing updated results",
+                ))?;
             self.output(updated).await?;
         }
         if let Some(query) = &mut self.query
             && let Some(snapshot) = query
                 .snapshot()
-                .map_err(fail(&self.name, "snapshotting state"))?
+                .map_err(EngineError::datafusion(&self.name, "snapshotting state"))?
         {
             state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
         }

@@ -14,7 +14,7 @@ pub mod layer_plan;
 mod layer_task;
 pub mod message;
 pub mod replay;
-mod run;
+pub(crate) mod run;
 pub mod side_output;
 pub(crate) mod side_sink;
 pub mod source;

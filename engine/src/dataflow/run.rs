@@ -267,7 +267,8 @@ fn ended_badly(
     }
 }
 
-fn without_metadata(schema: &SchemaRef) -> SchemaRef {
+/// `schema` without the metadata the planner reads (Delta tables keep none).
+pub(crate) fn without_metadata(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(schema.fields().clone()))
 }
 

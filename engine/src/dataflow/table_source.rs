@@ -87,17 +87,16 @@ impl TableSource {
             .await?
             .select_columns(&names)
             .map_err(|e| {
-                table_error(
+                EngineError::datafusion(
                     &url,
                     "selecting the source's columns (is it the ODS table?)",
-                    e,
-                )
+                )(e)
             })?;
         let total = frame
             .clone()
             .count()
             .await
-            .map_err(|e| table_error(&url, "counting the range", e))?;
+            .map_err(|e| EngineError::datafusion(&url, "counting the range")(e))?;
         replay.progress.add_total(total as u64);
         info!(source = %self.spec.id, table = %url, rows = total, "replaying from the ODS table");
         let ordered = frame
@@ -107,11 +106,11 @@ impl TableSource {
                     .map(|c| col(c).sort(true, false))
                     .collect(),
             )
-            .map_err(|e| table_error(&url, "ordering the range", e))?;
+            .map_err(|e| EngineError::datafusion(&url, "ordering the range")(e))?;
         let mut stream = ordered
             .execute_stream()
             .await
-            .map_err(|e| table_error(&url, "reading the range", e))?;
+            .map_err(|e| EngineError::datafusion(&url, "reading the range")(e))?;
         // One stream in log order: one watermark, as a single partition.
         let whole = TopicPartition {
             topic: url.clone(),
@@ -129,7 +128,7 @@ impl TableSource {
             let Some(batch) = stream.next().await else {
                 break;
             };
-            let batch = batch.map_err(|e| table_error(&url, "reading the range", e))?;
+            let batch = batch.map_err(|e| EngineError::datafusion(&url, "reading the range")(e))?;
             let batch = conform(batch, &rows_schema)
                 .map_err(EngineError::arrow("reading ODS rows as source rows"))?;
             replay.progress.add_read(batch.num_rows() as u64);
@@ -223,7 +222,7 @@ pub(crate) async fn ods_range(
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(SORT_MEMORY, 1.0)
         .build_arc()
-        .map_err(|e| table_error(&url, "setting up the sort", e))?;
+        .map_err(|e| EngineError::datafusion(&url, "setting up the sort")(e))?;
     let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
     table
         .update_datafusion_session(&ctx.state())
@@ -232,10 +231,10 @@ pub(crate) async fn ods_range(
         .table_provider()
         .build()
         .await
-        .map_err(|e| table_error(&url, "preparing the scan", e))?;
+        .map_err(|e| EngineError::datafusion(&url, "preparing the scan")(e))?;
     ctx.read_table(Arc::new(provider))
         .and_then(|df| df.filter(range_filter(time, start_us, end_us)))
-        .map_err(|e| table_error(&url, "selecting the range (is it the ODS table?)", e))
+        .map_err(|e| EngineError::datafusion(&url, "selecting the range (is it the ODS table?)")(e))
 }
 
 /// `time` in `[start_us, end_us)`, with the date partitions of that span
@@ -269,11 +268,4 @@ fn latest_time(rows: &RecordBatch, column: usize) -> Option<i64> {
                 max(t)
             }
         })
-}
-
-fn table_error(url: &str, what: &str, e: datafusion::error::DataFusionError) -> EngineError {
-    EngineError::Pipeline {
-        pipeline: url.to_string(),
-        reason: format!("{what}: {}", e.find_root()),
-    }
 }
