@@ -27,6 +27,7 @@ use crate::dataflow::replay::{END_OF_INPUT, ReplayFrom, kept_rows};
 use crate::dataflow::spec::SourceSpec;
 use crate::dataflow::watermark::PartitionWatermarks;
 use crate::error::{EngineError, Result};
+use crate::kafka::fetched_end::fetched_end;
 use crate::kafka::offsets::{SourceOffsets, TopicPartition};
 use crate::kafka::start_position::StartPosition;
 use crate::ods::{RecordStage, SourceRecord};
@@ -249,17 +250,7 @@ impl SourceTask {
         for (tp, time) in &staged.event_times {
             self.watermarks.observe(tp, *time, now);
         }
-        if self.replay_time_column.is_some() {
-            // Idleness is wall-clock time; a replay knows better: a partition
-            // is active until read to its end offset, then done.
-            for (tp, end) in &self.end_offsets {
-                if self.positions.get(&tp.topic, tp.partition).unwrap_or(0) < *end {
-                    self.watermarks.keep_active(tp, now);
-                } else {
-                    self.watermarks.retire(tp);
-                }
-            }
-        }
+        self.mark_backlogged_active(now);
         if let (Some(column), Some(replay)) = (self.replay_time_column, &self.spec.replay)
             && let Some(rows) = staged.rows.take()
         {
@@ -552,22 +543,60 @@ impl SourceTask {
     }
 
     /// Whether every partition has been read up to its end offset as of the
-    /// start. Positions past transaction markers come from the consumer.
+    /// start.
     fn caught_up(&self) -> bool {
         let Ok(assignment) = self.consumer.position() else {
             return false;
         };
-        self.end_offsets.iter().all(|(tp, end)| {
-            let ours = self.positions.get(&tp.topic, tp.partition).unwrap_or(0);
-            let theirs = assignment
-                .find_partition(&tp.topic, tp.partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            ours.max(theirs) >= *end
-        })
+        self.end_offsets
+            .iter()
+            .all(|(tp, end)| self.read_up_to(&assignment, tp) >= *end)
+    }
+
+    /// The next offset of `tp` to read. Positions past transaction markers
+    /// come from the consumer.
+    fn read_up_to(&self, assignment: &TopicPartitionList, tp: &TopicPartition) -> i64 {
+        let ours = self.positions.get(&tp.topic, tp.partition).unwrap_or(0);
+        let theirs = assignment
+            .find_partition(&tp.topic, tp.partition)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            })
+            .unwrap_or(0);
+        ours.max(theirs)
+    }
+
+    /// Idleness is wall-clock time, but a partition with records still
+    /// unread is slow, not idle: a broker that takes seconds to serve one
+    /// partition's first fetch while another's streams in would otherwise
+    /// let the watermark pass the slow partition's rows, and route them
+    /// late. So a partition is kept active while it has a backlog: below
+    /// its replay end offset, or (live) below the high watermark of its last
+    /// fetch, or with no fetch answered yet. A replayed partition read to
+    /// its end no longer holds time back at all.
+    fn mark_backlogged_active(&mut self, now: Instant) {
+        let Ok(assignment) = self.consumer.position() else {
+            return;
+        };
+        for tp in &self.partitions {
+            let read = self.read_up_to(&assignment, tp);
+            if self.replay_time_column.is_some() {
+                match self.end_offsets.get(tp) {
+                    Some(end) if read < *end => self.watermarks.keep_active(tp, now),
+                    _ => self.watermarks.retire(tp),
+                }
+                continue;
+            }
+            let backlog = match fetched_end(&self.consumer, &tp.topic, tp.partition) {
+                Some(high) => read < high,
+                // No fetch answered yet: whether it holds records is unknown.
+                None => true,
+            };
+            if backlog {
+                self.watermarks.keep_active(tp, now);
+            }
+        }
     }
 }
 

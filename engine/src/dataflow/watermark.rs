@@ -8,6 +8,10 @@
 //! partition with no rows for `idle_timeout` stops holding the others back
 //! (otherwise one quiet partition would stop every window from closing).
 //! When every partition is idle, the source takes the most advanced one.
+//!
+//! Unlike Flink's `withIdleness`, "no rows" is not enough: the source keeps
+//! a partition with unread records active ([`PartitionWatermarks::keep_active`]),
+//! so a partition that is merely slow to fetch never has its rows made late.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -117,8 +121,8 @@ impl PartitionWatermarks {
         p.last_active = now;
     }
 
-    /// A replayed partition with records still to read is not idle, however
-    /// long the catch-up leaves it unread.
+    /// A partition with records still to read is not idle, however long
+    /// the broker or the catch-up leaves them unread.
     pub fn keep_active(&mut self, tp: &TopicPartition, now: Instant) {
         if let Some(p) = self.partitions.get_mut(tp) {
             p.last_active = now;

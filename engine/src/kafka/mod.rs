@@ -1,6 +1,7 @@
 //! Kafka: client configuration, start positions and source offsets.
 
 pub mod client_config;
+pub mod fetched_end;
 pub mod offsets;
 pub mod publisher;
 pub mod start_position;
