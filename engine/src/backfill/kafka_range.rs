@@ -11,20 +11,25 @@
 //! different brokers).
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message as _, Timestamp};
 use rdkafka::topic_partition_list::TopicPartitionList;
+use tracing::{debug, info};
 
 use crate::error::{EngineError, Result};
 use crate::kafka::client_config::KafkaConfig;
 use crate::kafka::offsets::TopicPartition;
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for the record at an offset.
-const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for the record at an offset. A loaded broker can take
+/// seconds to serve a fetch from the start of a partition.
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// A look-up slower than this is logged.
+const SLOW_READ: Duration = Duration::from_secs(1);
 
 /// A source's topics for a range of Kafka time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,10 @@ pub fn resolve(
 ) -> Result<KafkaRange> {
     let consumer: BaseConsumer = kafka
         .consumer("strata-backfill-lookups")
+        // A look-up needs one record: small fetches and no prefetch keep
+        // the broker from reading megabytes of a partition for it.
+        .set("max.partition.fetch.bytes", "1024")
+        .set("queued.min.messages", "1")
         .create()
         .map_err(EngineError::kafka("creating the look-up consumer"))?;
     if let Some(elsewhere) = needed
@@ -85,37 +94,41 @@ pub fn resolve(
                 topic: topic.clone(),
                 partition,
             };
-            let oldest = if low < high {
-                logged_at(&consumer, &tp, low)?
-            } else {
-                None
-            };
             let must_hold = match needed {
                 Some(needed) => needed.get(&tp).copied(),
                 None if low == 0 => None,
                 None => Some(from_ms),
             };
-            match (must_hold, oldest) {
-                (None, _) => {}
-                (Some(need), Some(t)) if t <= need => {}
-                (Some(need), Some(t)) => {
+            if let Some(need) = must_hold {
+                if low >= high {
                     return Ok(KafkaRange::Gone(format!(
-                        "the oldest record {topic}/{partition} holds (offset {low}) was logged at {}, after {} (the range's first record there)",
-                        millis_text(t),
-                        millis_text(need)
+                        "{topic}/{partition} holds no record (offsets {low}..{high}): retention deleted what the range needs there"
                     )));
                 }
-                (Some(_), None) => {
-                    return Ok(KafkaRange::Gone(format!(
-                        "{topic}/{partition} holds no record (offsets {low}..{high}), but the range has records there"
-                    )));
+                match logged_at(&consumer, &tp, low)? {
+                    Some(t) if t <= need => {}
+                    Some(t) => {
+                        return Ok(KafkaRange::Gone(format!(
+                            "the oldest record {topic}/{partition} holds (offset {low}) was logged at {}, after {} (the range's first record there)",
+                            millis_text(t),
+                            millis_text(need)
+                        )));
+                    }
+                    None => {
+                        return Ok(KafkaRange::Gone(format!(
+                            "the oldest record {topic}/{partition} holds (offset {low}) has no timestamp, so offsets-for-times cannot place the range"
+                        )));
+                    }
                 }
             }
             let first = offset_for_time(&consumer, &tp, from_ms)?
                 .unwrap_or(high)
                 .clamp(low, high);
-            let newest = logged_at(&consumer, &tp, high - 1)?;
-            let end = match newest {
+            if low >= high {
+                ranges.push((tp, high, high));
+                continue;
+            }
+            let end = match logged_at(&consumer, &tp, high - 1)? {
                 Some(t) if t < until_ms => high,
                 _ => offset_for_time(&consumer, &tp, until_ms)?.unwrap_or(high),
             };
@@ -125,8 +138,9 @@ pub fn resolve(
     Ok(KafkaRange::Held(ranges))
 }
 
-/// The Kafka timestamp of the first record at or after `offset`, if one
-/// arrives in time.
+/// The Kafka timestamp of the first record at or after `offset` (`None`:
+/// the record has none). The caller knows a record is there, so one that
+/// does not arrive in [`READ_TIMEOUT`] is an error, never "no record".
 fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Result<Option<i64>> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
@@ -134,41 +148,70 @@ fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Resul
     consumer
         .assign(&tpl)
         .map_err(EngineError::kafka("assigning a look-up"))?;
-    let deadline = std::time::Instant::now() + READ_TIMEOUT;
-    while std::time::Instant::now() < deadline {
+    let started = Instant::now();
+    let mut last_error = None;
+    while started.elapsed() < READ_TIMEOUT {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.topic() == tp.topic && m.partition() == tp.partition => {
+                if started.elapsed() > SLOW_READ {
+                    info!(partition = %format!("{}/{}", tp.topic, tp.partition), offset,
+                          waited_ms = started.elapsed().as_millis() as u64, "slow Kafka look-up");
+                }
                 return Ok(match m.timestamp() {
                     Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
                     Timestamp::NotAvailable => None,
                 });
             }
+            Some(Err(e)) => {
+                debug!(partition = %format!("{}/{}", tp.topic, tp.partition), offset, error = %e,
+                       "look-up read failed; retrying");
+                last_error = Some(e);
+            }
             _ => {}
         }
     }
-    Ok(None)
+    Err(EngineError::Kafka {
+        context: format!(
+            "reading the record at offset {offset} of {}/{} to learn when it was logged: none arrived in {} s, though the broker's offsets say it is there. Check the broker, then re-run (or pass --replay-from ods)",
+            tp.topic,
+            tp.partition,
+            READ_TIMEOUT.as_secs()
+        ),
+        source: last_error.unwrap_or(KafkaError::MessageConsumption(
+            RDKafkaErrorCode::OperationTimedOut,
+        )),
+    })
 }
 
+/// The first offset logged at or after `millis`; `None` if every record
+/// was logged before it.
 fn offset_for_time(
     consumer: &BaseConsumer,
     tp: &TopicPartition,
     millis: i64,
 ) -> Result<Option<i64>> {
+    let context = || format!("offsets-for-times of {}/{}", tp.topic, tp.partition);
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(millis))
         .map_err(EngineError::kafka("offsets-for-times request"))?;
     let answer = consumer
         .offsets_for_times(tpl, LOOKUP_TIMEOUT)
-        .map_err(EngineError::kafka(format!(
-            "offsets-for-times of {}/{}",
-            tp.topic, tp.partition
-        )))?;
-    Ok(answer
-        .find_partition(&tp.topic, tp.partition)
-        .and_then(|e| match e.offset() {
-            Offset::Offset(o) => Some(o),
-            _ => None,
-        }))
+        .map_err(EngineError::kafka(context()))?;
+    let Some(entry) = answer.find_partition(&tp.topic, tp.partition) else {
+        return Err(EngineError::Kafka {
+            context: format!("{}: the broker's answer left the partition out", context()),
+            source: KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition),
+        });
+    };
+    entry.error().map_err(EngineError::kafka(context()))?;
+    match entry.offset() {
+        Offset::Offset(o) => Ok(Some(o)),
+        Offset::End => Ok(None),
+        other => Err(EngineError::Kafka {
+            context: format!("{}: the broker answered {other:?}", context()),
+            source: KafkaError::OffsetFetch(RDKafkaErrorCode::InvalidArgument),
+        }),
+    }
 }
 
 /// Milliseconds as RFC 3339, for messages.
