@@ -201,15 +201,18 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         shutdown: shutdown.clone(),
     };
     let mut coordinator = tokio::spawn(coordinator.run());
+    // A task's or source's own error is the cause; the coordinator's ("every
+    // layer stopped") is often only its consequence, and may come first.
     let mut failure: Option<EngineError> = None;
+    let mut coordinator_failure: Option<EngineError> = None;
     let mut report = DataflowReport::default();
     loop {
         tokio::select! {
             done = &mut coordinator => {
                 match done {
                     Ok(Ok(r)) => report = r,
-                    Ok(Err(e)) => failure = Some(e),
-                    Err(e) => failure = Some(EngineError::Config(format!("the checkpoint coordinator panicked: {e}"))),
+                    Ok(Err(e)) => coordinator_failure = Some(e),
+                    Err(e) => coordinator_failure = Some(EngineError::Config(format!("the checkpoint coordinator panicked: {e}"))),
                 }
                 break;
             }
@@ -232,7 +235,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
     control
         .stop_now
         .store(true, std::sync::atomic::Ordering::SeqCst);
-    if failure.is_some() {
+    if failure.is_some() || coordinator_failure.is_some() {
         shutdown.trigger();
         tasks.abort_all();
     }
@@ -246,6 +249,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
             }
         }
     }
+    let failure = failure.or(coordinator_failure);
     match failure {
         Some(e) => Err(e),
         None => {
