@@ -44,6 +44,8 @@ use crate::storage::TableLocation;
 
 /// Memory the log-order sort may hold before it spills to disk.
 const SORT_MEMORY: usize = 512 * 1024 * 1024;
+/// Of which this is kept for merging the spilled runs.
+const SORT_MERGE_RESERVATION: usize = 128 * 1024 * 1024;
 /// How often a source whose input has ended checks for barriers.
 const IDLE_POLL: Duration = Duration::from_millis(20);
 
@@ -223,7 +225,13 @@ pub(crate) async fn ods_range(
         .with_memory_limit(SORT_MEMORY, 1.0)
         .build_arc()
         .map_err(|e| EngineError::datafusion(&url, "setting up the sort")(e))?;
-    let ctx = SessionContext::new_with_config_rt(SessionConfig::new(), runtime);
+    // One sorter with the whole budget, and room reserved up front for
+    // merging its spilled runs: with the defaults (a sorter per core, 10 MiB
+    // for the merge) a few million rows fail with "Resources exhausted".
+    let config = SessionConfig::new()
+        .with_target_partitions(1)
+        .with_sort_spill_reservation_bytes(SORT_MERGE_RESERVATION);
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     table
         .update_datafusion_session(&ctx.state())
         .map_err(EngineError::delta(&url, "preparing the scan"))?;
