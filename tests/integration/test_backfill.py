@@ -146,7 +146,8 @@ class Setup:
 
     def staging(self) -> list[pathlib.Path]:
         root = self.wh.dir / "data" / "_strata" / "backfill"
-        return sorted(root.iterdir()) if root.exists() else []
+        # `<layer>.lock` stays: the run's lock, released by the kernel.
+        return sorted(p for p in root.iterdir() if p.is_dir()) if root.exists() else []
 
 
 def flight_range_rows(port: int) -> frozenset:
@@ -280,9 +281,15 @@ def test_a_killed_or_interrupted_backfill_leaves_the_table_and_a_rerun_completes
     now = table_rows(s.wh)
     assert now == old or (in_range(now) == in_range(s.v2_ref) and outside(now) == outside(old)), "a partial swap"
 
-    # Ctrl-C: the staging run stops, the table is untouched.
+    # A second backfill of the layer while one runs is refused (it would
+    # remove the running one's staging as abandoned).
     proc = s.backfill(name="sigint")
     wait_until(lambda: "replaying into staging tables" in s.log("sigint"), 60, "the replay to start")
+    second = subprocess.run([s.bin, "backfill", str(s.v2), "dws_city", "--from", iso(FROM_US), "--to", iso(TO_US)],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "another `strata backfill` of `dws_city` is running" in second.stderr, \
+        second.stderr
+    # Ctrl-C: the staging run stops, the table is untouched.
     proc.send_signal(signal.SIGINT)
     rc = proc.wait(timeout=60)
     if rc == 130:

@@ -28,6 +28,7 @@
 mod kafka_range;
 mod range;
 mod selection;
+mod staging;
 mod swap;
 
 use std::collections::HashMap;
@@ -139,6 +140,9 @@ pub async fn run_backfill(
         )));
     }
     let selection = select_layers(&spec.layers, &request.layer, request.cascade).map_err(refuse)?;
+    // Held until the run ends: a second backfill of the layer would remove
+    // this one's staging as abandoned.
+    let _lock = staging::lock_layer(&spec.storage, &request.layer).map_err(refuse)?;
     let mut staged = subset(&spec, &selection);
     let planner = StreamingPlanner::new(spec.udfs.clone());
     let planned = plan_layers(&staged, &planner).await?;
@@ -214,8 +218,8 @@ pub async fn run_backfill(
     }
 
     let run_id = uuid::Uuid::new_v4().simple().to_string();
-    let staging_dir = format!("_strata/backfill/{}-{}", request.layer, &run_id[..12]);
-    remove_abandoned(&spec, &request.layer);
+    let staging_dir = format!("{}/{}-{}", staging::DIR, request.layer, &run_id[..12]);
+    staging::remove_abandoned(&spec.storage, &request.layer);
     staged.storage = spec.storage.child(&staging_dir)?;
     staged.id = format!("{}.backfill", spec.id);
     staged.bounded = true;
@@ -255,7 +259,7 @@ pub async fn run_backfill(
         info!(table = %name, version = swapped.version, rows = swapped.rows, "range replaced");
         report.tables.push((name.clone(), swapped));
     }
-    remove_staging(&staged.storage);
+    staging::remove_staging(&staged.storage);
     Ok(Outcome::Done(report))
 }
 
@@ -505,42 +509,5 @@ fn from_label(from: &ReplayFrom) -> &'static str {
     match from {
         ReplayFrom::Kafka { .. } => "kafka",
         ReplayFrom::Table { .. } => "ods table",
-    }
-}
-
-/// Removes staging directories earlier runs of this layer's backfill left
-/// (killed, or interrupted). Local roots only; on object stores they stay
-/// until removed by hand (or a lifecycle rule on `_strata/backfill/`).
-fn remove_abandoned(spec: &DataflowSpec, layer: &str) {
-    let Ok(dir) = spec.storage.child("_strata/backfill") else {
-        return;
-    };
-    let Ok(path) = dir.url().to_file_path() else {
-        return;
-    };
-    let Ok(entries) = std::fs::read_dir(&path) else {
-        return;
-    };
-    let prefix = format!("{layer}-");
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with(&prefix) && name.len() == prefix.len() + 12 {
-            match std::fs::remove_dir_all(entry.path()) {
-                Ok(()) => {
-                    info!(dir = %entry.path().display(), "removed an earlier backfill's staging")
-                }
-                Err(e) => {
-                    warn!(dir = %entry.path().display(), error = %e, "could not remove an earlier backfill's staging")
-                }
-            }
-        }
-    }
-}
-
-fn remove_staging(staging: &crate::storage::StorageRoot) {
-    if let Ok(path) = staging.url().to_file_path()
-        && let Err(e) = std::fs::remove_dir_all(&path)
-    {
-        warn!(dir = %path.display(), error = %e, "could not remove the backfill's staging");
     }
 }
