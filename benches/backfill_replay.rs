@@ -17,7 +17,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 use support::child::{Measured, run_to_end};
 use support::endpoints::bench_kafka;
@@ -83,6 +86,12 @@ fn run(kafka: &str, events: u64, partitions: u32, ods: bool) -> BenchResult<()> 
         ],
     )?;
     println!("  producer: {}", summary.trim());
+    // What a replay from offset 0 can read: the memory broker has been seen
+    // to hold a few thousand fewer than were acknowledged at this volume.
+    println!(
+        "  the topic holds {} records",
+        held_records(kafka, &topic, partitions)?
+    );
     let warehouse = write_warehouse(work.path(), kafka, &topic)?;
     let now = chrono::Utc::now();
     let from = (now - chrono::Duration::hours(2)).to_rfc3339();
@@ -170,6 +179,18 @@ fn backfill(
         summary["tables"]
     );
     Ok(())
+}
+
+fn held_records(kafka: &str, topic: &str, partitions: u32) -> BenchResult<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .create()?;
+    let mut total = 0;
+    for p in 0..partitions as i32 {
+        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        total += high - low;
+    }
+    Ok(total)
 }
 
 fn write_warehouse(dir: &Path, kafka: &str, topic: &str) -> BenchResult<PathBuf> {
