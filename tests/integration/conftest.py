@@ -96,10 +96,18 @@ class Sent:
 
 
 def produce(bootstrap: str, topic: str, records: list[Sent], timestamp_ms: int | None = None,
-            timestamps_ms: list[int] | None = None) -> list[Sent]:
+            timestamps_ms: list[int] | None = None, transactional: bool = False) -> list[Sent]:
     """Produces `records` to their partitions and fills in their offsets;
-    `timestamp_ms` stamps every record, `timestamps_ms` each its own."""
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5})
+    `timestamp_ms` stamps every record, `timestamps_ms` each its own.
+    `transactional`: in one committed transaction, so each partition ends
+    with a transaction marker (as topics Strata publishes do)."""
+    config = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 5}
+    if transactional:
+        config["transactional.id"] = unique("test-producer")
+    producer = Producer(config)
+    if transactional:
+        producer.init_transactions(30)
+        producer.begin_transaction()
     errors = []
 
     def delivered(sent: Sent):
@@ -124,6 +132,8 @@ def produce(bootstrap: str, topic: str, records: list[Sent], timestamp_ms: int |
             except BufferError:
                 producer.poll(0.05)
         producer.poll(0)
+    if transactional:
+        producer.commit_transaction(60)
     remaining = producer.flush(60)
     assert remaining == 0, f"{remaining} records not delivered"
     assert not errors, errors

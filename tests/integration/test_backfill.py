@@ -107,10 +107,13 @@ class Setup:
         self.wh.path.write_text(text)
         self.v2 = tmp / "warehouse_v2.yaml"
         self.v2.write_text(text.replace(SQL_V1, SQL_V2))
-        # Producers stamp records with their event time.
-        sent = as_sent(self.deals, PARTITIONS) + sentinels(PARTITIONS, BASE_US + 70 * MINUTE)
-        stamps = [d.ts // 1000 for d in self.deals] + [(BASE_US + 70 * MINUTE) // 1000] * PARTITIONS
-        produce(broker.bootstrap, self.topic, sent, timestamps_ms=stamps)
+        # Producers stamp records with their event time. The sentinels go in
+        # a transaction, so each partition ends with a transaction marker,
+        # which a look-up of the newest record must read past.
+        produce(broker.bootstrap, self.topic, as_sent(self.deals, PARTITIONS),
+                timestamps_ms=[d.ts // 1000 for d in self.deals])
+        produce(broker.bootstrap, self.topic, sentinels(PARTITIONS, BASE_US + 70 * MINUTE),
+                timestamps_ms=[(BASE_US + 70 * MINUTE) // 1000] * PARTITIONS, transactional=True)
         self.v1_ref = reference(self.deals, big_only=False)
         self.v2_ref = reference(self.deals, big_only=True)
         self.live = Strata(strata_bin, self.wh).start()

@@ -18,7 +18,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message as _, Timestamp};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::error::{EngineError, Result};
 use crate::kafka::client_config::KafkaConfig;
@@ -105,18 +105,23 @@ pub fn resolve(
                         "{topic}/{partition} holds no record (offsets {low}..{high}): retention deleted what the range needs there"
                     )));
                 }
-                match logged_at(&consumer, &tp, low)? {
-                    Some(t) if t <= need => {}
-                    Some(t) => {
+                match logged_at(&consumer, &tp, low, high)? {
+                    Logged::At(t) if t <= need => {}
+                    Logged::At(t) => {
                         return Ok(KafkaRange::Gone(format!(
                             "the oldest record {topic}/{partition} holds (offset {low}) was logged at {}, after {} (the range's first record there)",
                             millis_text(t),
                             millis_text(need)
                         )));
                     }
-                    None => {
+                    Logged::Unstamped => {
                         return Ok(KafkaRange::Gone(format!(
                             "the oldest record {topic}/{partition} holds (offset {low}) has no timestamp, so offsets-for-times cannot place the range"
+                        )));
+                    }
+                    Logged::Nothing => {
+                        return Ok(KafkaRange::Gone(format!(
+                            "{topic}/{partition} holds only transaction markers (offsets {low}..{high}): retention deleted what the range needs there"
                         )));
                     }
                 }
@@ -128,7 +133,20 @@ pub fn resolve(
                 ranges.push((tp, high, high));
                 continue;
             }
-            let end = match logged_at(&consumer, &tp, high - 1)? {
+            // The last offset may be a transaction marker: then the newest
+            // record's time is unknown here, and offsets-for-times decides.
+            // It does too if the read fails: this look-up only spares
+            // brokers a question past their end.
+            let newest = match logged_at(&consumer, &tp, high - 1, high) {
+                Ok(Logged::At(t)) => Some(t),
+                Ok(_) => None,
+                Err(e) => {
+                    warn!(partition = %format!("{topic}/{partition}"), error = %e,
+                          "could not read the newest record; offsets-for-times places the range's end");
+                    None
+                }
+            };
+            let end = match newest {
                 Some(t) if t < until_ms => high,
                 _ => offset_for_time(&consumer, &tp, until_ms)?.unwrap_or(high),
             };
@@ -138,10 +156,26 @@ pub fn resolve(
     Ok(KafkaRange::Held(ranges))
 }
 
-/// The Kafka timestamp of the first record at or after `offset` (`None`:
-/// the record has none). The caller knows a record is there, so one that
-/// does not arrive in [`READ_TIMEOUT`] is an error, never "no record".
-fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Result<Option<i64>> {
+/// When the first record at or after an offset was logged.
+enum Logged {
+    /// At this Kafka timestamp (milliseconds).
+    At(i64),
+    /// The record has no timestamp.
+    Unstamped,
+    /// There is none before the end: only transaction markers are left.
+    Nothing,
+}
+
+/// When the first record in `[offset, high)` was logged. The broker's
+/// offsets say something is there, so a record that does not arrive in
+/// [`READ_TIMEOUT`] (and a position that does not pass `high`) is an
+/// error, never "no record".
+fn logged_at(
+    consumer: &BaseConsumer,
+    tp: &TopicPartition,
+    offset: i64,
+    high: i64,
+) -> Result<Logged> {
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))
         .map_err(EngineError::kafka("assigning a look-up"))?;
@@ -158,8 +192,8 @@ fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Resul
                           waited_ms = started.elapsed().as_millis() as u64, "slow Kafka look-up");
                 }
                 return Ok(match m.timestamp() {
-                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Some(t),
-                    Timestamp::NotAvailable => None,
+                    Timestamp::CreateTime(t) | Timestamp::LogAppendTime(t) => Logged::At(t),
+                    Timestamp::NotAvailable => Logged::Unstamped,
                 });
             }
             Some(Err(e)) => {
@@ -167,20 +201,33 @@ fn logged_at(consumer: &BaseConsumer, tp: &TopicPartition, offset: i64) -> Resul
                        "look-up read failed; retrying");
                 last_error = Some(e);
             }
+            // The consumer moves its position past the transaction markers
+            // it reads without handing them out.
+            _ if position(consumer, tp).is_some_and(|p| p >= high) => return Ok(Logged::Nothing),
             _ => {}
         }
     }
     Err(EngineError::Kafka {
         context: format!(
-            "reading the record at offset {offset} of {}/{} to learn when it was logged: none arrived in {} s, though the broker's offsets say it is there. Check the broker, then re-run (or pass --replay-from ods)",
+            "reading the record at offset {offset} of {}/{} to learn when it was logged: none arrived in {} s (the consumer stands at {}), though the broker's offsets say there are records up to {high}. Check the broker, then re-run (or pass --replay-from ods)",
             tp.topic,
             tp.partition,
-            READ_TIMEOUT.as_secs()
+            READ_TIMEOUT.as_secs(),
+            position(consumer, tp).map_or("no offset yet".to_string(), |p| format!("offset {p}")),
         ),
         source: last_error.unwrap_or(KafkaError::MessageConsumption(
             RDKafkaErrorCode::OperationTimedOut,
         )),
     })
+}
+
+/// The consumer's position in `tp`, once it has one.
+fn position(consumer: &BaseConsumer, tp: &TopicPartition) -> Option<i64> {
+    let assignment = consumer.position().ok()?;
+    match assignment.find_partition(&tp.topic, tp.partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
 }
 
 /// The first offset logged at or after `millis`; `None` if every record
