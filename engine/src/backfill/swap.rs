@@ -17,7 +17,7 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::protocol::SaveMode;
 use serde_json::json;
 
-use crate::delta::table::open_existing;
+use crate::delta::table::{open_existing, read_existing};
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
@@ -40,21 +40,13 @@ pub async fn replace_range(
 ) -> Result<Swapped> {
     // Delta's planner: the write plans nodes of its own.
     let ctx = DeltaSessionContext::new().into_inner();
-    let staged_table = open_existing(staged).await?;
+    let staged_rows = read_existing(staged, &ctx).await?;
     let staged_url = staged.url.to_string();
-    staged_table
-        .update_datafusion_session(&ctx.state())
-        .map_err(EngineError::delta(&staged_url, "preparing the scan"))?;
     let live_table = open_existing(live).await?;
     let live_url = live.url.to_string();
     live_table
         .update_datafusion_session(&ctx.state())
         .map_err(EngineError::delta(&live_url, "preparing the write"))?;
-    let provider = staged_table
-        .table_provider()
-        .build()
-        .await
-        .map_err(|e| EngineError::datafusion(&staged_url, "scanning the staged rows")(e))?;
     // The live table's column order (a table keeps the order it was
     // created with).
     let columns: Vec<String> = live_table
@@ -67,9 +59,8 @@ pub async fn replace_range(
         .map(|f| f.name().clone())
         .collect();
     let names: Vec<&str> = columns.iter().map(String::as_str).collect();
-    let rows = ctx
-        .read_table(Arc::new(provider))
-        .and_then(|df| df.filter(range.clone()))
+    let rows = staged_rows
+        .filter(range.clone())
         .and_then(|df| df.select_columns(&names))
         .map_err(|e| {
             EngineError::datafusion(

@@ -33,7 +33,7 @@ use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::SourceSpec;
 use crate::dataflow::watermark::PartitionWatermarks;
 use crate::delta::storable::conform;
-use crate::delta::table::open_existing;
+use crate::delta::table::read_existing;
 use crate::error::{EngineError, Result};
 use crate::kafka::offsets::TopicPartition;
 use crate::ods::{
@@ -220,7 +220,6 @@ pub(crate) async fn ods_range(
     end_us: i64,
 ) -> Result<DataFrame> {
     let url = location.url.to_string();
-    let table = open_existing(location).await?;
     let runtime = RuntimeEnvBuilder::new()
         .with_memory_limit(SORT_MEMORY, 1.0)
         .build_arc()
@@ -232,16 +231,9 @@ pub(crate) async fn ods_range(
         .with_target_partitions(1)
         .with_sort_spill_reservation_bytes(SORT_MERGE_RESERVATION);
     let ctx = SessionContext::new_with_config_rt(config, runtime);
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(EngineError::delta(&url, "preparing the scan"))?;
-    let provider = table
-        .table_provider()
-        .build()
-        .await
-        .map_err(|e| EngineError::datafusion(&url, "preparing the scan")(e))?;
-    ctx.read_table(Arc::new(provider))
-        .and_then(|df| df.filter(range_filter(time, start_us, end_us)))
+    read_existing(location, &ctx)
+        .await?
+        .filter(range_filter(time, start_us, end_us))
         .map_err(|e| EngineError::datafusion(&url, "selecting the range (is it the ODS table?)")(e))
 }
 

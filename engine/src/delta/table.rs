@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::execution::context::SessionContext;
+use datafusion::prelude::DataFrame;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
@@ -78,6 +80,23 @@ pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
         .await
         .map_err(EngineError::delta(&url, "loading the table"))?;
     Ok(table)
+}
+
+/// The existing table at `location`, read as a DataFrame of `ctx` (its
+/// object store registered there, so later plans of `ctx` can read it too).
+pub async fn read_existing(location: &TableLocation, ctx: &SessionContext) -> Result<DataFrame> {
+    let url = location.url.to_string();
+    let table = open_existing(location).await?;
+    table
+        .update_datafusion_session(&ctx.state())
+        .map_err(EngineError::delta(&url, "preparing the scan"))?;
+    let provider = table
+        .table_provider()
+        .build()
+        .await
+        .map_err(|e| EngineError::datafusion(&url, "preparing the scan")(e))?;
+    ctx.read_table(Arc::new(provider))
+        .map_err(|e| EngineError::datafusion(&url, "reading the table")(e))
 }
 
 /// An existing table must have the columns the pipeline writes; otherwise
