@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use crate::error::{EngineError, Result};
 use crate::kafka::client_config::KafkaConfig;
-use crate::kafka::offsets::TopicPartition;
+use crate::kafka::offsets::{TopicPartition, listed_offset};
 
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the record at an offset. A loaded broker can take
@@ -223,11 +223,7 @@ fn logged_at(
 
 /// The consumer's position in `tp`, once it has one.
 fn position(consumer: &BaseConsumer, tp: &TopicPartition) -> Option<i64> {
-    let assignment = consumer.position().ok()?;
-    match assignment.find_partition(&tp.topic, tp.partition)?.offset() {
-        Offset::Offset(o) => Some(o),
-        _ => None,
-    }
+    listed_offset(&consumer.position().ok()?, &tp.topic, tp.partition)
 }
 
 /// The first offset logged at or after `millis`; `None` if every record

@@ -28,7 +28,7 @@ use crate::dataflow::spec::SourceSpec;
 use crate::dataflow::watermark::PartitionWatermarks;
 use crate::error::{EngineError, Result};
 use crate::kafka::fetched_end::fetched_end;
-use crate::kafka::offsets::{SourceOffsets, TopicPartition};
+use crate::kafka::offsets::{SourceOffsets, TopicPartition, listed_offset};
 use crate::kafka::start_position::StartPosition;
 use crate::ods::{RecordStage, SourceRecord};
 
@@ -456,13 +456,7 @@ impl SourceTask {
                 "watermarks of {topic}/{partition}"
             )))?;
         let mut tpl = TopicPartitionList::new();
-        let found = |list: &TopicPartitionList| {
-            list.find_partition(topic, partition)
-                .and_then(|e| match e.offset() {
-                    Offset::Offset(o) => Some(o),
-                    _ => None,
-                })
-        };
+        let found = |list: &TopicPartitionList| listed_offset(list, topic, partition);
         let resolved = match self.spec.start {
             StartPosition::Earliest => low,
             StartPosition::Latest => high,
@@ -557,13 +551,7 @@ impl SourceTask {
     /// come from the consumer.
     fn read_up_to(&self, assignment: &TopicPartitionList, tp: &TopicPartition) -> i64 {
         let ours = self.positions.get(&tp.topic, tp.partition).unwrap_or(0);
-        let theirs = assignment
-            .find_partition(&tp.topic, tp.partition)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(o) => Some(o),
-                _ => None,
-            })
-            .unwrap_or(0);
+        let theirs = listed_offset(assignment, &tp.topic, tp.partition).unwrap_or(0);
         ours.max(theirs)
     }
 

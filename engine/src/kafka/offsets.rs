@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use rdkafka::Offset;
+use rdkafka::topic_partition_list::TopicPartitionList;
 use serde::{Deserialize, Serialize};
 
 /// A topic partition.
@@ -11,6 +13,15 @@ pub struct TopicPartition {
     pub topic: String,
     /// The partition.
     pub partition: i32,
+}
+
+/// The offset `list` gives `topic`/`partition`, if it names one (not a
+/// logical position such as "end" or "invalid").
+pub fn listed_offset(list: &TopicPartitionList, topic: &str, partition: i32) -> Option<i64> {
+    match list.find_partition(topic, partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
 }
 
 /// The next offset to read in each partition. Offsets are "next", as Kafka
