@@ -262,7 +262,7 @@ async fn measure(pg: &Postgres, events: usize, cache: bool) -> BenchResult<()> {
             vec![Arc::new(ids), Arc::new(agent_ids), Arc::new(amounts)],
         )?;
         let t = Instant::now();
-        for out in query.on_batch("deals", batch).await? {
+        for out in query.on_batch("deals", batch).await?.rows {
             out_rows += out.num_rows();
         }
         latency_us.push(t.elapsed().as_micros() as i64);

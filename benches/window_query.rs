@@ -271,7 +271,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     let mut checkpoint_ms: Vec<i64> = Vec::new();
     while let Ok(decoded) = rx.recv() {
         events += decoded.rows.num_rows() as u64;
-        let mut out = query.on_batch("deals", decoded.rows).await?;
+        let mut out = query.on_batch("deals", decoded.rows).await?.rows;
         let candidate = decoded.max_time.saturating_sub(DELAY_US);
         if candidate > watermark {
             watermark = candidate;

@@ -19,7 +19,7 @@ use datafusion::scalar::ScalarValue;
 use strata_schemas::TIMESTAMP_TZ;
 
 use crate::dataflow::layer_plan::PlannedLayer;
-use crate::sql::planner::Program;
+use crate::sql::program::Program;
 use crate::sql::stream_join_plan::StreamJoinKind;
 use crate::sql::window_tvf::WindowKind;
 
@@ -96,7 +96,7 @@ pub fn row_time(layer: &PlannedLayer, event_time: Option<&str>) -> Result<RowTim
     };
     let windowed = match &query.program {
         Program::Window { .. } | Program::Session { .. } => true,
-        Program::Join(j) => j.kind == StreamJoinKind::Window,
+        Program::Join(j) => matches!(j.kind, StreamJoinKind::Window { .. }),
         _ => false,
     };
     Ok(if windowed {
@@ -116,7 +116,9 @@ pub fn lookback_us(layer: &PlannedLayer) -> Result<i64, String> {
     match (&query.program, &query.window) {
         (Program::Stateless(_), _) => Ok(0),
         (Program::Window { .. }, Some(w)) if w.kind != WindowKind::Session => Ok(w.size_us),
-        (Program::Join(j), Some(w)) if j.kind == StreamJoinKind::Window => Ok(w.size_us),
+        (Program::Join(j), Some(w)) if matches!(j.kind, StreamJoinKind::Window { .. }) => {
+            Ok(w.size_us)
+        }
         (Program::Session { .. }, _) => Err("a SESSION window has no bounded length".into()),
         (Program::Over { .. }, _) => {
             Err("an OVER aggregation reads rows back without a bound the planner knows".into())

@@ -18,7 +18,8 @@ use crate::lookup::Dimension;
 use crate::ods::ods_schema;
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::lookup_plan::LayerLookups;
-use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, TIME_COLUMN_KEY};
+use crate::sql::planner::{PlannedQuery, StreamingPlanner, TIME_COLUMN_KEY};
+use crate::sql::program::Program;
 
 /// A layer's query and schemas, planned.
 pub struct PlannedLayer {

@@ -1,9 +1,9 @@
 //! A layer, running: rows in, its query, its tables, rows out.
 //!
 //! Per input batch: the layer's `filter:` (rejected rows to the rejected
-//! table), then, for a windowed layer, the late check against the layer's
-//! watermark (late rows to the late table), then the query; what the query
-//! produces goes to the layer's table and to the layers downstream.
+//! table), then the query, which sets late rows aside by the rule of its
+//! operator (they go to the late table); what the query produces goes to
+//! the layer's table and to the layers downstream.
 //!
 //! Barriers are aligned as in Flink: once an input delivers the barrier of
 //! epoch n the layer stops reading that input until every input has
@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
-use arrow::compute::{filter_record_batch, is_null, not, or};
+use arrow::array::{Array, BooleanArray, RecordBatch};
+use arrow::compute::{filter_record_batch, not};
 use arrow::datatypes::SchemaRef;
 use datafusion::physical_expr::PhysicalExpr;
 use tokio::sync::mpsc;
@@ -30,7 +30,6 @@ use crate::delta::storable::conform;
 use crate::delta::table_writer::TableWriter;
 use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
-use crate::event_time::before;
 use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
 use crate::predicate::null_is_false;
@@ -106,11 +105,9 @@ pub(crate) struct RowFilter {
     pub(crate) text: String,
 }
 
-/// The late check of a windowed layer: which input, which time column,
-/// which late table.
-pub(crate) struct LateCheck {
+/// Where a late-checked input's late rows go.
+pub(crate) struct LateSink {
     pub(crate) input: String,
-    pub(crate) time_column: usize,
     pub(crate) sink: usize,
 }
 
@@ -121,7 +118,7 @@ pub(crate) struct LayerTask {
     /// The rows the layer emits (storable in Delta; see `delta::storable`).
     pub(crate) output_schema: SchemaRef,
     pub(crate) filter: Option<RowFilter>,
-    pub(crate) late: Vec<LateCheck>,
+    pub(crate) late: Vec<LateSink>,
     pub(crate) delay_us: i64,
     pub(crate) watermark: Option<i64>,
     pub(crate) sinks: LayerSinks,
@@ -225,22 +222,38 @@ impl LayerTask {
                 None => return Ok(()),
             }
         }
-        for check in 0..self.late.len() {
-            if self.late[check].input != self.inputs[input].name {
-                continue;
-            }
-            match self.set_aside_late(check, rows, now).await? {
-                Some(on_time) => rows = on_time,
-                None => return Ok(()),
-            }
-        }
         let name = self.inputs[input].name.clone();
         let out = match &mut self.query {
             None => vec![rows],
-            Some(query) => query
-                .on_batch(&name, rows)
-                .await
-                .map_err(EngineError::datafusion(&self.name, "running the query"))?,
+            Some(query) => {
+                let emitted = query
+                    .on_batch(&name, rows)
+                    .await
+                    .map_err(EngineError::datafusion(&self.name, "running the query"))?;
+                for late in emitted.late {
+                    let sink = self
+                        .late
+                        .iter()
+                        .find(|l| l.input == late.input)
+                        .and_then(|l| self.sinks.late.get_mut(l.sink));
+                    match sink {
+                        Some(w) => {
+                            w.write(annotate(&late.rows, late.reason, now, self.watermark)?)
+                                .await?
+                        }
+                        None => {
+                            return Err(EngineError::Pipeline {
+                                pipeline: self.name.clone(),
+                                reason: format!(
+                                    "rows of `{}` were late but the layer has no late table for it",
+                                    late.input
+                                ),
+                            });
+                        }
+                    }
+                }
+                emitted.rows
+            }
         };
         self.dead_letter_lookups().await?;
         self.output(out).await
@@ -266,61 +279,6 @@ impl LayerTask {
             }
         }
         Ok(())
-    }
-
-    /// Rows of `rows` without an event time, or behind the watermark, go to
-    /// late table `check`'s sink; returns the rest, if any.
-    async fn set_aside_late(
-        &mut self,
-        check: usize,
-        rows: RecordBatch,
-        now: i64,
-    ) -> Result<Option<RecordBatch>> {
-        let late = &self.late[check];
-        let times = rows
-            .column(late.time_column)
-            .as_any()
-            .downcast_ref::<TimestampMicrosecondArray>()
-            .ok_or_else(|| {
-                EngineError::Config("the input's event-time column is not a timestamp".into())
-            })?;
-        // A row without an event time has no window; one behind the
-        // watermark has missed its window. Both are set aside.
-        let no_time = is_null(times).map_err(EngineError::arrow("checking event times"))?;
-        let behind = match self.watermark {
-            Some(w) => {
-                null_is_false(&before(times, w).map_err(EngineError::arrow("checking lateness"))?)
-            }
-            None => BooleanArray::from(vec![false; rows.num_rows()]),
-        };
-        let sink = late.sink;
-        for (mask, reason) in [
-            (
-                &no_time,
-                "no event time: the row cannot be placed in a window",
-            ),
-            (
-                &behind,
-                "behind the watermark: its window (or join interval) had passed",
-            ),
-        ] {
-            if mask.true_count() == 0 {
-                continue;
-            }
-            if let (Some(set_aside), Some(w)) = (split(&rows, mask)?, self.sinks.late.get_mut(sink))
-            {
-                w.write(annotate(&set_aside, reason, now, self.watermark)?)
-                    .await?;
-            }
-        }
-        let either = or(&no_time, &behind).map_err(EngineError::arrow("checking lateness"))?;
-        if either.true_count() == 0 {
-            return Ok(Some(rows));
-        }
-        split(
-            &rows,
-            &not(&either).map_err(EngineError::arrow("checking lateness"))?,
-        )
     }
 
     async fn advance_watermark(&mut self) -> Result<()> {

@@ -15,7 +15,7 @@ use crate::checkpoint::manifest::{Manifest, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::coordinator::{Coordinator, DataflowReport, SourceHandle, commit_all};
 use crate::dataflow::layer_plan::{PlannedLayer, config, plan_layers};
-use crate::dataflow::layer_task::{InputChannel, LateCheck, LayerSinks, LayerTask, MainWriter};
+use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask, MainWriter};
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::replay::{Replay, ReplayFrom};
 use crate::dataflow::side_output::{Side, side_schema};
@@ -32,7 +32,8 @@ use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::ods::{DEAD_LETTER_SUFFIX, EVENT_DATE, dead_letter_schema};
 use crate::operators::layer_query::LayerQuery;
 use crate::shutdown::Shutdown;
-use crate::sql::planner::{Program, StreamingPlanner};
+use crate::sql::planner::StreamingPlanner;
+use crate::sql::program::Program;
 
 /// Messages in flight on each channel between tasks.
 const CHANNEL_DEPTH: usize = 16;
@@ -387,12 +388,12 @@ async fn open_layer(
         committers.push(c);
         publishers.extend(p);
     }
-    let mut late_checks = Vec::new();
+    let mut late_sinks = Vec::new();
     let mut late_inputs: Vec<(String, String)> = Vec::new();
-    for pair in layer.query.iter().flat_map(|q| q.late_inputs.iter()) {
+    for late in layer.query.iter().flat_map(|q| q.late_inputs.iter()) {
         // A self-join checks its one input once.
-        if !late_inputs.iter().any(|(i, _)| *i == pair.0) {
-            late_inputs.push(pair.clone());
+        if !late_inputs.iter().any(|(i, _)| *i == late.input) {
+            late_inputs.push((late.input.clone(), late.time_column.clone()));
         }
     }
     for (input, time_column) in &late_inputs {
@@ -412,14 +413,14 @@ async fn open_layer(
         late.push(w);
         committers.push(c);
         publishers.extend(p);
-        late_checks.push(LateCheck {
+        if schema.index_of(time_column).is_err() {
+            return Err(config(
+                &layer.spec,
+                format!("no column `{time_column}` in `{input}`"),
+            ));
+        }
+        late_sinks.push(LateSink {
             input: input.clone(),
-            time_column: schema.index_of(time_column).map_err(|_| {
-                config(
-                    &layer.spec,
-                    format!("no column `{time_column}` in `{input}`"),
-                )
-            })?,
             sink: late.len() - 1,
         });
     }
@@ -465,7 +466,7 @@ async fn open_layer(
         query,
         output_schema: without_metadata(&layer.output),
         filter: layer.filter,
-        late: late_checks,
+        late: late_sinks,
         delay_us: layer.spec.delay.as_micros() as i64,
         watermark: None,
         sinks: LayerSinks {
@@ -532,12 +533,17 @@ async fn restore_layers(
             continue;
         };
         layer.task.watermark = saved.watermark;
-        if let (Some(name), Some(query)) = (&saved.state, &mut layer.task.query) {
-            let state = store.read_state(name).await?;
-            query.restore(state).map_err(|e| EngineError::Pipeline {
-                pipeline: layer.task.name.clone(),
-                reason: format!("restoring state: {}", e.find_root()),
-            })?;
+        if let Some(query) = &mut layer.task.query {
+            let state = match &saved.state {
+                Some(name) => Some(store.read_state(name).await?),
+                None => None,
+            };
+            query
+                .restore(state, saved.watermark)
+                .map_err(|e| EngineError::Pipeline {
+                    pipeline: layer.task.name.clone(),
+                    reason: format!("restoring state: {}", e.find_root()),
+                })?;
         }
     }
     Ok(())

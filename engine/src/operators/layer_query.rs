@@ -1,28 +1,57 @@
-//! Running a planned layer query on a stream: batches in, windows out when
-//! the watermark passes them, state in and out of checkpoints.
+//! A layer's query, running, without I/O: rows in, late rows set aside by
+//! the rule of the query's operator, results out when the watermark says
+//! so, state in and out of checkpoints, and the watermark it forwards.
+//!
+//! The dataflow's layer task (`dataflow::layer_task`) wraps it with
+//! channels and tables; the golden tests drive it directly.
 
 use std::sync::Arc;
 
+use arrow::array::{Array, BooleanArray, TimestampMicrosecondArray};
+use arrow::compute::{filter_record_batch, is_null, not, or};
 use arrow::record_batch::RecordBatch;
-use datafusion::error::Result;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 
 use crate::lookup::{Dimension, LookupStats};
-use crate::operators::over_window::OverBuffer;
-use crate::operators::session_window::SessionBuffer;
-use crate::operators::stream_join::{JoinBuffers, Side};
+use crate::operators::operator::{Operator, build};
+use crate::predicate::null_is_false;
 use crate::sql::lookup_join::LookupHandling;
-use crate::sql::over_plan::{OVER_INPUT_SLOT, OVER_RESULTS_SLOT};
-use crate::sql::planner::{AGGREGATE_SLOT, PlannedQuery, Program, SESSION_SLOT};
-use crate::sql::stream_join_plan::{JOIN_LEFT_SLOT, JOIN_RIGHT_SLOT, StreamJoinKind};
+use crate::sql::planner::PlannedQuery;
+use crate::sql::program::{LateInput, Program};
+
+/// Why a row without an event time is set aside.
+pub const NO_EVENT_TIME: &str = "no event time: the row cannot be placed in a window";
+
+/// Rows of one input set aside as late.
+#[derive(Debug)]
+pub struct LateRows {
+    /// The input they came from.
+    pub input: String,
+    /// The rows, as they arrived.
+    pub rows: RecordBatch,
+    /// Why.
+    pub reason: &'static str,
+}
+
+/// What a batch of input produced.
+#[derive(Debug, Default)]
+pub struct Emitted {
+    /// Result rows, for the layer's table and the layers downstream.
+    pub rows: Vec<RecordBatch>,
+    /// Input rows set aside as late.
+    pub late: Vec<LateRows>,
+}
 
 /// A layer's query, running.
 pub struct LayerQuery {
-    program: Program,
-    ctx: Arc<TaskContext>,
-    session: Option<SessionBuffer>,
-    over: Option<OverBuffer>,
-    join: Option<JoinBuffers>,
+    operator: Box<dyn Operator>,
+    late: Vec<LateInput>,
+    output_lag_us: i64,
+    updating: bool,
+    description: String,
+    /// The watermark last reached: what late rows are judged against.
+    watermark: Option<i64>,
     dimensions: Vec<Arc<Dimension>>,
     lookup_handling: Option<Arc<LookupHandling>>,
 }
@@ -30,38 +59,24 @@ pub struct LayerQuery {
 impl LayerQuery {
     /// Starts `planned`, running its segments in `ctx`.
     pub fn new(planned: PlannedQuery, ctx: Arc<TaskContext>) -> Result<Self> {
-        let session = match &planned.program {
-            Program::Session {
-                below,
-                gap_us,
-                keys,
-                ..
-            } => Some(SessionBuffer::new(below.schema(), keys, *gap_us)?),
-            _ => None,
-        };
-        let over = match &planned.program {
-            Program::Over {
-                below,
-                time_column,
-                keys,
-                frame,
-                ..
-            } => Some(OverBuffer::new(below.schema(), time_column, keys, *frame)?),
-            _ => None,
-        };
-        let join = match &planned.program {
-            Program::Join(j) => Some(JoinBuffers::new(j.left.schema(), j.right.schema())),
-            _ => None,
-        };
+        let output_lag_us = planned.program.output_lag_us();
+        let updating = matches!(planned.program, Program::Updating { .. });
+        let description = planned.program.describe();
         Ok(LayerQuery {
-            program: planned.program,
-            ctx,
-            session,
-            over,
-            join,
+            operator: build(planned.program, ctx)?,
+            late: planned.late_inputs,
+            output_lag_us,
+            updating,
+            description,
+            watermark: None,
             dimensions: planned.dimensions,
             lookup_handling: planned.lookup_handling,
         })
+    }
+
+    /// What kind of operator runs the query.
+    pub fn description(&self) -> &str {
+        &self.description
     }
 
     /// Rows whose lookup failed, for the dead-letter table (in its schema),
@@ -79,245 +94,108 @@ impl LayerQuery {
     }
 
     /// The watermark to pass downstream when the layer's own is
-    /// `watermark`: an interval join emits rows up to its interval behind
-    /// the watermark, so it holds the downstream watermark back that far.
+    /// `watermark`: held back by how far behind it the query's rows can be
+    /// dated (see `sql::program`).
     pub fn output_watermark(&self, watermark: i64) -> i64 {
-        match &self.program {
-            Program::Join(j) => match j.kind {
-                StreamJoinKind::Interval {
-                    lower_us, upper_us, ..
-                } => watermark.saturating_sub(upper_us.max(-lower_us).max(0)),
-                StreamJoinKind::Window => watermark,
-            },
-            _ => watermark,
-        }
+        watermark.saturating_sub(self.output_lag_us)
     }
 
     /// Whether results are updates of earlier rows (a plain `GROUP BY`),
     /// rather than rows to append.
     pub fn is_updating(&self) -> bool {
-        matches!(self.program, Program::Updating { .. })
+        self.updating
     }
 
-    /// Processes a batch of `input`; returns the rows it produces at once
-    /// (only stateless queries produce rows before a watermark).
-    pub async fn on_batch(&mut self, input: &str, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        match &mut self.program {
-            Program::Stateless(segment) => segment.run(input, vec![batch], &self.ctx).await,
-            Program::Window {
-                below, aggregate, ..
-            }
-            | Program::Updating {
-                below, aggregate, ..
-            } => {
-                for rows in below.run(input, vec![batch], &self.ctx).await? {
-                    aggregate.process(&rows)?;
-                }
-                Ok(Vec::new())
-            }
-            Program::Session { below, .. } => {
-                let rows = below.run(input, vec![batch], &self.ctx).await?;
-                if let Some(buffer) = &mut self.session {
-                    for rows in rows {
-                        buffer.push(rows)?;
-                    }
-                }
-                Ok(Vec::new())
-            }
-            Program::Over { below, .. } => {
-                let rows = below.run(input, vec![batch], &self.ctx).await?;
-                if let Some(buffer) = &mut self.over {
-                    for rows in rows {
-                        buffer.push(rows);
-                    }
-                }
-                Ok(Vec::new())
-            }
-            Program::Join(j) => {
-                let Some(buffers) = &mut self.join else {
-                    return Ok(Vec::new());
-                };
-                let mut out = Vec::new();
-                // A self-join reads the input on both sides.
-                for (side, segment, name) in [
-                    (Side::Left, &j.left, &j.left_input),
-                    (Side::Right, &j.right, &j.right_input),
-                ] {
-                    if name != input {
-                        continue;
-                    }
-                    let rows = segment.run(input, vec![batch.clone()], &self.ctx).await?;
-                    if let StreamJoinKind::Interval { .. } = j.kind {
-                        // New rows meet the other side's kept rows now.
-                        let (mine, theirs) = match side {
-                            Side::Left => (JOIN_LEFT_SLOT, JOIN_RIGHT_SLOT),
-                            Side::Right => (JOIN_RIGHT_SLOT, JOIN_LEFT_SLOT),
-                        };
-                        let other = match side {
-                            Side::Left => Side::Right,
-                            Side::Right => Side::Left,
-                        };
-                        if !rows.is_empty() && buffers.len(other) > 0 {
-                            out.extend(
-                                j.joined
-                                    .run_slots(
-                                        vec![
-                                            (mine, rows.clone()),
-                                            (theirs, buffers.rows(other).to_vec()),
-                                        ],
-                                        &self.ctx,
-                                    )
-                                    .await?,
-                            );
-                        }
-                    }
-                    buffers.push(side, rows);
-                }
-                Ok(out)
-            }
+    /// Processes a batch of `input`: its late rows are set aside, the rest
+    /// go to the operator; returns what that produced at once (only
+    /// row-by-row queries and interval joins produce rows before a
+    /// watermark).
+    pub async fn on_batch(&mut self, input: &str, batch: RecordBatch) -> Result<Emitted> {
+        let mut emitted = Emitted::default();
+        let mut rows = Some(batch);
+        for check in self.late.iter().filter(|c| c.input == input) {
+            let Some(batch) = rows.take() else { break };
+            let (on_time, late) = split_late(check, batch, self.watermark)?;
+            emitted.late.extend(late);
+            rows = on_time;
         }
+        if let Some(rows) = rows {
+            emitted.rows = self.operator.on_batch(input, rows).await?;
+        }
+        Ok(emitted)
     }
 
     /// The watermark reached `watermark`: returns the rows of every window
-    /// (or session) that it closed.
+    /// (or session, frame, join) it completed.
     pub async fn on_watermark(&mut self, watermark: i64) -> Result<Vec<RecordBatch>> {
-        match &mut self.program {
-            Program::Window {
-                aggregate, above, ..
-            } => match aggregate.close_until(watermark)? {
-                Some(closed) => above.run(AGGREGATE_SLOT, vec![closed], &self.ctx).await,
-                None => Ok(Vec::new()),
-            },
-            Program::Session { closed, .. } => {
-                let Some(buffer) = &mut self.session else {
-                    return Ok(Vec::new());
-                };
-                match buffer.close_until(watermark)? {
-                    Some(rows) => closed.run(SESSION_SLOT, vec![rows], &self.ctx).await,
-                    None => Ok(Vec::new()),
-                }
-            }
-            Program::Over { window, above, .. } => {
-                let Some(buffer) = &mut self.over else {
-                    return Ok(Vec::new());
-                };
-                let Some(ready) = buffer.take_ready(watermark)? else {
-                    return Ok(Vec::new());
-                };
-                let mut results = Vec::new();
-                for out in window
-                    .run(OVER_INPUT_SLOT, vec![ready.rows], &self.ctx)
-                    .await?
-                {
-                    results.push(buffer.new_results(&out, ready.emit_from)?);
-                }
-                above.run(OVER_RESULTS_SLOT, results, &self.ctx).await
-            }
-            Program::Join(j) => {
-                let Some(buffers) = &mut self.join else {
-                    return Ok(Vec::new());
-                };
-                match &j.kind {
-                    StreamJoinKind::Window => {
-                        // Windows with end <= watermark are complete on both sides.
-                        let limit = watermark.saturating_add(1);
-                        let left = buffers.take_before(Side::Left, "window_end", limit)?;
-                        let right = buffers.take_before(Side::Right, "window_end", limit)?;
-                        if left.is_none() && right.is_none() {
-                            return Ok(Vec::new());
-                        }
-                        j.joined
-                            .run_slots(
-                                vec![
-                                    (JOIN_LEFT_SLOT, left.into_iter().collect()),
-                                    (JOIN_RIGHT_SLOT, right.into_iter().collect()),
-                                ],
-                                &self.ctx,
-                            )
-                            .await
-                    }
-                    StreamJoinKind::Interval {
-                        left_time,
-                        right_time,
-                        lower_us,
-                        upper_us,
-                    } => {
-                        // Rows no future (on-time) row of the other side can match.
-                        buffers.take_before(
-                            Side::Left,
-                            left_time,
-                            watermark.saturating_sub(*upper_us),
-                        )?;
-                        buffers.take_before(
-                            Side::Right,
-                            right_time,
-                            watermark.saturating_add(*lower_us),
-                        )?;
-                        Ok(Vec::new())
-                    }
-                }
-            }
-            Program::Stateless(_) | Program::Updating { .. } => Ok(Vec::new()),
+        if self.watermark.is_some_and(|w| w >= watermark) {
+            return Ok(Vec::new());
         }
+        self.watermark = Some(watermark);
+        self.operator.on_watermark(watermark).await
     }
 
     /// At a checkpoint: the updated results of a plain `GROUP BY` (rows to
     /// upsert); nothing for other queries.
     pub async fn on_checkpoint(&mut self) -> Result<Vec<RecordBatch>> {
-        match &mut self.program {
-            Program::Updating {
-                aggregate, above, ..
-            } => match aggregate.take_changed()? {
-                Some(rows) => above.run(AGGREGATE_SLOT, vec![rows], &self.ctx).await,
-                None => Ok(Vec::new()),
-            },
-            _ => Ok(Vec::new()),
-        }
+        self.operator.on_checkpoint().await
     }
 
     /// The query's state, for a checkpoint.
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        match &mut self.program {
-            Program::Window { aggregate, .. } | Program::Updating { aggregate, .. } => {
-                aggregate.snapshot()
-            }
-            Program::Session { .. } => match &self.session {
-                Some(buffer) => buffer.snapshot(),
-                None => Ok(None),
-            },
-            Program::Over { .. } => match &self.over {
-                Some(buffer) => buffer.snapshot(),
-                None => Ok(None),
-            },
-            Program::Join(_) => match &self.join {
-                Some(buffers) => buffers.snapshot(),
-                None => Ok(None),
-            },
-            Program::Stateless(_) => Ok(None),
-        }
+        self.operator.snapshot()
     }
 
-    /// Loads state from a checkpoint.
-    pub fn restore(&mut self, state: RecordBatch) -> Result<()> {
-        match &mut self.program {
-            Program::Window { aggregate, .. } | Program::Updating { aggregate, .. } => {
-                aggregate.restore(&state)
-            }
-            Program::Session { .. } => match &mut self.session {
-                Some(buffer) => buffer.restore(state),
-                None => Ok(()),
-            },
-            Program::Over { .. } => match &mut self.over {
-                Some(buffer) => buffer.restore(state),
-                None => Ok(()),
-            },
-            Program::Join(_) => match &mut self.join {
-                Some(buffers) => buffers.restore(&state),
-                None => Ok(()),
-            },
-            Program::Stateless(_) => Ok(()),
+    /// Loads a checkpoint: the query's state, if it had any, and the
+    /// layer's watermark then.
+    pub fn restore(&mut self, state: Option<RecordBatch>, watermark: Option<i64>) -> Result<()> {
+        self.watermark = watermark;
+        self.operator.restore(state, watermark)
+    }
+}
+
+/// Splits `rows` of `check`'s input into the rows on time and the late
+/// ones (without an event time, or late by the check's rule at
+/// `watermark`).
+fn split_late(
+    check: &LateInput,
+    rows: RecordBatch,
+    watermark: Option<i64>,
+) -> Result<(Option<RecordBatch>, Vec<LateRows>)> {
+    let index = rows.schema().index_of(&check.time_column)?;
+    let times = rows
+        .column(index)
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| {
+            DataFusionError::Plan(format!(
+                "`{}`'s event-time column `{}` is not a timestamp",
+                check.input, check.time_column
+            ))
+        })?;
+    let no_time = is_null(times)?;
+    let behind = match watermark {
+        Some(w) => null_is_false(&BooleanArray::from_unary(times, |t| {
+            check.rule.late_from(t) <= w
+        })),
+        None => BooleanArray::from(vec![false; rows.num_rows()]),
+    };
+    let mut late = Vec::new();
+    for (mask, reason) in [(&no_time, NO_EVENT_TIME), (&behind, check.rule.reason())] {
+        if mask.true_count() > 0 {
+            late.push(LateRows {
+                input: check.input.clone(),
+                rows: filter_record_batch(&rows, mask)?,
+                reason,
+            });
         }
     }
+    if late.is_empty() {
+        return Ok((Some(rows), late));
+    }
+    let on_time = not(&or(&no_time, &behind)?)?;
+    let kept = filter_record_batch(&rows, &on_time)?;
+    Ok(((kept.num_rows() > 0).then_some(kept), late))
 }
 
 #[cfg(test)]

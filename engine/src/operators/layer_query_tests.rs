@@ -93,11 +93,15 @@ async fn run(sql: &str, rows: &[Deal]) -> Vec<RecordBatch> {
         if i == rows.len() / 100 {
             let state = query.snapshot().unwrap();
             query = LayerQuery::new(plan().await, planner.task_ctx().unwrap()).unwrap();
-            if let Some(state) = state {
-                query.restore(state).unwrap();
-            }
+            let watermark = (max_ts > i64::MIN).then(|| max_ts - DELAY);
+            query.restore(state, watermark).unwrap();
         }
-        out.extend(query.on_batch("deals", batch(chunk)).await.unwrap());
+        let emitted = query.on_batch("deals", batch(chunk)).await.unwrap();
+        assert!(
+            emitted.late.is_empty(),
+            "disorder within the delay is never late"
+        );
+        out.extend(emitted.rows);
         max_ts = max_ts.max(chunk.iter().map(|d| d.ts).max().unwrap());
         out.extend(query.on_watermark(max_ts - DELAY).await.unwrap());
     }

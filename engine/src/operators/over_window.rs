@@ -23,15 +23,7 @@ use arrow::datatypes::SchemaRef;
 use datafusion::error::{DataFusionError, Result};
 
 use crate::event_time::{before, not_before};
-
-/// How far back a row's frame reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverFrame {
-    /// `RANGE BETWEEN INTERVAL ... PRECEDING AND CURRENT ROW`, microseconds.
-    Range(i64),
-    /// `ROWS BETWEEN n PRECEDING AND CURRENT ROW`.
-    Rows(usize),
-}
+use crate::sql::program::OverFrame;
 
 /// Schema metadata carrying the watermark rows were emitted through, so a
 /// snapshot restores it with the rows.

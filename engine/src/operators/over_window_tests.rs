@@ -108,15 +108,13 @@ async fn run(sql: &str, input: &[Deal], seed: u64) -> (BTreeSet<Row>, Vec<Deal>)
         i += n;
         on_time.extend(rows.iter().cloned());
         max_ts = max_ts.max(rows.iter().map(|d| d.ts).max().unwrap_or(i64::MIN));
-        out.extend(query.on_batch("deals", batch(&rows)).await.unwrap());
+        out.extend(query.on_batch("deals", batch(&rows)).await.unwrap().rows);
         out.extend(query.on_watermark(max_ts - DELAY).await.unwrap());
         batches += 1;
         if batches % 7 == 0 {
             let state = query.snapshot().unwrap();
             query = LayerQuery::new(plan().await, planner.task_ctx().unwrap()).unwrap();
-            if let Some(state) = state {
-                query.restore(state).unwrap();
-            }
+            query.restore(state, Some(max_ts - DELAY)).unwrap();
         }
     }
     out.extend(query.on_watermark(i64::MAX).await.unwrap());

@@ -5,7 +5,10 @@
 //! CUMULATE rows once per window they fall in), so one operator serves
 //! TUMBLE, HOP and CUMULATE: groups are kept per `window_end`, and a window
 //! is final, emitted and forgotten once the watermark reaches its end
-//! (append-only output, as Flink's window aggregations).
+//! (append-only output, as Flink's window aggregations). A row for a
+//! window already emitted (a HOP or CUMULATE row's copy for its earlier
+//! windows, while its later ones are open) is dropped: a window is never
+//! emitted twice.
 //!
 //! The aggregation itself is DataFusion's: its `GroupValues` map keys to
 //! group ids and its vectorized `GroupsAccumulator`s (COUNT, SUM, AVG,
@@ -24,7 +27,7 @@ use std::sync::Arc;
 use arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
-use arrow::compute::{concat_batches, take};
+use arrow::compute::{concat_batches, filter_record_batch, take};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -34,6 +37,9 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
+
+use crate::event_time::after;
+use crate::predicate::null_is_false;
 
 /// The bucket of a plain (windowless) `GROUP BY`.
 const NO_WINDOW: i64 = i64::MAX;
@@ -59,6 +65,8 @@ pub struct WindowAggregate {
     ids: Vec<usize>,
     /// Plain `GROUP BY`: which groups changed since the last `take_changed`.
     changed: Vec<bool>,
+    /// Windows ending at or before this have been emitted.
+    closed_through: Option<i64>,
 }
 
 impl WindowAggregate {
@@ -133,6 +141,7 @@ impl WindowAggregate {
             state_widths,
             ids: Vec::new(),
             changed: Vec::new(),
+            closed_through: None,
         })
     }
 
@@ -173,13 +182,35 @@ impl WindowAggregate {
         })
     }
 
-    /// Adds a batch of the aggregate's input.
+    /// Windows ending at or before `watermark` count as emitted (after a
+    /// restore: they were emitted before the checkpoint).
+    pub fn closed_until(&mut self, watermark: i64) {
+        self.closed_through = Some(self.closed_through.map_or(watermark, |c| c.max(watermark)));
+    }
+
+    /// Adds a batch of the aggregate's input; rows of windows already
+    /// emitted are dropped.
     pub fn process(&mut self, batch: &RecordBatch) -> Result<()> {
         let n = batch.num_rows();
         if n == 0 {
             return Ok(());
         }
-        let keys = evaluate(&self.group_exprs, batch)?;
+        let mut keys = evaluate(&self.group_exprs, batch)?;
+        let open;
+        let mut batch = batch;
+        if let (Some(end_index), Some(closed)) = (self.window_end, self.closed_through) {
+            let ends = timestamps(&keys[end_index])?;
+            let mask = null_is_false(&after(ends, closed)?);
+            if mask.true_count() == 0 {
+                return Ok(());
+            }
+            if mask.true_count() < n {
+                open = filter_record_batch(batch, &mask)?;
+                batch = &open;
+                keys = evaluate(&self.group_exprs, batch)?;
+            }
+        }
+        let n = batch.num_rows();
         let args: Vec<Vec<ArrayRef>> = self
             .aggregates
             .iter()
@@ -271,6 +302,7 @@ impl WindowAggregate {
         if self.window_end.is_none() {
             return Ok(None);
         }
+        self.closed_until(watermark);
         let closed: Vec<i64> = self.windows.range(..=watermark).map(|(k, _)| *k).collect();
         let mut out = Vec::with_capacity(closed.len());
         for end in closed {

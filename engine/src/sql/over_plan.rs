@@ -1,5 +1,5 @@
 //! Planning an OVER aggregation on a raw stream (see
-//! [`OverBuffer`](crate::operators::over_window::OverBuffer)).
+//! `operators::over_window::OverBuffer`).
 //!
 //! The plan is cut around its window node: below it, a stateless segment
 //! per input batch; the window node itself (with its sort), run on each
@@ -18,9 +18,9 @@ use datafusion::physical_expr::window::{StandardWindowExpr, WindowExpr};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
-use crate::operators::over_window::OverFrame;
 use crate::sql::batch_slot::BatchSlot;
-use crate::sql::planner::{PlanError, Program, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
+use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
+use crate::sql::program::{OverFrame, Program};
 use crate::sql::segment::Segment;
 
 /// The slot ready rows and history are fed through, under the window node.

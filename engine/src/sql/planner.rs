@@ -3,8 +3,9 @@
 //! DataFusion plans the (window-rewritten) SQL as if the inputs were tables.
 //! The physical plan is then cut at its one stateful node, the aggregate:
 //! - below it, a stateless [`Segment`] run on every input batch;
-//! - the aggregate becomes Strata's [`WindowAggregate`] (TUMBLE, HOP,
-//!   CUMULATE, or a plain `GROUP BY`), or a session operator;
+//! - the aggregate becomes Strata's window operator (TUMBLE, HOP,
+//!   CUMULATE, or a plain `GROUP BY`), or a session operator
+//!   (`aggregate_plan`);
 //! - above it, a stateless segment run on every batch the aggregate emits:
 //!   HAVING, projections, and per-window Top-N (`ROW_NUMBER() OVER
 //!   (PARTITION BY window_start ...)`), which only ever see whole windows.
@@ -17,36 +18,25 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::ScalarUDF;
-use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::AggregateExec;
-use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
 use crate::lookup::Dimension;
-use crate::operators::over_window::OverFrame;
-use crate::operators::window_aggregate::WindowAggregate;
-use crate::sql::batch_slot::BatchSlot;
+use crate::sql::aggregate_plan::plan_aggregate;
 use crate::sql::lookup_join::{LookupHandling, dimension_slot};
 use crate::sql::lookup_plan::{LayerLookups, plan_lookups};
 use crate::sql::over_plan::plan_over;
 use crate::sql::plan_nodes::nodes_named_like;
 pub(crate) use crate::sql::plan_nodes::{check_nodes, nodes_named, replace};
+use crate::sql::program::{LateInput, Lateness, Program};
 use crate::sql::segment::Segment;
-use crate::sql::stream_join_plan::{StreamJoin, StreamJoinKind, plan_stream_join};
+use crate::sql::stream_join_plan::{StreamJoinKind, plan_stream_join};
 use crate::sql::stream_table::StreamTable;
 use crate::sql::system_time::strip_system_time;
-use crate::sql::window_tvf::{WindowKind, WindowTvf, rewrite};
+use crate::sql::window_tvf::{WindowTvf, rewrite};
 use crate::sql::window_udfs::window_udfs;
-
-/// The slot the aggregate's output is fed through, in the segment above it.
-pub const AGGREGATE_SLOT: &str = "__strata_aggregate";
-/// The slot closed sessions are fed through.
-pub const SESSION_SLOT: &str = "__strata_session";
 
 /// Why a layer's SQL cannot run as a stream.
 #[derive(Debug, thiserror::Error)]
@@ -78,69 +68,13 @@ pub struct PlannedQuery {
     /// The output column carrying event time, if any: what downstream
     /// layers window on.
     pub output_time_column: Option<String>,
-    /// The inputs and time columns whose rows behind the watermark are late
-    /// (a window TVF's, an OVER aggregation's, both sides of a stream join).
-    pub late_inputs: Vec<(String, String)>,
+    /// The inputs whose rows can be late, and when they are (a window
+    /// TVF's, an OVER aggregation's, both sides of a stream join).
+    pub late_inputs: Vec<LateInput>,
     /// The dimensions its lookup joins read.
     pub dimensions: Vec<Arc<Dimension>>,
     /// Its lookup failure handling (with lookup joins).
     pub lookup_handling: Option<Arc<LookupHandling>>,
-}
-
-/// The shapes of streaming program.
-pub enum Program {
-    /// Row by row: filters, projections, functions.
-    Stateless(Segment),
-    /// A TUMBLE / HOP / CUMULATE aggregation.
-    Window {
-        /// Up to the aggregate's input.
-        below: Segment,
-        /// The aggregate.
-        aggregate: WindowAggregate,
-        /// On emitted windows.
-        above: Segment,
-    },
-    /// A SESSION aggregation: rows wait per key until their session closes.
-    Session {
-        /// Up to the aggregate's input.
-        below: Segment,
-        /// The aggregate and what is above it, run on closed sessions.
-        closed: Segment,
-        /// The inactivity gap, microseconds.
-        gap_us: i64,
-        /// Session keys (columns of `below`'s output).
-        keys: Vec<String>,
-    },
-    /// A plain `GROUP BY`: results are updated as rows arrive and upserted
-    /// by their group keys.
-    Updating {
-        /// Up to the aggregate's input.
-        below: Segment,
-        /// The aggregate (one never-closing bucket).
-        aggregate: WindowAggregate,
-        /// On current results.
-        above: Segment,
-        /// Output columns that identify a row (the GROUP BY keys).
-        keys: Vec<String>,
-    },
-    /// A join of two streams on windows or event-time intervals.
-    Join(Box<StreamJoin>),
-    /// An OVER aggregation on a raw stream: each row's result once the
-    /// watermark passes it.
-    Over {
-        /// Up to the window node's input.
-        below: Segment,
-        /// The window node (and its sort), on ready rows plus history.
-        window: Segment,
-        /// On new results.
-        above: Segment,
-        /// The event-time column the frame is ordered by.
-        time_column: String,
-        /// PARTITION BY columns.
-        keys: Vec<String>,
-        /// How far back a frame reaches.
-        frame: OverFrame,
-    },
 }
 
 /// Plans layer queries with DataFusion.
@@ -162,14 +96,6 @@ pub(crate) const STATELESS: &[&str] = &[
     "CoalescePartitionsExec",
     "LookupJoinExec",
 ];
-/// What may run on each emitted window, on top of the stateless nodes.
-const PER_WINDOW: &[&str] = &[
-    "SortExec",
-    "BoundedWindowAggExec",
-    "WindowAggExec",
-    "SortPreservingMergeExec",
-];
-
 impl StreamingPlanner {
     /// A planner; `udfs` are users' scalar functions, callable by name.
     pub fn new(udfs: Vec<ScalarUDF>) -> Self {
@@ -290,9 +216,13 @@ impl StreamingPlanner {
             .into_iter()
             .chain(nodes_named(&plan, "WindowAggExec"))
             .collect();
-        let mut late_inputs: Vec<(String, String)> = window
+        let mut late_inputs: Vec<LateInput> = window
             .iter()
-            .map(|w| (w.input.clone(), w.time_column.clone()))
+            .map(|w| LateInput {
+                input: w.input.clone(),
+                time_column: w.time_column.clone(),
+                rule: Lateness::of_window(w),
+            })
             .collect();
         let stream_joins: Vec<_> = nodes_named_like(&plan, "Join")
             .into_iter()
@@ -322,7 +252,11 @@ impl StreamingPlanner {
                     ));
                 };
                 let over = plan_over(&plan, node, inputs)?;
-                late_inputs = vec![over.late_input];
+                late_inputs = vec![LateInput {
+                    input: over.late_input.0,
+                    time_column: over.late_input.1,
+                    rule: Lateness::EventTime,
+                }];
                 (over.program, over.inputs)
             }
             [] => {
@@ -425,154 +359,6 @@ fn check_time_column(w: &WindowTvf, inputs: &[(String, SchemaRef)]) -> Result<()
     }
 }
 
-fn plan_aggregate(
-    plan: &Arc<dyn ExecutionPlan>,
-    agg_node: &Arc<dyn ExecutionPlan>,
-    window: Option<&WindowTvf>,
-) -> Result<(Program, Vec<String>), PlanError> {
-    let Some(agg) = agg_node.downcast_ref::<AggregateExec>() else {
-        return Err(PlanError::Sql("internal: not an aggregate".into()));
-    };
-    let below = Segment::new(agg.input().clone())?;
-    check_nodes(below.plan(), STATELESS, "before the aggregation")?;
-    let read = below.inputs();
-    let names: Vec<&str> = agg
-        .group_expr()
-        .expr()
-        .iter()
-        .map(|(_, n)| n.as_str())
-        .collect();
-    let windowed = names.contains(&"window_start") || names.contains(&"window_end");
-    let program = match window {
-        Some(w) if w.kind == WindowKind::Session => {
-            if !(names.contains(&"window_start") && names.contains(&"window_end")) {
-                return Err(PlanError::Unsupported(
-                    "a SESSION aggregation must GROUP BY window_start, window_end (and its PARTITION BY keys)".into(),
-                ));
-            }
-            let below_schema = below.schema();
-            for key in &w.partition_by {
-                if below_schema.field_with_name(key).is_err() || !names.contains(&key.as_str()) {
-                    return Err(PlanError::Unsupported(format!(
-                        "SESSION ... PARTITION BY {key}: GROUP BY {key} too, so each session's result is one row"
-                    )));
-                }
-            }
-            let slot: Arc<dyn ExecutionPlan> =
-                Arc::new(BatchSlot::new(SESSION_SLOT, below_schema, None));
-            let input = agg.input().clone();
-            let closed = replace(plan, &input, slot)?;
-            check_nodes(
-                &closed,
-                &[STATELESS, PER_WINDOW, &["AggregateExec"]].concat(),
-                "on a session window",
-            )?;
-            check_per_window(&closed)?;
-            Program::Session {
-                below,
-                closed: Segment::new(closed)?,
-                gap_us: w.size_us,
-                keys: w.partition_by.clone(),
-            }
-        }
-        Some(_) => {
-            if !(windowed && names.contains(&"window_end")) {
-                return Err(PlanError::Unsupported(
-                    "a windowed aggregation must GROUP BY window_start, window_end, ... (Flink's window TVF aggregation)".into(),
-                ));
-            }
-            let aggregate = WindowAggregate::from_exec(agg, Some("window_end"))?;
-            let above = above_segment(plan, agg_node, agg)?;
-            check_nodes(
-                above.plan(),
-                &[STATELESS, PER_WINDOW].concat(),
-                "on a window's results",
-            )?;
-            check_per_window(above.plan())?;
-            Program::Window {
-                below,
-                aggregate,
-                above,
-            }
-        }
-        None => {
-            if windowed {
-                return Err(PlanError::Unsupported(
-                    "window_start / window_end come from a window TVF: FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' MINUTE))".into(),
-                ));
-            }
-            let aggregate = WindowAggregate::from_exec(agg, None)?;
-            let above = above_segment(plan, agg_node, agg)?;
-            check_nodes(
-                above.plan(),
-                STATELESS,
-                "on the results of a GROUP BY without windows",
-            )?;
-            let output = above.schema();
-            let mut keys = Vec::new();
-            for name in &names {
-                if output.field_with_name(name).is_err() {
-                    return Err(PlanError::Unsupported(format!(
-                        "a GROUP BY without windows is kept up to date by its keys: select `{name}` (every GROUP BY column) in the result"
-                    )));
-                }
-                keys.push(name.to_string());
-            }
-            Program::Updating {
-                below,
-                aggregate,
-                above,
-                keys,
-            }
-        }
-    };
-    Ok((program, read))
-}
-
-fn above_segment(
-    plan: &Arc<dyn ExecutionPlan>,
-    agg_node: &Arc<dyn ExecutionPlan>,
-    agg: &AggregateExec,
-) -> Result<Segment, PlanError> {
-    let slot: Arc<dyn ExecutionPlan> = Arc::new(BatchSlot::new(
-        AGGREGATE_SLOT,
-        ExecutionPlan::schema(agg),
-        None,
-    ));
-    Ok(Segment::new(replace(plan, agg_node, slot)?)?)
-}
-
-/// Window functions on a window's results must stay within one window.
-fn check_per_window(plan: &Arc<dyn ExecutionPlan>) -> Result<(), PlanError> {
-    let mut problem = None;
-    plan.apply(|node| {
-        let exprs = if let Some(w) = node.downcast_ref::<BoundedWindowAggExec>() {
-            w.window_expr().to_vec()
-        } else if let Some(w) = node.downcast_ref::<WindowAggExec>() {
-            w.window_expr().to_vec()
-        } else {
-            return Ok(TreeNodeRecursion::Continue);
-        };
-        for e in exprs {
-            let per_window = e.partition_by().iter().any(|p| {
-                p.downcast_ref::<Column>()
-                    .is_some_and(|c| c.name() == "window_start" || c.name() == "window_end")
-            });
-            if !per_window {
-                problem = Some(e.name().to_string());
-                return Ok(TreeNodeRecursion::Stop);
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    })?;
-    match problem {
-        None => Ok(()),
-        Some(name) => Err(PlanError::Unsupported(format!(
-            "{name}: an OVER clause on window results must PARTITION BY window_start (or window_end), so each window is ranked on its own (window Top-N)"
-        ))),
-    }
-}
-
 fn output_time_column(
     output: &SchemaRef,
     inputs: &[(String, SchemaRef)],
@@ -586,7 +372,7 @@ fn output_time_column(
         }
         Program::Updating { .. } => None,
         // Emitted when their window closes: stamped by its end.
-        Program::Join(j) if j.kind == StreamJoinKind::Window => {
+        Program::Join(j) if matches!(j.kind, StreamJoinKind::Window { .. }) => {
             has("window_end").then(|| "window_end".into())
         }
         Program::Join(j) => inputs

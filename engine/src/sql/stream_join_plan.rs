@@ -32,6 +32,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use crate::sql::batch_slot::BatchSlot;
 use crate::sql::plan_nodes::column_name;
 use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
+use crate::sql::program::{LateInput, Lateness};
 use crate::sql::segment::Segment;
 use crate::sql::window_tvf::{WindowKind, WindowTvf};
 
@@ -44,7 +45,10 @@ pub const JOIN_RIGHT_SLOT: &str = "__strata_join_right";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamJoinKind {
     /// Rows join within their window, when it closes.
-    Window,
+    Window {
+        /// The windows' size (CUMULATE: the period), microseconds.
+        size_us: i64,
+    },
     /// `right.time - left.time` in `[lower_us, upper_us]`.
     Interval {
         /// Left side's event-time column (in the left segment's output).
@@ -73,8 +77,8 @@ pub struct StreamJoin {
     pub right_input: String,
     /// Window or interval.
     pub kind: StreamJoinKind,
-    /// Inputs and their time columns, whose rows behind the watermark are late.
-    pub late_inputs: Vec<(String, String)>,
+    /// Inputs whose rows can be late, and when they are.
+    pub late_inputs: Vec<LateInput>,
 }
 
 /// Plans `plan`, whose one stream join is `node`.
@@ -162,7 +166,11 @@ pub fn plan_stream_join(
         }
         let late_inputs = windows
             .iter()
-            .map(|w| (w.input.clone(), w.time_column.clone()))
+            .map(|w| LateInput {
+                input: w.input.clone(),
+                time_column: w.time_column.clone(),
+                rule: Lateness::of_window(w),
+            })
             .collect();
         return Ok(StreamJoin {
             left,
@@ -170,7 +178,7 @@ pub fn plan_stream_join(
             joined,
             left_input,
             right_input,
-            kind: StreamJoinKind::Window,
+            kind: StreamJoinKind::Window { size_us: a.size_us },
             late_inputs,
         });
     }
@@ -208,10 +216,14 @@ pub fn plan_stream_join(
         return Err(PlanError::Unsupported(advice));
     };
     Ok(StreamJoin {
-        late_inputs: vec![
-            (left_input.clone(), left_time.clone()),
-            (right_input.clone(), right_time.clone()),
-        ],
+        late_inputs: [(&left_input, &left_time), (&right_input, &right_time)]
+            .into_iter()
+            .map(|(input, time)| LateInput {
+                input: input.clone(),
+                time_column: time.clone(),
+                rule: Lateness::EventTime,
+            })
+            .collect(),
         left,
         right,
         joined,

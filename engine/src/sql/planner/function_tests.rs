@@ -42,7 +42,7 @@ async fn run(planner: &StreamingPlanner, sql: &str) -> RecordBatch {
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let mut query = LayerQuery::new(planned, planner.task_ctx().unwrap()).unwrap();
-    let out = query.on_batch("events", batch).await.unwrap();
+    let out = query.on_batch("events", batch).await.unwrap().rows;
     arrow::compute::concat_batches(&out[0].schema(), &out).unwrap()
 }
 

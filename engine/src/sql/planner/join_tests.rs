@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, TIME_COLUMN_KEY};
+use crate::sql::planner::{PlannedQuery, StreamingPlanner, TIME_COLUMN_KEY};
+use crate::sql::program::Program;
 use crate::sql::stream_join_plan::StreamJoinKind;
 
 fn stream(name: &str, id: &str) -> (String, SchemaRef) {
@@ -86,7 +87,9 @@ async fn a_window_join_matches_whole_windows() {
     ))
     .await
     .unwrap();
-    assert!(matches!(&planned.program, Program::Join(j) if j.kind == StreamJoinKind::Window));
+    assert!(
+        matches!(&planned.program, Program::Join(j) if matches!(j.kind, StreamJoinKind::Window { .. }))
+    );
     assert_eq!(planned.output_time_column.as_deref(), Some("window_end"));
     let e = plan(&format!(
         "SELECT d.deal_id {windows} ON d.window_start = s.window_start AND d.agent = s.agent"

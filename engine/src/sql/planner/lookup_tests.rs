@@ -11,7 +11,8 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::lookup::{Dimension, DimensionSource, DimensionSpec, LookupFailurePolicy};
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::lookup_plan::LayerLookups;
-use crate::sql::planner::{PlannedQuery, Program, StreamingPlanner, nodes_named};
+use crate::sql::planner::{PlannedQuery, StreamingPlanner, nodes_named};
+use crate::sql::program::Program;
 use crate::storage::StorageRoot;
 
 fn deals() -> Vec<(String, SchemaRef)> {
