@@ -5,6 +5,8 @@
 //! with the late check of its kind, its lookups and the watermark it
 //! forwards.
 
+#[cfg(test)]
+mod golden_tests;
 pub mod interval_join;
 pub mod layer_query;
 pub mod operator;

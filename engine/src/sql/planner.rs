@@ -22,6 +22,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::TaskContext;
 use datafusion::execution::context::{SessionConfig, SessionContext};
 use datafusion::logical_expr::ScalarUDF;
+use datafusion::physical_plan::displayable;
 
 use crate::lookup::Dimension;
 use crate::sql::aggregate_plan::plan_aggregate;
@@ -30,7 +31,7 @@ use crate::sql::lookup_plan::{LayerLookups, plan_lookups};
 use crate::sql::over_plan::plan_over;
 use crate::sql::plan_nodes::nodes_named_like;
 pub(crate) use crate::sql::plan_nodes::{check_nodes, nodes_named, replace};
-use crate::sql::program::{LateInput, Lateness, Program};
+use crate::sql::program::{LateInput, Lateness, Program, duration};
 use crate::sql::segment::Segment;
 use crate::sql::stream_join_plan::{StreamJoinKind, plan_stream_join};
 use crate::sql::stream_table::StreamTable;
@@ -75,6 +76,37 @@ pub struct PlannedQuery {
     pub dimensions: Vec<Arc<Dimension>>,
     /// Its lookup failure handling (with lookup joins).
     pub lookup_handling: Option<Arc<LookupHandling>>,
+}
+
+impl PlannedQuery {
+    /// The streaming plan as text: the operator, when each input's rows
+    /// are late, the watermark it forwards, and each stateless segment's
+    /// DataFusion plan.
+    pub fn explain(&self) -> String {
+        let mut out = vec![self.program.describe()];
+        for late in &self.late_inputs {
+            out.push(format!(
+                "late rows of {} (by {}): {}",
+                late.input,
+                late.time_column,
+                late.rule.describe()
+            ));
+        }
+        let lag = self.program.output_lag_us();
+        out.push(if lag == 0 {
+            "output watermark: the layer's own".into()
+        } else {
+            format!("output watermark: the layer's minus {}", duration(lag))
+        });
+        for (role, segment) in self.program.segments() {
+            out.push(format!("{role}:"));
+            let text = displayable(segment.plan().as_ref())
+                .indent(true)
+                .to_string();
+            out.extend(text.lines().map(|l| format!("  {l}")));
+        }
+        out.join("\n")
+    }
 }
 
 /// Plans layer queries with DataFusion.
@@ -345,6 +377,15 @@ fn check_time_column(w: &WindowTvf, inputs: &[(String, SchemaRef)]) -> Result<()
             names.join(", ")
         )));
     };
+    if let Some(taken) = ["window_start", "window_end"]
+        .into_iter()
+        .find(|c| schema.field_with_name(c).is_ok())
+    {
+        return Err(PlanError::Sql(format!(
+            "{}(TABLE {}, ...) adds window_start and window_end, but `{}` already has a `{taken}` column (it was windowed upstream): rename the upstream layer's window columns (window_end AS {}_end) or leave them out of its SELECT",
+            w.kind, w.input, w.input, w.input
+        )));
+    }
     match schema.field_with_name(&w.time_column) {
         Ok(f) if matches!(f.data_type(), arrow::datatypes::DataType::Timestamp(_, _)) => Ok(()),
         Ok(f) => Err(PlanError::Sql(format!(

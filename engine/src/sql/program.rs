@@ -117,6 +117,37 @@ impl Program {
         }
     }
 
+    /// Its stateless stretches, by role, in the order rows pass them.
+    pub fn segments(&self) -> Vec<(&'static str, &Segment)> {
+        match self {
+            Program::Stateless(s) => vec![("rows", s)],
+            Program::Window { below, above, .. } | Program::Updating { below, above, .. } => {
+                vec![("below the aggregate", below), ("on results", above)]
+            }
+            Program::Session { below, closed, .. } => {
+                vec![
+                    ("below the sessions", below),
+                    ("on closed sessions", closed),
+                ]
+            }
+            Program::Over {
+                below,
+                window,
+                above,
+                ..
+            } => vec![
+                ("below the window", below),
+                ("the window", window),
+                ("on results", above),
+            ],
+            Program::Join(j) => vec![
+                ("left", &j.left),
+                ("right", &j.right),
+                ("joined", &j.joined),
+            ],
+        }
+    }
+
     /// The kind of program, as `strata validate --plan` and the golden
     /// tests show it.
     pub fn describe(&self) -> String {
@@ -364,6 +395,22 @@ impl Lateness {
             } => window_start(t, size_us.max(1), offset_us).saturating_add(size_us),
             Lateness::SessionGap(gap) => t.saturating_add(gap),
             Lateness::EventTime => t.saturating_add(1),
+        }
+    }
+
+    /// The rule in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Lateness::Windows {
+                kind: WindowKind::Tumble,
+                ..
+            } => "late once its window has closed (window end <= watermark)".into(),
+            Lateness::Windows { .. } => "late once its last window has closed (window end <= watermark); until then it counts in its open windows".into(),
+            Lateness::SessionGap(gap) => format!(
+                "late once event time + {} <= watermark (a session of its own would have closed)",
+                duration(*gap)
+            ),
+            Lateness::EventTime => "late once behind the watermark".into(),
         }
     }
 
