@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use arrow::datatypes::SchemaRef;
 use strata_engine::EngineError;
+use strata_engine::dataflow::layer_plan::CheckedLayer;
 use strata_engine::dataflow::{DataflowSpec, layer_plan};
+use strata_engine::sql::program::duration;
 use strata_layers::Warehouse;
 
 use crate::commands::load_warehouse;
@@ -32,24 +33,40 @@ pub async fn validate(file: &Path) -> ExitCode {
         w.schemas.len(),
         w.layers.len()
     );
-    for (layer, schema) in outputs {
-        let columns: Vec<String> = schema
+    for layer in outputs {
+        let columns: Vec<String> = layer
+            .output
             .fields()
             .iter()
             .map(|f| format!("{} {}", f.name(), f.data_type()))
             .collect();
-        println!("  {layer}: {}", columns.join(", "));
+        println!("  {}: {}", layer.name, columns.join(", "));
+        if let Some(operator) = &layer.operator {
+            println!("    {operator}");
+        }
+        let mut time = format!(
+            "    watermark: {} behind the newest event",
+            duration(layer.behind_us)
+        );
+        if layer.output_lag_us > 0 && layer.read_downstream {
+            time.push_str(&format!(
+                "; forwards {} (its rows can be dated {} before its watermark)",
+                duration(layer.behind_us + layer.output_lag_us),
+                duration(layer.output_lag_us)
+            ));
+        }
+        println!("{time}");
     }
     ExitCode::SUCCESS
 }
 
 /// Plans every layer's SQL; prints the first problem, pointing at the
 /// layer's `sql:` line, and returns `None` if there is one. On success,
-/// each layer's output columns.
+/// what validate reports of each layer.
 pub(crate) async fn check_queries(
     w: &Warehouse,
     dataflow: &DataflowSpec,
-) -> Option<Vec<(String, SchemaRef)>> {
+) -> Option<Vec<CheckedLayer>> {
     match layer_plan::check(dataflow).await {
         Ok(outputs) => Some(outputs),
         Err(EngineError::Pipeline { pipeline, reason }) => {

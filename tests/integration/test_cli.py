@@ -91,3 +91,22 @@ def test_sql_errors_point_at_the_layers_sql_line(strata_bin, tmp_path):
             assert message in out.stderr, (command, out.stderr)
             # Nothing was started: no table, no server.
             assert not (tmp_path / "data").exists(), command
+
+
+def test_validate_prints_what_a_chain_of_windows_costs_in_freshness(strata_bin):
+    """Each layer's watermark lag: the reference warehouse's 1-second dedup
+    window forwards a watermark 1 s behind its own, so the per-minute layer
+    downstream of it is 3 s (ODS delay) + 1 s behind the newest event."""
+    out = run(strata_bin, "validate", "examples/beike/warehouse.yaml")
+    assert out.returncode == 0, out.stderr
+    layers, name = {}, None
+    for line in out.stdout.splitlines()[1:]:
+        if not line.startswith("    "):
+            name = line.strip().split(":", 1)[0]
+        layers[name] = layers.get(name, "") + line + "\n"
+
+    assert "window aggregate: TUMBLE 1s on ods_deals.event_time" in layers["dwd_deals"]
+    assert ("watermark: 3s behind the newest event; forwards 4s (its rows can be dated 1s before its watermark)"
+            in layers["dwd_deals"]), layers["dwd_deals"]
+    assert "watermark: 4s behind the newest event\n" in layers["dws_store_minute"], layers["dws_store_minute"]
+    assert "watermark: 3s behind the newest event" in layers["ods_deals"]

@@ -138,15 +138,64 @@ pub async fn plan_layers(
     Ok(planned)
 }
 
-/// Plans every layer and returns each layer's output schema, or the first
-/// problem: what `strata validate` adds to the file checks.
-pub async fn check(spec: &DataflowSpec) -> Result<Vec<(String, SchemaRef)>> {
+/// A layer as `strata validate` reports it.
+pub struct CheckedLayer {
+    /// The layer.
+    pub name: String,
+    /// Its output rows.
+    pub output: SchemaRef,
+    /// What runs its query (`None`: an ODS layer).
+    pub operator: Option<String>,
+    /// How far its watermark is behind the newest event of its sources,
+    /// microseconds: the allowed delays on the way and the lags of the
+    /// layers upstream.
+    pub behind_us: i64,
+    /// How far behind its own watermark the rows it emits can be dated:
+    /// the watermark it forwards is held back by as much.
+    pub output_lag_us: i64,
+    /// Whether a layer of the dataflow reads it.
+    pub read_downstream: bool,
+}
+
+/// Plans every layer and returns what `strata validate` reports of each,
+/// or the first problem.
+pub async fn check(spec: &DataflowSpec) -> Result<Vec<CheckedLayer>> {
     let planner = StreamingPlanner::new(spec.udfs.clone());
-    Ok(plan_layers(spec, &planner)
-        .await?
-        .into_iter()
-        .map(|p| (p.spec.name.clone(), p.output))
-        .collect())
+    let planned = plan_layers(spec, &planner).await?;
+    let mut checked: Vec<CheckedLayer> = Vec::new();
+    for layer in planned {
+        let mut behind_inputs = 0;
+        for input in &layer.spec.inputs {
+            let behind = match &input.from {
+                InputFrom::Source(id) => spec
+                    .sources
+                    .iter()
+                    .find(|s| s.id == *id)
+                    .map_or(0, |s| s.watermark.delay.as_micros() as i64),
+                InputFrom::Layer(up) => checked
+                    .iter()
+                    .find(|c| c.name == *up)
+                    .map_or(0, |c| c.behind_us.saturating_add(c.output_lag_us)),
+            };
+            behind_inputs = behind_inputs.max(behind);
+        }
+        checked.push(CheckedLayer {
+            name: layer.spec.name.clone(),
+            operator: layer.query.as_ref().map(|q| q.program.describe()),
+            behind_us: behind_inputs.saturating_add(layer.spec.delay.as_micros() as i64),
+            output_lag_us: layer
+                .query
+                .as_ref()
+                .map_or(0, |q| q.program.output_lag_us()),
+            read_downstream: spec.layers.iter().any(|l| {
+                l.inputs
+                    .iter()
+                    .any(|i| i.from == InputFrom::Layer(layer.spec.name.clone()))
+            }),
+            output: layer.output,
+        });
+    }
+    Ok(checked)
 }
 
 pub(crate) fn config(layer: &LayerSpec, message: String) -> EngineError {
