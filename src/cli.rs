@@ -165,9 +165,16 @@ pub struct GenArgs {
     /// deals: event times are spread over this many seconds before now.
     #[arg(long, default_value_t = 3600)]
     pub spread_secs: u64,
-    /// beike: fraction of events dated 2-15 minutes in the past.
+    /// beike: fraction of events dated --late-minutes in the past.
     #[arg(long, default_value_t = 0.0)]
     pub late: f64,
+    /// beike: how old late events are, in minutes: MIN-MAX.
+    #[arg(long, default_value = "2-15")]
+    pub late_minutes: String,
+    /// beike: which streams get late events: deals, itineraries, or both
+    /// (comma-separated).
+    #[arg(long, default_value = "deals,itineraries")]
+    pub late_streams: String,
     /// beike: fraction of events dated 2-6 hours in the future.
     #[arg(long, default_value_t = 0.0)]
     pub future: f64,
@@ -188,6 +195,12 @@ pub struct GenArgs {
     /// tables under this directory first.
     #[arg(long)]
     pub dims: Option<PathBuf>,
+    /// beike: write what each event is (stream, kind: on_time, late,
+    /// future or malformed, copies sent, the generator's clock, the value)
+    /// to this file, one JSON object per line: the ground truth tests
+    /// compute their references from.
+    #[arg(long)]
+    pub truth: Option<PathBuf>,
 }
 
 /// Datasets `strata gen` knows.

@@ -1,5 +1,6 @@
 //! `strata gen`: produce generated events to a Kafka topic.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,8 @@ struct Outgoing<'a> {
     /// logged at the simulated "now", as it would have been then (so
     /// offsets-for-times finds it, as backfills need).
     logged_ms: Option<i64>,
+    /// The generator's event-time clock when it made the record.
+    clock_us: i64,
 }
 
 /// Where records come from, and the event-time clock of the beike dataset.
@@ -134,9 +137,26 @@ impl Source {
                     }
                 };
                 let prefix = args.topic.clone().unwrap_or_else(|| "beike_".into());
+                let late_age_us = late_minutes(&args.late_minutes)?;
+                let mut late_deals = false;
+                let mut late_itineraries = false;
+                for stream in args.late_streams.split(',').map(str::trim) {
+                    match stream {
+                        "deals" => late_deals = true,
+                        "itineraries" => late_itineraries = true,
+                        other => {
+                            return Err(format!(
+                                "--late-streams: `{other}` is not a stream; write deals, itineraries or deals,itineraries"
+                            ));
+                        }
+                    }
+                }
                 let trouble = Trouble {
                     malformed: args.malformed,
                     late: args.late,
+                    late_age_us,
+                    late_deals,
+                    late_itineraries,
                     future: args.future,
                     duplicates: args.duplicates,
                     disorder_us: (args.disorder_secs.max(0.0) * 1e6) as i64,
@@ -177,6 +197,7 @@ impl Source {
                     },
                     copies: 1,
                     logged_ms: None,
+                    clock_us: now,
                 }
             }
             Source::Beike {
@@ -197,10 +218,29 @@ impl Source {
                     kind: r.kind,
                     copies: r.copies,
                     logged_ms: simulated.map(|_| clock.div_euclid(1000)),
+                    clock_us: clock,
                 }
             }
         }
     }
+}
+
+/// `MIN-MAX` minutes, as microseconds.
+fn late_minutes(text: &str) -> Result<(i64, i64), String> {
+    let bad = || format!("--late-minutes {text}: write MIN-MAX in minutes, e.g. 2-15");
+    let (least, most) = text.split_once('-').ok_or_else(bad)?;
+    let minutes = |m: &str| {
+        m.trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|m| *m > 0.0)
+            .ok_or_else(bad)
+    };
+    let (least, most) = (minutes(least)?, minutes(most)?);
+    if least > most {
+        return Err(bad());
+    }
+    Ok(((least * 6e7) as i64, (most * 6e7) as i64))
 }
 
 /// What was produced, by kind.
@@ -214,7 +254,23 @@ struct Counts {
     duplicated: u64,
 }
 
-fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
+/// Why producing stopped.
+#[derive(Debug, thiserror::Error)]
+enum ProduceError {
+    #[error("{0}")]
+    Kafka(#[from] KafkaError),
+    #[error("{0}")]
+    Truth(String),
+}
+
+fn truth_error(path: &std::path::Path, e: &std::io::Error) -> ProduceError {
+    ProduceError::Truth(format!(
+        "cannot write the truth file {}: {e}",
+        path.display()
+    ))
+}
+
+fn produce(args: &GenArgs, source: &mut Source) -> Result<(), ProduceError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
         .set("linger.ms", "10")
@@ -222,6 +278,12 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
         .set("queue.buffering.max.messages", "500000")
         .set("enable.idempotence", "true")
         .create()?;
+    let mut truth = match &args.truth {
+        None => None,
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).map_err(|e| truth_error(path, &e))?,
+        )),
+    };
     let started = Instant::now();
     let mut last_report = Instant::now();
     let mut n = Counts::default();
@@ -249,10 +311,25 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
                         pending = back;
                         std::thread::sleep(Duration::from_millis(5));
                     }
-                    Err((e, _)) => return Err(e),
+                    Err((e, _)) => return Err(e.into()),
                 }
             }
             n.sent += 1;
+        }
+        if let (Some(out), Some(path)) = (&mut truth, &args.truth) {
+            let line = serde_json::json!({
+                "topic": record.topic,
+                "kind": match record.kind {
+                    Kind::OnTime => "on_time",
+                    Kind::Late => "late",
+                    Kind::Future => "future",
+                    Kind::Malformed => "malformed",
+                },
+                "copies": record.copies,
+                "clock_us": record.clock_us,
+                "value": record.value,
+            });
+            writeln!(out, "{line}").map_err(|e| truth_error(path, &e))?;
         }
         n.events += 1;
         n.duplicated += u64::from(record.copies > 1);
@@ -273,6 +350,9 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), KafkaError> {
         }
     }
     producer.flush(Duration::from_secs(60))?;
+    if let (Some(out), Some(path)) = (&mut truth, &args.truth) {
+        out.flush().map_err(|e| truth_error(path, &e))?;
+    }
     let elapsed = started.elapsed().as_secs_f64();
     println!(
         "{}",

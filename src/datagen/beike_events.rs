@@ -24,8 +24,14 @@ use crate::datagen::malform::malform;
 pub struct Trouble {
     /// Records made malformed.
     pub malformed: f64,
-    /// Events dated 2-15 minutes before the clock.
+    /// Events dated `late_age_us` before the clock.
     pub late: f64,
+    /// How far before the clock late events are dated: (least, most), µs.
+    pub late_age_us: (i64, i64),
+    /// Which streams get late events.
+    pub late_deals: bool,
+    /// Whether itinerary events can be late.
+    pub late_itineraries: bool,
     /// Events dated 2-6 hours after the clock.
     pub future: f64,
     /// Records sent twice in a row.
@@ -121,8 +127,14 @@ impl BeikeGenerator {
     /// random. Future-dated events are dated from the wall clock, so they
     /// are in the future even in simulated history.
     pub fn next(&mut self, clock_us: i64, now_us: i64) -> Record {
-        let (kind, event_us) = self.timing(clock_us, now_us);
-        let (stream, key, value) = if self.rng.random_bool(0.5) {
+        let deal = self.rng.random_bool(0.5);
+        let may_be_late = if deal {
+            self.trouble.late_deals
+        } else {
+            self.trouble.late_itineraries
+        };
+        let (kind, event_us) = self.timing(clock_us, now_us, may_be_late);
+        let (stream, key, value) = if deal {
             self.deal_event(event_us)
         } else {
             self.itinerary_event(event_us)
@@ -152,11 +164,12 @@ impl BeikeGenerator {
         }
     }
 
-    fn timing(&mut self, clock_us: i64, now_us: i64) -> (Kind, i64) {
+    fn timing(&mut self, clock_us: i64, now_us: i64, may_be_late: bool) -> (Kind, i64) {
         let t = &self.trouble;
         let roll: f64 = self.rng.random();
-        if roll < t.late {
-            let behind = self.rng.random_range(120_000_000..900_000_000);
+        if roll < t.late && may_be_late {
+            let (least, most) = t.late_age_us;
+            let behind = self.rng.random_range(least..=most.max(least));
             (Kind::Late, clock_us - behind)
         } else if roll < t.late + t.future {
             let ahead = self.rng.random_range(7_200_000_000i64..21_600_000_000);
@@ -294,16 +307,23 @@ mod tests {
     const CLEAN: Trouble = Trouble {
         malformed: 0.0,
         late: 0.0,
+        late_age_us: LATE_AGE_US,
+        late_deals: true,
+        late_itineraries: true,
         future: 0.0,
         duplicates: 0.0,
         disorder_us: 0,
     };
+    const LATE_AGE_US: (i64, i64) = (120_000_000, 900_000_000);
 
     #[test]
     fn same_seed_same_records() {
         let trouble = Trouble {
             malformed: 0.1,
             late: 0.1,
+            late_age_us: LATE_AGE_US,
+            late_deals: true,
+            late_itineraries: true,
             future: 0.1,
             duplicates: 0.1,
             disorder_us: 2_000_000,
@@ -359,6 +379,9 @@ mod tests {
         let trouble = Trouble {
             malformed: 0.02,
             late: 0.05,
+            late_age_us: LATE_AGE_US,
+            late_deals: true,
+            late_itineraries: true,
             future: 0.01,
             duplicates: 0.03,
             disorder_us: 1_000_000,
