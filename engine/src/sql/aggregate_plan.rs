@@ -16,18 +16,13 @@ use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
 use crate::sql::batch_slot::BatchSlot;
-use crate::sql::planner::{PlanError, STATELESS, check_nodes, replace};
+use crate::sql::planner::{NodeKind, PlanError, STATELESS, check_nodes, replace};
 use crate::sql::program::{AGGREGATE_SLOT, AggregateNode, Program, SESSION_SLOT};
 use crate::sql::segment::Segment;
 use crate::sql::window_tvf::{WindowKind, WindowTvf};
 
 /// What may run on each emitted window, on top of the stateless nodes.
-const PER_WINDOW: &[&str] = &[
-    "SortExec",
-    "BoundedWindowAggExec",
-    "WindowAggExec",
-    "SortPreservingMergeExec",
-];
+const PER_WINDOW: &[NodeKind] = &[NodeKind::Sort, NodeKind::Window];
 
 /// What the incremental aggregate can run: one phase, one grouping set.
 fn check_aggregate(agg: &AggregateExec) -> Result<(), PlanError> {
@@ -110,7 +105,7 @@ pub(crate) fn plan_aggregate(
             let closed = replace(plan, &input, slot)?;
             check_nodes(
                 &closed,
-                &[STATELESS, PER_WINDOW, &["AggregateExec"]].concat(),
+                &[STATELESS, PER_WINDOW, &[NodeKind::Aggregate]].concat(),
                 "on a session window",
             )?;
             check_per_window(&closed)?;

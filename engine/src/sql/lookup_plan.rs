@@ -19,7 +19,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 use crate::lookup::Dimension;
 use crate::sql::batch_slot::BatchSlot;
 use crate::sql::lookup_join::{LookupHandling, LookupJoinExec, PROBE_SLOT, dimension_slot};
-use crate::sql::plan_nodes::column_name;
+use crate::sql::plan_nodes::{NodeKind, column_name, kind_of};
 use crate::sql::planner::{PlanError, STATELESS, check_nodes};
 use crate::sql::segment::Segment;
 
@@ -74,7 +74,8 @@ pub fn plan_lookups(
                 return Ok(Transformed::no(node));
             }
             let Some(join) = node.downcast_ref::<HashJoinExec>() else {
-                if node.name().contains("Join") && dimension_in(&node, dims).is_some() {
+                if matches!(kind_of(node.as_ref()), NodeKind::HashJoin | NodeKind::OtherJoin)
+                    && dimension_in(&node, dims).is_some() {
                     problem = Some(PlanError::Unsupported(format!(
                         "{}: a lookup join matches the dimension's key: `ON e.agent_id = a.agent_id` (other conditions may follow with AND)",
                         node.name()

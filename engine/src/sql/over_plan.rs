@@ -19,7 +19,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::windows::{BoundedWindowAggExec, WindowAggExec};
 
 use crate::sql::batch_slot::BatchSlot;
-use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
+use crate::sql::plan_nodes::kind_of;
+use crate::sql::planner::{NodeKind, PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
 use crate::sql::program::{OverFrame, Program};
 use crate::sql::segment::Segment;
 
@@ -104,7 +105,7 @@ pub(crate) fn plan_over(
         .first()
         .map(|c| (*c).clone())
         .ok_or_else(|| PlanError::Sql("internal: a window node without input".into()))?;
-    if below_root.name() == "SortExec"
+    if kind_of(below_root.as_ref()) == NodeKind::Sort
         && let Some(child) = below_root.children().first()
     {
         below_root = (*child).clone();

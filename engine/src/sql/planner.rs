@@ -29,8 +29,7 @@ use crate::sql::aggregate_plan::plan_aggregate;
 use crate::sql::lookup_join::{LookupHandling, dimension_slot};
 use crate::sql::lookup_plan::{LayerLookups, plan_lookups};
 use crate::sql::over_plan::plan_over;
-use crate::sql::plan_nodes::nodes_named_like;
-pub(crate) use crate::sql::plan_nodes::{check_nodes, nodes_named, replace};
+pub(crate) use crate::sql::plan_nodes::{NodeKind, STATELESS, check_nodes, nodes_of, replace};
 use crate::sql::program::{LateInput, Lateness, Program, duration};
 use crate::sql::segment::Segment;
 use crate::sql::stream_join_plan::{StreamJoinKind, plan_stream_join};
@@ -114,20 +113,6 @@ pub struct StreamingPlanner {
     udfs: Vec<ScalarUDF>,
 }
 
-/// DataFusion nodes that keep no state between batches.
-pub(crate) const STATELESS: &[&str] = &[
-    "ProjectionExec",
-    "FilterExec",
-    "UnnestExec",
-    "CooperativeExec",
-    "CoalesceBatchesExec",
-    "BatchSlot",
-    "UnionExec",
-    "InterleaveExec",
-    "RepartitionExec",
-    "CoalescePartitionsExec",
-    "LookupJoinExec",
-];
 impl StreamingPlanner {
     /// A planner; `udfs` are users' scalar functions, callable by name.
     pub fn new(udfs: Vec<ScalarUDF>) -> Self {
@@ -236,18 +221,15 @@ impl StreamingPlanner {
             }
             None => (plan, Vec::new()),
         };
-        if nodes_named(&plan, "BatchSlot").is_empty() {
+        if nodes_of(&plan, &[NodeKind::Slot]).is_empty() {
             let names: Vec<&str> = inputs.iter().map(|(n, _)| n.as_str()).collect();
             return Err(PlanError::Sql(format!(
                 "the query reads no input: select FROM one of the layer's inputs ({})",
                 names.join(", ")
             )));
         }
-        let aggregates = nodes_named(&plan, "AggregateExec");
-        let window_nodes: Vec<_> = nodes_named(&plan, "BoundedWindowAggExec")
-            .into_iter()
-            .chain(nodes_named(&plan, "WindowAggExec"))
-            .collect();
+        let aggregates = nodes_of(&plan, &[NodeKind::Aggregate]);
+        let window_nodes = nodes_of(&plan, &[NodeKind::Window]);
         let mut late_inputs: Vec<LateInput> = window
             .iter()
             .map(|w| LateInput {
@@ -256,10 +238,7 @@ impl StreamingPlanner {
                 rule: Lateness::of_window(w),
             })
             .collect();
-        let stream_joins: Vec<_> = nodes_named_like(&plan, "Join")
-            .into_iter()
-            .filter(|n| n.name() != "LookupJoinExec")
-            .collect();
+        let stream_joins = nodes_of(&plan, &[NodeKind::HashJoin, NodeKind::OtherJoin]);
         if rewritten.windows.len() == 2 && stream_joins.is_empty() {
             return Err(PlanError::Unsupported(
                 "two window TVFs in one layer are the two sides of a window join: JOIN them ON a.window_start = b.window_start AND a.window_end = b.window_end".into(),

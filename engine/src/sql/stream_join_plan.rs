@@ -31,7 +31,7 @@ use datafusion::physical_plan::joins::HashJoinExec;
 
 use crate::sql::batch_slot::BatchSlot;
 use crate::sql::plan_nodes::column_name;
-use crate::sql::planner::{PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
+use crate::sql::planner::{NodeKind, PlanError, STATELESS, TIME_COLUMN_KEY, check_nodes, replace};
 use crate::sql::program::{LateInput, Lateness};
 use crate::sql::segment::Segment;
 use crate::sql::window_tvf::{WindowKind, WindowTvf};
@@ -114,7 +114,7 @@ pub fn plan_stream_join(
     let joined_plan = replace(plan, node, with_slots)?;
     check_nodes(
         &joined_plan,
-        &[STATELESS, &["HashJoinExec"]].concat(),
+        &[STATELESS, &[NodeKind::HashJoin]].concat(),
         "on a join's results",
     )
     .map_err(|e| match e {

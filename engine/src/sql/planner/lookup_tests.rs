@@ -11,7 +11,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use crate::lookup::{Dimension, DimensionSource, DimensionSpec, LookupFailurePolicy};
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::lookup_plan::LayerLookups;
-use crate::sql::planner::{PlannedQuery, StreamingPlanner, nodes_named};
+use crate::sql::planner::{NodeKind, PlannedQuery, StreamingPlanner, nodes_of};
 use crate::sql::program::Program;
 use crate::storage::StorageRoot;
 
@@ -65,7 +65,7 @@ async fn a_lookup_join_is_a_stateless_step() {
     let Program::Stateless(segment) = &planned.program else {
         panic!("not stateless");
     };
-    assert_eq!(nodes_named(segment.plan(), "LookupJoinExec").len(), 1);
+    assert_eq!(nodes_of(segment.plan(), &[NodeKind::LookupJoin]).len(), 1);
     assert_eq!(planned.dimensions.len(), 1);
     assert!(planned.lookup_handling.is_some());
     let names: Vec<&str> = planned
