@@ -32,6 +32,10 @@ pub enum Command {
     Validate {
         /// The warehouse YAML file.
         file: PathBuf,
+        /// Also print the dataflow plan: each layer's operator, late rules,
+        /// watermark, tables and side tables, and who reads it.
+        #[arg(long)]
+        plan: bool,
     },
     /// Run the warehouse's layers until SIGINT/SIGTERM (the last epoch is
     /// committed on the way out).

@@ -25,7 +25,7 @@ fn load_warehouse(file: &Path) -> Option<Warehouse> {
 
 pub async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Validate { file } => validate::validate(&file).await,
+        Command::Validate { file, plan } => validate::validate(&file, plan).await,
         Command::Run {
             file,
             layers,

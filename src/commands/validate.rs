@@ -6,13 +6,15 @@ use std::process::ExitCode;
 
 use strata_engine::EngineError;
 use strata_engine::dataflow::layer_plan::CheckedLayer;
+use strata_engine::dataflow::plan::DataflowPlan;
 use strata_engine::dataflow::{DataflowSpec, layer_plan};
+use strata_engine::sql::planner::StreamingPlanner;
 use strata_engine::sql::program::duration;
 use strata_layers::Warehouse;
 
 use crate::commands::load_warehouse;
 
-pub async fn validate(file: &Path) -> ExitCode {
+pub async fn validate(file: &Path, show_plan: bool) -> ExitCode {
     let Some(w) = load_warehouse(file) else {
         return ExitCode::FAILURE;
     };
@@ -56,6 +58,16 @@ pub async fn validate(file: &Path) -> ExitCode {
             ));
         }
         println!("{time}");
+    }
+    if show_plan {
+        let planner = StreamingPlanner::new(plan.dataflow.udfs.clone());
+        match DataflowPlan::new(&plan.dataflow, &planner).await {
+            Ok(p) => print!("\n{p}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     ExitCode::SUCCESS
 }

@@ -110,3 +110,19 @@ def test_validate_prints_what_a_chain_of_windows_costs_in_freshness(strata_bin):
             in layers["dwd_deals"]), layers["dwd_deals"]
     assert "watermark: 4s behind the newest event\n" in layers["dws_store_minute"], layers["dws_store_minute"]
     assert "watermark: 3s behind the newest event" in layers["ods_deals"]
+
+
+def test_validate_plan_shows_each_layers_operator_tables_and_readers(strata_bin):
+    out = run(strata_bin, "validate", "--plan", "examples/beike/warehouse.yaml")
+    assert out.returncode == 0, out.stderr
+    plan = out.stdout[out.stdout.index("dataflow `beike`"):]
+    assert "dataflow `beike`: 2 source(s), 12 layer(s), an epoch every 1s" in plan
+    dwd = plan[plan.index("layer dwd_deals (dwd)"):plan.index("layer dwd_deals_wide")]
+    for line in ["window aggregate: TUMBLE 1s on ods_deals.event_time",
+                 "late rows of ods_deals (by event_time): late once its window has closed (window end <= watermark)",
+                 "output watermark: the layer's minus 1s",
+                 "table dwd_deals_late (late rows of ods_deals, appended)",
+                 "table dwd_deals_rejected (rows the filter rejected, appended)",
+                 "read by dwd_deals_wide"]:
+        assert line in dwd, (line, dwd)
+    assert "table ads_city_gmv_today (rows, upserted by event_day, city_name)" in plan

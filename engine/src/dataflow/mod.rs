@@ -9,10 +9,12 @@
 //! commits every table. See `checkpoint::manifest` for why that makes the
 //! whole graph exactly-once.
 
+pub(crate) mod build;
 pub mod coordinator;
 pub mod layer_plan;
 mod layer_task;
 pub mod message;
+pub mod plan;
 pub mod replay;
 pub(crate) mod run;
 pub mod side_output;

@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 
-use arrow::datatypes::{Schema, SchemaRef};
 use rdkafka::consumer::BaseConsumer;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -13,69 +12,42 @@ use tracing::info;
 
 use crate::checkpoint::manifest::{Manifest, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::build::{BuildContext, BuiltLayer, Channels, build_layer};
 use crate::dataflow::coordinator::{Coordinator, DataflowReport, SourceHandle, commit_all};
-use crate::dataflow::layer_plan::{PlannedLayer, config, plan_layers};
-use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask, MainWriter};
-use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::plan::DataflowPlan;
+pub(crate) use crate::dataflow::plan::without_metadata;
 use crate::dataflow::replay::{Replay, ReplayFrom};
-use crate::dataflow::side_output::{Side, side_schema};
-use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::source::{EpochControl, SourceStatus, SourceTask};
-use crate::dataflow::spec::{DataflowSpec, InputFrom};
+use crate::dataflow::spec::DataflowSpec;
 use crate::dataflow::table_source::TableSource;
-use crate::delta::table::open_or_create;
 use crate::delta::table_committer::TableCommitter;
-use crate::delta::table_writer::TableWriter;
-use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
-use crate::kafka::publisher::{PublishCommitter, open_publisher};
-use crate::ods::{DEAD_LETTER_SUFFIX, EVENT_DATE, dead_letter_schema};
-use crate::operators::layer_query::LayerQuery;
+use crate::kafka::publisher::PublishCommitter;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
-use crate::sql::program::Program;
-
-/// Messages in flight on each channel between tasks.
-const CHANNEL_DEPTH: usize = 16;
-
-/// A layer, planned and with its tables open.
-struct BuiltLayer {
-    task: LayerTask,
-    committers: Vec<TableCommitter>,
-    /// The Kafka topics it publishes, each with its table's URL (where a
-    /// lost epoch is published again from).
-    publishers: Vec<(PublishCommitter, String)>,
-}
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
 /// up), committing a last epoch on the way out.
 pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<DataflowReport> {
+    let planner = StreamingPlanner::new(spec.udfs.clone());
+    // Every layer's SQL and tables are planned before anything is opened.
+    let plan = DataflowPlan::new(&spec, &planner).await?;
     let store = Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?);
     let manifest = store.latest().await?;
-    let planner = StreamingPlanner::new(spec.udfs.clone());
     let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
-    // Every layer's SQL is planned before any table is opened.
-    let planned = plan_layers(&spec, &planner).await?;
+    let mut channels = Channels::new(&plan);
+    let cx = BuildContext {
+        dataflow: &spec.id,
+        planner: &planner,
+        store: &store,
+        acks: &ack_tx,
+        first_epoch: manifest.as_ref().map_or(1, |m| m.epoch + 1),
+    };
     let mut built: Vec<BuiltLayer> = Vec::new();
-    let mut receivers: Vec<Vec<mpsc::Receiver<Message>>> = Vec::new();
-    let mut source_senders: HashMap<String, mpsc::Sender<Message>> = HashMap::new();
-    let mut downstream: HashMap<String, Vec<mpsc::Sender<Message>>> = HashMap::new();
-    for layer in planned {
-        let mut rxs = Vec::new();
-        for input in &layer.spec.inputs {
-            let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-            rxs.push(rx);
-            match &input.from {
-                InputFrom::Source(id) => {
-                    source_senders.insert(id.clone(), tx);
-                }
-                InputFrom::Layer(up) => downstream.entry(up.clone()).or_default().push(tx),
-            }
-        }
-        let first_epoch = manifest.as_ref().map_or(1, |m| m.epoch + 1);
-        built.push(open_layer(&spec, layer, &planner, &store, &ack_tx, first_epoch).await?);
-        receivers.push(rxs);
+    for layer in plan.layers {
+        built.push(build_layer(layer, &mut channels, &cx).await?);
     }
+    let mut source_senders = channels.sources;
 
     let mut committers: HashMap<String, TableCommitter> = HashMap::new();
     let mut publishers = Vec::new();
@@ -174,14 +146,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
 
     let mut tasks = JoinSet::new();
     let layers = built.len();
-    for ((mut layer, rxs), spec_layer) in built.into_iter().zip(receivers).zip(&spec.layers) {
-        layer.task.inputs = spec_layer
-            .inputs
-            .iter()
-            .zip(rxs)
-            .map(|(input, rx)| InputChannel::new(&input.name, rx))
-            .collect();
-        layer.task.downstream = downstream.remove(&layer.task.name).unwrap_or_default();
+    for layer in built {
         tasks.spawn(layer.task.run());
     }
     drop(ack_tx);
@@ -272,11 +237,6 @@ fn ended_badly(
     }
 }
 
-/// `schema` without the metadata the planner reads (Delta tables keep none).
-pub(crate) fn without_metadata(schema: &SchemaRef) -> SchemaRef {
-    Arc::new(Schema::new(schema.fields().clone()))
-}
-
 /// After a crash between a checkpoint and its Kafka commits, publishes the
 /// checkpoint's epoch again, from the tables, where Kafka lacks it.
 async fn recover_publishers(
@@ -298,196 +258,6 @@ async fn recover_publishers(
             .await?;
     }
     Ok(())
-}
-
-/// Opens a planned layer's tables and makes its task.
-async fn open_layer(
-    spec: &DataflowSpec,
-    layer: PlannedLayer,
-    planner: &StreamingPlanner,
-    store: &Arc<CheckpointStore>,
-    acks: &mpsc::Sender<Ack>,
-    first_epoch: u64,
-) -> Result<BuiltLayer> {
-    let name = layer.spec.name.clone();
-    let kind = layer.spec.kind.clone();
-    let partitions: Vec<&str> = if layer.query.is_none() {
-        vec![EVENT_DATE]
-    } else {
-        Vec::new()
-    };
-    let mut committers = Vec::new();
-    let main_table = open_or_create(
-        &spec.storage.table(&kind, &name)?,
-        &without_metadata(&layer.output),
-        &partitions,
-    )
-    .await?;
-    let main = match layer.query.as_ref().map(|p| &p.program) {
-        Some(Program::Updating { keys, .. }) => {
-            MainWriter::Upsert(UpsertWriter::new(&main_table, &name, keys.clone()))
-        }
-        _ => MainWriter::Append(Box::new(TableWriter::new(&main_table, &name)?)),
-    };
-    let main_url = main_table.table_url().to_string();
-    committers.push(TableCommitter::open(main_table, &name).await?);
-    let (mut publish, mut publishers) = (None, Vec::new());
-    if let Some(p) = &layer.spec.publish {
-        if layer.query.is_none() || layer.updating {
-            return Err(config(
-                &layer.spec,
-                "publish: is for SQL layers whose rows are appended (windowed or row-by-row): an ods layer's topic is already in Kafka, and a GROUP BY without windows updates rows in place".into(),
-            ));
-        }
-        let (w, c) = open_publisher(p, &spec.id, &name, first_epoch).await?;
-        publish = Some(w);
-        publishers.push((c, main_url));
-    }
-
-    // A side table, and its topic if `side_topics:` names one.
-    let side = |suffix: &str, schema: SchemaRef| {
-        let table_name = format!("{name}{suffix}");
-        let location = spec.storage.table(&kind, &table_name);
-        let topic = layer
-            .spec
-            .side_topics
-            .iter()
-            .find(|(s, _)| s == suffix)
-            .map(|(_, p)| p.clone());
-        let name = name.clone();
-        async move {
-            let table = open_or_create(&location?, &without_metadata(&schema), &[]).await?;
-            let mut sink = SideSink::table(TableWriter::new(&table, &name)?);
-            let mut publisher = None;
-            if let Some(p) = topic {
-                let (w, c) = open_publisher(&p, &spec.id, &table_name, first_epoch).await?;
-                sink.topic = Some(w);
-                publisher = Some((c, table.table_url().to_string()));
-            }
-            let committer = TableCommitter::open(table, &name).await?;
-            Ok::<_, EngineError>((sink, committer, publisher))
-        }
-    };
-    let (mut dead_letters, mut future, mut rejected) = (None, None, None);
-    let mut late = Vec::new();
-    // Undecodable records (a topic input) and rows whose lookup failed
-    // (lookup joins) are dead letters.
-    let looks_up = layer
-        .query
-        .as_ref()
-        .is_some_and(|q| !q.dimensions.is_empty());
-    if layer.source_rows.is_some() || looks_up {
-        let (w, c, p) = side(DEAD_LETTER_SUFFIX, dead_letter_schema()).await?;
-        dead_letters = Some(w);
-        committers.push(c);
-        publishers.extend(p);
-    }
-    if let Some(rows) = &layer.source_rows {
-        let (w, c, p) = side(Side::Future.suffix(), side_schema(rows)).await?;
-        future = Some(w);
-        committers.push(c);
-        publishers.extend(p);
-    }
-    let mut late_sinks = Vec::new();
-    let mut late_inputs: Vec<(String, String)> = Vec::new();
-    for late in layer.query.iter().flat_map(|q| q.late_inputs.iter()) {
-        // A self-join checks its one input once.
-        if !late_inputs.iter().any(|(i, _)| *i == late.input) {
-            late_inputs.push((late.input.clone(), late.time_column.clone()));
-        }
-    }
-    for (input, time_column) in &late_inputs {
-        let schema = &layer
-            .inputs
-            .iter()
-            .find(|(n, _)| n == input)
-            .ok_or_else(|| config(&layer.spec, format!("no input `{input}`")))?
-            .1;
-        // One input: `<layer>_late`; a join's two: `<layer>_late_<input>`.
-        let suffix = if late_inputs.len() == 1 {
-            Side::Late.suffix().to_string()
-        } else {
-            format!("{}_{input}", Side::Late.suffix())
-        };
-        let (w, c, p) = side(&suffix, side_schema(schema)).await?;
-        late.push(w);
-        committers.push(c);
-        publishers.extend(p);
-        if schema.index_of(time_column).is_err() {
-            return Err(config(
-                &layer.spec,
-                format!("no column `{time_column}` in `{input}`"),
-            ));
-        }
-        late_sinks.push(LateSink {
-            input: input.clone(),
-            sink: late.len() - 1,
-        });
-    }
-    if layer.filter.is_some() && layer.spec.keep_rejected {
-        let (_, schema) = layer
-            .inputs
-            .first()
-            .ok_or_else(|| config(&layer.spec, "a filter needs an input".into()))?;
-        let (w, c, p) = side(Side::Rejected.suffix(), side_schema(schema)).await?;
-        rejected = Some(w);
-        committers.push(c);
-        publishers.extend(p);
-    }
-    for (suffix, _) in &layer.spec.side_topics {
-        if !publishers
-            .iter()
-            .any(|(c, _)| c.table() == format!("{name}{suffix}"))
-        {
-            return Err(config(
-                &layer.spec,
-                format!(
-                    "side_topics names a topic for `{name}{suffix}`, but the layer has no such table (late rows need a window or OVER aggregation, and a join's late tables are `_late_<input>`, which take no topic; rejected rows a filter with keep_rejected, future and dead-letter rows a topic input)"
-                ),
-            ));
-        }
-    }
-    let query = match layer.query {
-        Some(p) => Some(
-            LayerQuery::new(
-                p,
-                planner
-                    .task_ctx()
-                    .map_err(|e| config(&layer.spec, e.to_string()))?,
-            )
-            .map_err(|e| config(&layer.spec, e.to_string()))?,
-        ),
-        None => None,
-    };
-    let task = LayerTask {
-        name,
-        // Connected once every layer is built.
-        inputs: Vec::new(),
-        query,
-        output_schema: without_metadata(&layer.output),
-        filter: layer.filter,
-        late: late_sinks,
-        delay_us: layer.spec.delay.as_micros() as i64,
-        watermark: None,
-        sinks: LayerSinks {
-            main,
-            dead_letters,
-            future,
-            late,
-            rejected,
-            publish,
-        },
-        downstream: Vec::new(),
-        store: store.clone(),
-        acks: acks.clone(),
-        sources: Vec::new(),
-        rows_in_epoch: 0,
-    };
-    Ok(BuiltLayer {
-        task,
-        committers,
-        publishers,
-    })
 }
 
 /// A table that holds epochs the checkpoint does not know means the

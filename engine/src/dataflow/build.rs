@@ -1,0 +1,184 @@
+//! Building a planned dataflow: the channels between sources and layers,
+//! then each layer's tables, topics, query and task, each made whole in one
+//! pass (see [`DataflowPlan`] for what is decided before anything opens).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::layer_plan::config;
+use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask, MainWriter};
+use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole, TablePlan, TableWrite};
+use crate::dataflow::side_sink::SideSink;
+use crate::dataflow::spec::InputFrom;
+use crate::delta::table::open_or_create;
+use crate::delta::table_committer::TableCommitter;
+use crate::delta::table_writer::TableWriter;
+use crate::delta::upsert_writer::UpsertWriter;
+use crate::error::{EngineError, Result};
+use crate::kafka::publisher::{PublishCommitter, open_publisher};
+use crate::operators::layer_query::LayerQuery;
+use crate::sql::planner::StreamingPlanner;
+
+/// Messages in flight on each channel between tasks.
+const CHANNEL_DEPTH: usize = 16;
+
+/// A layer, built: its task and what the coordinator commits for it.
+pub(crate) struct BuiltLayer {
+    pub(crate) task: LayerTask,
+    pub(crate) committers: Vec<TableCommitter>,
+    /// The Kafka topics it publishes, each with its table's URL (where a
+    /// lost epoch is published again from).
+    pub(crate) publishers: Vec<(PublishCommitter, String)>,
+}
+
+/// The channels of a dataflow: the sender each source writes to, and each
+/// layer's receivers and downstream senders.
+pub(crate) struct Channels {
+    pub(crate) sources: HashMap<String, mpsc::Sender<Message>>,
+    inputs: HashMap<String, Vec<InputChannel>>,
+    downstream: HashMap<String, Vec<mpsc::Sender<Message>>>,
+}
+
+impl Channels {
+    /// One channel per layer input, from its source or upstream layer.
+    pub(crate) fn new(plan: &DataflowPlan) -> Self {
+        let mut channels = Channels {
+            sources: HashMap::new(),
+            inputs: HashMap::new(),
+            downstream: HashMap::new(),
+        };
+        for layer in &plan.layers {
+            let mut inputs = Vec::new();
+            for input in &layer.inputs {
+                let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+                inputs.push(InputChannel::new(&input.name, rx));
+                match &input.from {
+                    InputFrom::Source(id) => {
+                        channels.sources.insert(id.clone(), tx);
+                    }
+                    InputFrom::Layer(up) => {
+                        channels.downstream.entry(up.clone()).or_default().push(tx)
+                    }
+                }
+            }
+            channels.inputs.insert(layer.name().to_string(), inputs);
+        }
+        channels
+    }
+}
+
+/// What building a layer needs besides its plan.
+pub(crate) struct BuildContext<'a> {
+    pub(crate) dataflow: &'a str,
+    pub(crate) planner: &'a StreamingPlanner,
+    pub(crate) store: &'a Arc<CheckpointStore>,
+    pub(crate) acks: &'a mpsc::Sender<Ack>,
+    /// The first epoch this run will write (publishers open their
+    /// transactions for it).
+    pub(crate) first_epoch: u64,
+}
+
+/// Opens `layer`'s tables and topics and makes its task, connected to its
+/// channels.
+pub(crate) async fn build_layer(
+    layer: LayerPlan,
+    channels: &mut Channels,
+    cx: &BuildContext<'_>,
+) -> Result<BuiltLayer> {
+    let name = layer.name().to_string();
+    let mut committers = Vec::new();
+    let mut publishers = Vec::new();
+
+    let main_table = open_table(&layer.main).await?;
+    let main = match &layer.main.write {
+        TableWrite::Upsert(keys) => {
+            MainWriter::Upsert(UpsertWriter::new(&main_table, &name, keys.clone()))
+        }
+        TableWrite::Append => MainWriter::Append(Box::new(TableWriter::new(&main_table, &name)?)),
+    };
+    let main_url = main_table.table_url().to_string();
+    committers.push(TableCommitter::open(main_table, &name).await?);
+    let mut publish = None;
+    if let Some(p) = &layer.main.topic {
+        let (w, c) = open_publisher(p, cx.dataflow, &name, cx.first_epoch).await?;
+        publish = Some(w);
+        publishers.push((c, main_url));
+    }
+
+    let (mut dead_letters, mut future, mut rejected) = (None, None, None);
+    let mut late = Vec::new();
+    let mut late_sinks = Vec::new();
+    for side in &layer.sides {
+        let table = open_table(&side.table).await?;
+        let mut sink = SideSink::table(TableWriter::new(&table, &name)?);
+        if let Some(p) = &side.table.topic {
+            let (w, c) = open_publisher(p, cx.dataflow, &side.table.name, cx.first_epoch).await?;
+            sink.topic = Some(w);
+            publishers.push((c, table.table_url().to_string()));
+        }
+        committers.push(TableCommitter::open(table, &name).await?);
+        match &side.role {
+            SideRole::DeadLetter => dead_letters = Some(sink),
+            SideRole::Future => future = Some(sink),
+            SideRole::Rejected => rejected = Some(sink),
+            SideRole::Late(input) => {
+                late.push(sink);
+                late_sinks.push(LateSink {
+                    input: input.clone(),
+                    sink: late.len() - 1,
+                });
+            }
+        }
+    }
+
+    let spec = &layer.planned.spec;
+    let query = match layer.planned.query {
+        Some(p) => {
+            let ctx = cx
+                .planner
+                .task_ctx()
+                .map_err(|e| config(spec, e.to_string()))?;
+            Some(LayerQuery::new(p, ctx).map_err(|e| config(spec, e.to_string()))?)
+        }
+        None => None,
+    };
+    let task = LayerTask {
+        inputs: channels.inputs.remove(&name).unwrap_or_default(),
+        downstream: channels.downstream.remove(&name).unwrap_or_default(),
+        query,
+        output_schema: layer.main.schema.clone(),
+        filter: layer.planned.filter,
+        late: late_sinks,
+        delay_us: spec.delay.as_micros() as i64,
+        watermark: None,
+        sinks: LayerSinks {
+            main,
+            dead_letters,
+            future,
+            late,
+            rejected,
+            publish,
+        },
+        store: cx.store.clone(),
+        acks: cx.acks.clone(),
+        sources: Vec::new(),
+        rows_in_epoch: 0,
+        name,
+    };
+    Ok(BuiltLayer {
+        task,
+        committers,
+        publishers,
+    })
+}
+
+async fn open_table(table: &TablePlan) -> Result<deltalake::DeltaTable> {
+    let partitions: Vec<&str> = table.partitions.iter().map(String::as_str).collect();
+    open_or_create(&table.location, &table.schema, &partitions)
+        .await
+        .map_err(|e: EngineError| e)
+}
