@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// The steps of an epoch's commit where a crash can be injected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Point {
+pub enum Point {
     /// The sinks have written their files; no manifest yet.
     BeforeManifest,
     /// The manifest is durable; no table has committed the epoch.
@@ -28,7 +28,8 @@ pub(crate) enum Point {
 }
 
 impl Point {
-    fn name(self) -> &'static str {
+    /// The point's name, as `STRATA_FAILPOINT` names it.
+    pub fn name(self) -> &'static str {
         match self {
             Point::BeforeManifest => "before_manifest",
             Point::AfterManifest => "after_manifest",
@@ -61,5 +62,15 @@ pub(crate) fn hit(point: Point, epoch: u64) {
     {
         eprintln!("STRATA_FAILPOINT {name}:{epoch} reached; aborting");
         std::process::abort();
+    }
+}
+
+/// The failpoints of a real process: `STRATA_FAILPOINT` aborts it.
+pub struct ProcessFailpoints;
+
+impl crate::dataflow::io::Failpoints for ProcessFailpoints {
+    fn hit(&self, point: Point, epoch: u64) -> crate::error::Result<()> {
+        hit(point, epoch);
+        Ok(())
     }
 }

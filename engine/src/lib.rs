@@ -24,7 +24,7 @@ pub mod dataflow;
 pub mod delta;
 mod error;
 pub mod event_time;
-mod failpoint;
+pub mod failpoint;
 pub mod kafka;
 pub mod lookup;
 pub mod ods;
@@ -33,6 +33,9 @@ mod predicate;
 mod shutdown;
 pub mod sql;
 pub mod storage;
+
+#[cfg(test)]
+mod architecture_tests;
 
 pub use dataflow::watermark::WatermarkSpec;
 pub use error::{EngineError, Result};

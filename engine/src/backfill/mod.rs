@@ -17,7 +17,7 @@
 //!   under `<root>/_strata/backfill/<layer>-<run>/`, never into the live
 //!   tables. A kill at any point, or Ctrl-C, leaves the live table as it
 //!   was; a re-run starts afresh (and removes what a killed run left).
-//! - **The swap** ([`swap`]) is the one write to the live table: a Delta
+//! - **The swap** (`swap`) is the one write to the live table: a Delta
 //!   `replaceWhere` of exactly the range, so a reader sees all-old or
 //!   all-new rows, and re-running the same backfill writes the same rows.
 //!

@@ -3,22 +3,16 @@
 //! pass (see [`DataflowPlan`] for what is decided before anything opens).
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 
-use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::io::{DataflowIo, TableCommit};
 use crate::dataflow::layer_plan::config;
-use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask, MainWriter};
+use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask};
 use crate::dataflow::message::{Ack, Message};
-use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole, TablePlan, TableWrite};
+use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole};
 use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::spec::InputFrom;
-use crate::delta::table::open_or_create;
-use crate::delta::table_committer::TableCommitter;
-use crate::delta::table_writer::TableWriter;
-use crate::delta::upsert_writer::UpsertWriter;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::operators::layer_query::LayerQuery;
 use crate::sql::planner::StreamingPlanner;
@@ -29,7 +23,7 @@ const CHANNEL_DEPTH: usize = 16;
 /// A layer, built: its task and what the coordinator commits for it.
 pub(crate) struct BuiltLayer {
     pub(crate) task: LayerTask,
-    pub(crate) committers: Vec<TableCommitter>,
+    pub(crate) committers: Vec<Box<dyn TableCommit>>,
     /// The Kafka topics it publishes, each with its table's URL (where a
     /// lost epoch is published again from).
     pub(crate) publishers: Vec<(PublishCommitter, String)>,
@@ -75,7 +69,7 @@ impl Channels {
 pub(crate) struct BuildContext<'a> {
     pub(crate) dataflow: &'a str,
     pub(crate) planner: &'a StreamingPlanner,
-    pub(crate) store: &'a Arc<CheckpointStore>,
+    pub(crate) io: &'a DataflowIo,
     pub(crate) acks: &'a mpsc::Sender<Ack>,
     /// The first epoch this run will write (publishers open their
     /// transactions for it).
@@ -93,15 +87,10 @@ pub(crate) async fn build_layer(
     let mut committers = Vec::new();
     let mut publishers = Vec::new();
 
-    let main_table = open_table(&layer.main).await?;
-    let main = match &layer.main.write {
-        TableWrite::Upsert(keys) => {
-            MainWriter::Upsert(UpsertWriter::new(&main_table, &name, keys.clone()))
-        }
-        TableWrite::Append => MainWriter::Append(Box::new(TableWriter::new(&main_table, &name)?)),
-    };
-    let main_url = main_table.table_url().to_string();
-    committers.push(TableCommitter::open(main_table, &name).await?);
+    let main_table = cx.io.tables.open(&layer.main, &name).await?;
+    let main = main_table.sink;
+    let main_url = main_table.commit.url().to_string();
+    committers.push(main_table.commit);
     let mut publish = None;
     if let Some(p) = &layer.main.topic {
         let (w, c) = open_publisher(p, cx.dataflow, &name, cx.first_epoch).await?;
@@ -113,14 +102,14 @@ pub(crate) async fn build_layer(
     let mut late = Vec::new();
     let mut late_sinks = Vec::new();
     for side in &layer.sides {
-        let table = open_table(&side.table).await?;
-        let mut sink = SideSink::table(TableWriter::new(&table, &name)?);
+        let table = cx.io.tables.open(&side.table, &name).await?;
+        let mut sink = SideSink::table(table.sink);
         if let Some(p) = &side.table.topic {
             let (w, c) = open_publisher(p, cx.dataflow, &side.table.name, cx.first_epoch).await?;
             sink.topic = Some(w);
-            publishers.push((c, table.table_url().to_string()));
+            publishers.push((c, table.commit.url().to_string()));
         }
-        committers.push(TableCommitter::open(table, &name).await?);
+        committers.push(table.commit);
         match &side.role {
             SideRole::DeadLetter => dead_letters = Some(sink),
             SideRole::Future => future = Some(sink),
@@ -163,7 +152,7 @@ pub(crate) async fn build_layer(
             rejected,
             publish,
         },
-        store: cx.store.clone(),
+        store: cx.io.checkpoints.clone(),
         acks: cx.acks.clone(),
         sources: Vec::new(),
         rows_in_epoch: 0,
@@ -174,11 +163,4 @@ pub(crate) async fn build_layer(
         committers,
         publishers,
     })
-}
-
-async fn open_table(table: &TablePlan) -> Result<deltalake::DeltaTable> {
-    let partitions: Vec<&str> = table.partitions.iter().map(String::as_str).collect();
-    open_or_create(&table.location, &table.schema, &partitions)
-        .await
-        .map_err(|e: EngineError| e)
 }

@@ -21,11 +21,11 @@ use tracing::{debug, info, warn};
 
 use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest};
 use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::io::{Failpoints, TableCommit};
 use crate::dataflow::message::Ack;
 use crate::dataflow::source::{EpochControl, SourceStatus};
-use crate::delta::table_committer::TableCommitter;
 use crate::error::{EngineError, Result};
-use crate::failpoint::{self, Point};
+use crate::failpoint::Point;
 use crate::kafka::offsets::SourceOffsets;
 use crate::kafka::publisher::PublishCommitter;
 use crate::shutdown::Shutdown;
@@ -52,7 +52,8 @@ pub(crate) struct SourceHandle {
 pub(crate) struct Coordinator {
     pub(crate) dataflow: String,
     pub(crate) store: Arc<CheckpointStore>,
-    pub(crate) committers: HashMap<String, TableCommitter>,
+    pub(crate) committers: HashMap<String, Box<dyn TableCommit>>,
+    pub(crate) failpoints: Arc<dyn Failpoints>,
     /// Kafka topics layers publish, committed after the tables.
     pub(crate) publishers: Vec<PublishCommitter>,
     pub(crate) layers: usize,
@@ -180,16 +181,22 @@ impl Coordinator {
             manifest.layers.push(ack.layer);
             manifest.sinks.extend(ack.sinks);
         }
-        failpoint::hit(Point::BeforeManifest, epoch);
+        self.failpoints.hit(Point::BeforeManifest, epoch)?;
         self.store.write(&manifest).await?;
-        failpoint::hit(Point::AfterManifest, epoch);
-        commit_all(&mut self.committers, epoch, &manifest).await?;
+        self.failpoints.hit(Point::AfterManifest, epoch)?;
+        commit_all(
+            &mut self.committers,
+            epoch,
+            &manifest,
+            self.failpoints.as_ref(),
+        )
+        .await?;
         if manifest
             .layers
             .iter()
             .any(|l| l.published.values().any(|n| *n > 0))
         {
-            failpoint::hit(Point::BeforePublishCommit, epoch);
+            self.failpoints.hit(Point::BeforePublishCommit, epoch)?;
         }
         for publisher in &self.publishers {
             publisher.commit(epoch).await?;
@@ -211,13 +218,14 @@ impl Coordinator {
 /// Commits every table's work of `manifest` (also used by recovery, which
 /// replays the newest manifest's commits).
 pub(crate) async fn commit_all(
-    committers: &mut HashMap<String, TableCommitter>,
+    committers: &mut HashMap<String, Box<dyn TableCommit>>,
     epoch: u64,
     manifest: &Manifest,
+    failpoints: &dyn Failpoints,
 ) -> Result<()> {
     for (i, pending) in manifest.sinks.iter().enumerate() {
         if i == 1 {
-            failpoint::hit(Point::BetweenTableCommits, epoch);
+            failpoints.hit(Point::BetweenTableCommits, epoch)?;
         }
         match committers.get_mut(&pending.table) {
             Some(committer) => {

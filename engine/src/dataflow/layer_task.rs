@@ -23,12 +23,11 @@ use tracing::debug;
 
 use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::io::TableSink;
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
 use crate::dataflow::side_sink::SideSink;
 use crate::delta::storable::conform;
-use crate::delta::table_writer::TableWriter;
-use crate::delta::upsert_writer::UpsertWriter;
 use crate::error::{EngineError, Result};
 use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
@@ -55,17 +54,10 @@ impl InputChannel {
     }
 }
 
-/// Where a layer's results go.
-pub(crate) enum MainWriter {
-    /// Rows appended (ODS, stateless, windowed layers).
-    Append(Box<TableWriter>),
-    /// Rows upserted by key (a `GROUP BY` without windows).
-    Upsert(UpsertWriter),
-}
-
 /// A layer's tables.
 pub(crate) struct LayerSinks {
-    pub(crate) main: MainWriter,
+    /// The layer's table (rows appended, or upserted by key).
+    pub(crate) main: Box<dyn TableSink>,
     pub(crate) dead_letters: Option<SideSink>,
     pub(crate) future: Option<SideSink>,
     /// One per late-checked input.
@@ -84,10 +76,7 @@ impl LayerSinks {
             let rows = p.pre_commit().await?;
             published.insert(p.table().to_string(), rows);
         }
-        let mut pending = vec![match &mut self.main {
-            MainWriter::Append(w) => w.pre_commit().await?,
-            MainWriter::Upsert(w) => w.pre_commit().await?,
-        }];
+        let mut pending = vec![self.main.pre_commit().await?];
         for side in [&mut self.dead_letters, &mut self.future, &mut self.rejected]
             .into_iter()
             .flatten()
@@ -334,10 +323,7 @@ impl LayerTask {
             self.rows_in_epoch += batch.num_rows() as u64;
             let batch = conform(batch, &self.output_schema)
                 .map_err(EngineError::arrow("casting results to the table's types"))?;
-            match &mut self.sinks.main {
-                MainWriter::Append(w) => w.write(batch.clone()).await?,
-                MainWriter::Upsert(w) => w.write(batch.clone()),
-            }
+            self.sinks.main.write(batch.clone()).await?;
             if let Some(p) = &mut self.sinks.publish {
                 p.write(&batch).await?;
             }

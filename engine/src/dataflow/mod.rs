@@ -11,6 +11,9 @@
 
 pub(crate) mod build;
 pub mod coordinator;
+pub mod delta_io;
+pub mod io;
+pub mod kafka_io;
 pub mod layer_plan;
 mod layer_task;
 pub mod message;
@@ -25,6 +28,6 @@ pub(crate) mod table_source;
 pub mod watermark;
 
 pub use coordinator::DataflowReport;
-pub use run::run_dataflow;
+pub use run::{run_dataflow, run_dataflow_with};
 pub use spec::{DataflowSpec, Delivery, InputFrom, LayerInput, LayerSpec, PublishSpec, SourceSpec};
 pub use watermark::WatermarkSpec;

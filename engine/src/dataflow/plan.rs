@@ -4,7 +4,7 @@
 //!
 //! Planning is pure (schemas and SQL, no storage, no broker), so every
 //! mistake in the file is found before the first table is created; building
-//! ([`build`](crate::dataflow::build)) then opens exactly what the plan
+//! (`dataflow::build`) then opens exactly what the plan
 //! names, in one pass.
 
 use std::fmt;

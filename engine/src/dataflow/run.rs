@@ -3,9 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::mpsc as std_mpsc;
 
-use rdkafka::consumer::BaseConsumer;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::info;
@@ -14,32 +12,49 @@ use crate::checkpoint::manifest::{Manifest, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::build::{BuildContext, BuiltLayer, Channels, build_layer};
 use crate::dataflow::coordinator::{Coordinator, DataflowReport, SourceHandle, commit_all};
+use crate::dataflow::delta_io::DeltaTables;
+use crate::dataflow::io::{DataflowIo, SourceContext, TableCommit};
+use crate::dataflow::kafka_io::KafkaSources;
 use crate::dataflow::plan::DataflowPlan;
 pub(crate) use crate::dataflow::plan::without_metadata;
-use crate::dataflow::replay::{Replay, ReplayFrom};
-use crate::dataflow::source::{EpochControl, SourceStatus, SourceTask};
+use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::DataflowSpec;
-use crate::dataflow::table_source::TableSource;
-use crate::delta::table_committer::TableCommitter;
 use crate::error::{EngineError, Result};
+use crate::failpoint::ProcessFailpoints;
 use crate::kafka::publisher::PublishCommitter;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
-/// up), committing a last epoch on the way out.
+/// up), committing a last epoch on the way out: Kafka sources, Delta
+/// tables, checkpoints under the storage root.
 pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<DataflowReport> {
+    let io = DataflowIo {
+        tables: Arc::new(DeltaTables),
+        sources: Arc::new(KafkaSources),
+        checkpoints: Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?),
+        failpoints: Arc::new(ProcessFailpoints),
+    };
+    run_dataflow_with(spec, io, shutdown).await
+}
+
+/// Runs `spec` as [`run_dataflow`] does, on `io`.
+pub async fn run_dataflow_with(
+    spec: DataflowSpec,
+    io: DataflowIo,
+    shutdown: Shutdown,
+) -> Result<DataflowReport> {
     let planner = StreamingPlanner::new(spec.udfs.clone());
     // Every layer's SQL and tables are planned before anything is opened.
     let plan = DataflowPlan::new(&spec, &planner).await?;
-    let store = Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?);
+    let store = io.checkpoints.clone();
     let manifest = store.latest().await?;
     let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
     let mut channels = Channels::new(&plan);
     let cx = BuildContext {
         dataflow: &spec.id,
         planner: &planner,
-        store: &store,
+        io: &io,
         acks: &ack_tx,
         first_epoch: manifest.as_ref().map_or(1, |m| m.epoch + 1),
     };
@@ -49,7 +64,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
     }
     let mut source_senders = channels.sources;
 
-    let mut committers: HashMap<String, TableCommitter> = HashMap::new();
+    let mut committers: HashMap<String, Box<dyn TableCommit>> = HashMap::new();
     let mut publishers = Vec::new();
     for layer in &mut built {
         for c in layer.committers.drain(..) {
@@ -60,7 +75,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
         Some(m) => {
-            commit_all(&mut committers, m.epoch, m).await?;
+            commit_all(&mut committers, m.epoch, m, io.failpoints.as_ref()).await?;
             recover_publishers(&publishers, &mut committers, m).await?;
             restore_layers(&mut built, m, &store).await?;
             info!(dataflow = %spec.id, epoch = m.epoch, "resuming from checkpoint");
@@ -73,8 +88,8 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
     };
 
     let control = Arc::new(EpochControl::default());
-    // Source threads, joined off the async workers: a source that fails
-    // must fail the dataflow at once (its layer only sees its channel end).
+    // A source that fails must fail the dataflow at once (its layer only
+    // sees its channel end).
     let mut sources: JoinSet<Result<()>> = JoinSet::new();
     let mut handles = Vec::new();
     for source in &spec.sources {
@@ -82,33 +97,6 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
             .remove(&source.id)
             .ok_or_else(|| EngineError::Config(format!("source `{}` feeds no layer", source.id)))?;
         let status = Arc::new(SourceStatus::default());
-        if let Some(Replay {
-            from: ReplayFrom::Table { location },
-            ..
-        }) = &source.replay
-        {
-            let (committed, _) = std_mpsc::channel();
-            handles.push(SourceHandle {
-                id: source.id.clone(),
-                status: status.clone(),
-                committed,
-            });
-            let task = TableSource {
-                spec: source.clone(),
-                location: location.clone(),
-                out,
-                control: control.clone(),
-                status,
-                emitted_epoch: next_epoch - 1,
-            };
-            sources.spawn(task.run());
-            continue;
-        }
-        let consumer: BaseConsumer = source
-            .kafka
-            .consumer(&source.group_id)
-            .create()
-            .map_err(EngineError::kafka("creating the consumer"))?;
         let resume = manifest
             .as_ref()
             .and_then(|m| m.sources.iter().find(|s| s.id == source.id).cloned())
@@ -116,32 +104,23 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
                 id: source.id.clone(),
                 ..Default::default()
             });
-        let (committed_tx, committed_rx) = std_mpsc::channel();
-        let task = SourceTask::new(
-            source.clone(),
-            consumer,
-            resume,
-            next_epoch - 1,
-            spec.bounded,
-            out,
-            committed_rx,
-            control.clone(),
-            status.clone(),
+        let started = io.sources.start(
+            source,
+            SourceContext {
+                resume,
+                emitted_epoch: next_epoch - 1,
+                bounded: spec.bounded,
+                out,
+                control: control.clone(),
+                status: status.clone(),
+            },
         )?;
         handles.push(SourceHandle {
             id: source.id.clone(),
             status,
-            committed: committed_tx,
+            committed: started.committed,
         });
-        let thread = std::thread::Builder::new()
-            .name(format!("source-{}", source.id))
-            .spawn(move || task.run())
-            .map_err(|e| EngineError::Config(format!("cannot start a source thread: {e}")))?;
-        sources.spawn_blocking(move || {
-            thread
-                .join()
-                .unwrap_or_else(|_| Err(EngineError::Config("a source thread panicked".into())))
-        });
+        sources.spawn(started.run);
     }
 
     let mut tasks = JoinSet::new();
@@ -155,6 +134,7 @@ pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<Data
         dataflow: spec.id.clone(),
         store: store.clone(),
         committers,
+        failpoints: io.failpoints.clone(),
         publishers: publishers.into_iter().map(|(p, _)| p).collect(),
         layers,
         control: control.clone(),
@@ -241,7 +221,7 @@ fn ended_badly(
 /// checkpoint's epoch again, from the tables, where Kafka lacks it.
 async fn recover_publishers(
     publishers: &[(PublishCommitter, String)],
-    committers: &mut HashMap<String, TableCommitter>,
+    committers: &mut HashMap<String, Box<dyn TableCommit>>,
     manifest: &Manifest,
 ) -> Result<()> {
     for (publisher, url) in publishers {
@@ -266,7 +246,7 @@ async fn recover_publishers(
 fn check_checkpoint_covers_tables(
     spec: &DataflowSpec,
     manifest: Option<&Manifest>,
-    committers: &HashMap<String, TableCommitter>,
+    committers: &HashMap<String, Box<dyn TableCommit>>,
 ) -> Result<()> {
     let epoch = manifest.map_or(0, |m| m.epoch);
     for c in committers.values() {

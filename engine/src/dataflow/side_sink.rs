@@ -6,19 +6,19 @@ use std::collections::BTreeMap;
 use arrow::record_batch::RecordBatch;
 
 use crate::checkpoint::manifest::PendingCommit;
-use crate::delta::table_writer::TableWriter;
+use crate::dataflow::io::TableSink;
 use crate::error::Result;
 use crate::kafka::publisher::TopicPublisher;
 
 /// A side table, and the topic its rows are also published to.
 pub(crate) struct SideSink {
-    pub(crate) table: TableWriter,
+    pub(crate) table: Box<dyn TableSink>,
     pub(crate) topic: Option<TopicPublisher>,
 }
 
 impl SideSink {
     /// A sink writing only the table.
-    pub(crate) fn table(table: TableWriter) -> Self {
+    pub(crate) fn table(table: Box<dyn TableSink>) -> Self {
         SideSink { table, topic: None }
     }
 

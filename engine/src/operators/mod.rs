@@ -6,6 +6,8 @@
 //! forwards.
 
 #[cfg(test)]
+mod function_tests;
+#[cfg(test)]
 mod golden_tests;
 pub mod interval_join;
 pub mod layer_query;

@@ -408,8 +408,6 @@ fn output_time_column(
 }
 
 #[cfg(test)]
-mod function_tests;
-#[cfg(test)]
 mod join_tests;
 #[cfg(test)]
 mod lookup_tests;

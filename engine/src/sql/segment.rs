@@ -1,6 +1,6 @@
 //! A stateless stretch of a layer's physical plan, run once per batch.
 //!
-//! See [`BatchSlot`](crate::sql::batch_slot::BatchSlot): the segment's leaves
+//! See [`BatchSlot`]: the segment's leaves
 //! are slots; running the segment fills them, executes the DataFusion plan
 //! and collects what it produced. Because nothing in a segment keeps state
 //! between runs, running it on each batch separately gives the same rows as

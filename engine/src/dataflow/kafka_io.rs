@@ -1,0 +1,76 @@
+//! The real sources: a thread per Kafka source (see `dataflow::source`),
+//! or, for a backfill replaying the ODS table, a task reading it.
+
+use std::sync::mpsc as std_mpsc;
+
+use rdkafka::consumer::BaseConsumer;
+
+use crate::dataflow::io::{SourceContext, SourceStarter, StartedSource};
+use crate::dataflow::replay::{Replay, ReplayFrom};
+use crate::dataflow::source::SourceTask;
+use crate::dataflow::spec::SourceSpec;
+use crate::dataflow::table_source::TableSource;
+use crate::error::{EngineError, Result};
+
+/// Starts Kafka sources (and ODS-table replays).
+pub struct KafkaSources;
+
+impl SourceStarter for KafkaSources {
+    fn start(&self, source: &SourceSpec, cx: SourceContext) -> Result<StartedSource> {
+        if let Some(Replay {
+            from: ReplayFrom::Table { location },
+            ..
+        }) = &source.replay
+        {
+            let (committed, _) = std_mpsc::channel();
+            let task = TableSource {
+                spec: source.clone(),
+                location: location.clone(),
+                out: cx.out,
+                control: cx.control,
+                status: cx.status,
+                emitted_epoch: cx.emitted_epoch,
+            };
+            return Ok(StartedSource {
+                committed,
+                run: Box::pin(task.run()),
+            });
+        }
+        let consumer: BaseConsumer = source
+            .kafka
+            .consumer(&source.group_id)
+            .create()
+            .map_err(EngineError::kafka("creating the consumer"))?;
+        let (committed, committed_rx) = std_mpsc::channel();
+        let task = SourceTask::new(
+            source.clone(),
+            consumer,
+            cx.resume,
+            cx.emitted_epoch,
+            cx.bounded,
+            cx.out,
+            committed_rx,
+            cx.control,
+            cx.status,
+        )?;
+        // librdkafka's poll blocks: the source runs on a thread of its own,
+        // joined off the async workers.
+        let thread = std::thread::Builder::new()
+            .name(format!("source-{}", source.id))
+            .spawn(move || task.run())
+            .map_err(|e| EngineError::Config(format!("cannot start a source thread: {e}")))?;
+        let run = async move {
+            tokio::task::spawn_blocking(move || {
+                thread
+                    .join()
+                    .unwrap_or_else(|_| Err(EngineError::Config("a source thread panicked".into())))
+            })
+            .await
+            .map_err(|e| EngineError::Config(format!("a source thread could not be joined: {e}")))?
+        };
+        Ok(StartedSource {
+            committed,
+            run: Box::pin(run),
+        })
+    }
+}
