@@ -15,7 +15,6 @@ use std::collections::BTreeMap;
 use deltalake::kernel::Add;
 use serde::{Deserialize, Serialize};
 
-use crate::dataflow::watermark::PartitionTime;
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
 
@@ -69,6 +68,17 @@ pub struct LayerCheckpoint {
     /// cache hit rate, queries, failures.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<LookupStats>,
+}
+
+/// A partition's latest event time, as kept in checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionTime {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Latest event time seen, microseconds.
+    pub max_event_time: i64,
 }
 
 /// A Delta sink's pre-committed work for one epoch.

@@ -16,8 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
+use crate::checkpoint::manifest::PartitionTime;
 use crate::kafka::offsets::TopicPartition;
 
 /// Watermark settings of a source.
@@ -37,17 +36,6 @@ impl Default for WatermarkSpec {
             idle_timeout: Duration::from_secs(30),
         }
     }
-}
-
-/// A partition's latest event time, as kept in checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartitionTime {
-    /// The topic.
-    pub topic: String,
-    /// The partition.
-    pub partition: i32,
-    /// Latest event time seen, microseconds.
-    pub max_event_time: i64,
 }
 
 #[derive(Debug, Clone, Copy)]
