@@ -36,6 +36,8 @@ pub mod storage;
 
 #[cfg(test)]
 mod architecture_tests;
+#[cfg(test)]
+mod testing;
 
 pub use dataflow::watermark::WatermarkSpec;
 pub use error::{EngineError, Result};

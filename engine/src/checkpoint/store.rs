@@ -33,12 +33,24 @@ impl CheckpointStore {
     pub fn open(root: &StorageRoot, dataflow: &str) -> Result<Self> {
         let sub = format!("_strata/checkpoints/{dataflow}/");
         let (store, prefix) = root.object_store(&sub)?;
-        Ok(CheckpointStore {
+        Ok(Self::new(
             store,
             prefix,
-            location: format!("{}{sub}", root.url()),
+            &format!("{}{sub}", root.url()),
+            dataflow,
+        ))
+    }
+
+    /// The checkpoint store of `dataflow` in `store` under `prefix`
+    /// (`location` names it in errors): any object store, an in-memory one
+    /// in tests.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: Path, location: &str, dataflow: &str) -> Self {
+        CheckpointStore {
+            store,
+            prefix,
+            location: location.to_string(),
             dataflow: dataflow.to_string(),
-        })
+        }
     }
 
     fn err(&self, context: &str) -> impl FnOnce(object_store::Error) -> EngineError {

@@ -146,7 +146,9 @@ pub async fn run_dataflow_with(
         bounded: spec.bounded,
         shutdown: shutdown.clone(),
     };
-    let mut coordinator = tokio::spawn(coordinator.run());
+    // Aborted if this future is dropped (a test "kills" the dataflow so),
+    // as the tasks and sources in their join sets are.
+    let mut coordinator = AbortOnDrop(tokio::spawn(coordinator.run()));
     // A task's or source's own error is the cause; the coordinator's ("every
     // layer stopped") is often only its consequence, and may come first.
     let mut failure: Option<EngineError> = None;
@@ -154,7 +156,7 @@ pub async fn run_dataflow_with(
     let mut report = DataflowReport::default();
     loop {
         tokio::select! {
-            done = &mut coordinator => {
+            done = &mut coordinator.0 => {
                 match done {
                     Ok(Ok(r)) => report = r,
                     Ok(Err(e)) => coordinator_failure = Some(e),
@@ -165,13 +167,13 @@ pub async fn run_dataflow_with(
             Some(joined) = tasks.join_next() => {
                 let Some(error) = ended_badly(joined, "a layer task") else { continue };
                 failure = Some(error);
-                coordinator.abort();
+                coordinator.0.abort();
                 break;
             }
             Some(joined) = sources.join_next() => {
                 let Some(error) = ended_badly(joined, "a source thread") else { continue };
                 failure = Some(error);
-                coordinator.abort();
+                coordinator.0.abort();
                 break;
             }
         }
@@ -202,6 +204,15 @@ pub async fn run_dataflow_with(
             info!(dataflow = %spec.id, epochs = report.epochs, rows = report.rows, "stopped");
             Ok(report)
         }
+    }
+}
+
+/// A task aborted when its handle is dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
