@@ -195,10 +195,10 @@ impl MemorySource {
             for (tp, time) in &staged.event_times {
                 self.watermarks.observe(tp, *time, now);
             }
-            if staged.rows.is_some() || staged.dead_letters.is_some() {
-                if cx.out.send(Message::Source(staged)).await.is_err() {
-                    return Ok(());
-                }
+            if (staged.rows.is_some() || staged.dead_letters.is_some())
+                && cx.out.send(Message::Source(staged)).await.is_err()
+            {
+                return Ok(());
             }
             if positions != barrier_positions {
                 cx.status.progress.store(true, Ordering::SeqCst);
