@@ -13,14 +13,15 @@
 //! source allows. That is the decision the live source made when it read
 //! the record, as near as the log can tell.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, DurationMicrosecondArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::kernels::cmp::gt;
 use arrow::compute::kernels::numeric::add;
 use arrow::compute::{and, filter_record_batch, not};
 
+use crate::dataflow::replay_reads::ReplayReads;
 use crate::error::{EngineError, Result};
 use crate::event_time::{before, not_before};
 use crate::kafka::offsets::TopicPartition;
@@ -88,6 +89,8 @@ pub struct ReplayProgress {
     pub event_time_us: AtomicI64,
     /// Set once every record has been read.
     pub finished: std::sync::atomic::AtomicBool,
+    /// What was read, per partition (see [`ReplayReads`]).
+    pub reads: Mutex<ReplayReads>,
 }
 
 impl ReplayProgress {
@@ -111,6 +114,28 @@ impl ReplayProgress {
     /// Notes the replay's watermark.
     pub fn at(&self, watermark: i64) {
         self.event_time_us.fetch_max(watermark, Ordering::Relaxed);
+    }
+
+    /// Notes rows read and the ones of them kept (see
+    /// [`ReplayReads::note`]).
+    pub fn note_reads(
+        &self,
+        read: &RecordBatch,
+        kept: Option<&RecordBatch>,
+        time: usize,
+    ) -> Result<()> {
+        self.reads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .note(read, kept, time)
+    }
+
+    /// What was read so far.
+    pub fn reads(&self) -> ReplayReads {
+        self.reads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 }
 
