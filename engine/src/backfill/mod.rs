@@ -248,7 +248,7 @@ pub async fn run_backfill(
     for (id, plan) in &plans {
         let shown = match &plan.from {
             ReplayFrom::Table { .. } => format!(
-                "replayed the ODS table itself ({} rows of the range)",
+                "replayed the ODS table itself ({} rows of the replay span)",
                 reads.partitions.values().map(|r| r.kept.len()).sum::<u64>()
             ),
             ReplayFrom::Kafka { .. } => covered(&Evidence {

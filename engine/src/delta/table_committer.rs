@@ -138,13 +138,13 @@ impl TableCommitter {
                 Next::AlreadyIn => return Ok(CommitOutcome::AlreadyCommitted),
                 Next::Retry(pause) => {
                     warn!(table = %self.url, epoch, attempt, version = self.table.version(),
-                          reason = %error, "another writer committed first; committing again on the newest version");
+                          reason = %race_text(&error), "another writer committed first; committing again on the newest version");
                     tokio::time::sleep(pause).await;
                 }
                 Next::Stop(reason) => {
                     return Err(EngineError::Pipeline {
                         pipeline: self.app_id.clone(),
-                        reason: format!("table {}: {reason} ({error})", self.url),
+                        reason: format!("table {}: {reason} ({})", self.url, race_text(&error)),
                     });
                 }
             }
@@ -283,4 +283,14 @@ fn lost_race(error: &DeltaTableError) -> bool {
                     | TransactionError::VersionAlreadyExists(_)
             }
     )
+}
+
+/// What a lost race was, for the log.
+fn race_text(error: &DeltaTableError) -> String {
+    match error {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(conflict),
+        } => conflict.to_string(),
+        _ => "the table has versions newer than the one this commit was built on".into(),
+    }
 }
