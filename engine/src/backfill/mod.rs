@@ -244,8 +244,8 @@ pub async fn run_backfill(
             reason: format!("{reason}. Nothing was swapped: every live table is as it was"),
         }
     };
-    let reads = request.progress.reads();
     for (id, plan) in &plans {
+        let reads = request.progress.reads(id);
         let shown = match &plan.from {
             ReplayFrom::Table { .. } => format!(
                 "replayed the ODS table itself ({} rows of the replay span)",

@@ -13,6 +13,7 @@
 //! source allows. That is the decision the live source made when it read
 //! the record, as near as the log can tell.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -89,8 +90,8 @@ pub struct ReplayProgress {
     pub event_time_us: AtomicI64,
     /// Set once every record has been read.
     pub finished: std::sync::atomic::AtomicBool,
-    /// What was read, per partition (see [`ReplayReads`]).
-    pub reads: Mutex<ReplayReads>,
+    /// What each source read, per partition (see [`ReplayReads`]).
+    pub reads: Mutex<HashMap<String, ReplayReads>>,
 }
 
 impl ReplayProgress {
@@ -116,26 +117,36 @@ impl ReplayProgress {
         self.event_time_us.fetch_max(watermark, Ordering::Relaxed);
     }
 
-    /// Notes rows read and the ones of them kept (see
+    /// Notes rows `source` read and the ones of them kept (see
     /// [`ReplayReads::note`]).
     pub fn note_reads(
         &self,
+        source: &str,
         read: &RecordBatch,
         kept: Option<&RecordBatch>,
         time: usize,
     ) -> Result<()> {
-        self.reads
+        let mut reads = self
+            .reads
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .note(read, kept, time)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match reads.get_mut(source) {
+            Some(r) => r.note(read, kept, time),
+            None => reads
+                .entry(source.to_string())
+                .or_default()
+                .note(read, kept, time),
+        }
     }
 
-    /// What was read so far.
-    pub fn reads(&self) -> ReplayReads {
+    /// What `source` read so far.
+    pub fn reads(&self, source: &str) -> ReplayReads {
         self.reads
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+            .get(source)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -257,7 +257,7 @@ impl SourceTask {
             staged.rows = kept_rows(&rows, column, replay.start_us, replay.end_us, skew_us)?;
             replay
                 .progress
-                .note_reads(&rows, staged.rows.as_ref(), column)?;
+                .note_reads(&self.spec.id, &rows, staged.rows.as_ref(), column)?;
         }
         let has_rows =
             staged.rows.is_some() || staged.dead_letters.is_some() || staged.future.is_some();

@@ -137,7 +137,7 @@ impl TableSource {
             let kept = kept_rows(&batch, time_index, replay.start_us, replay.end_us, None)?;
             replay
                 .progress
-                .note_reads(&batch, kept.as_ref(), time_index)?;
+                .note_reads(&self.spec.id, &batch, kept.as_ref(), time_index)?;
             let Some(rows) = kept else {
                 continue;
             };
