@@ -4,10 +4,10 @@
 //! A replay that read too little (offsets placed after the range's
 //! records, retention that deleted them, a topic re-created) computes a
 //! range with rows missing, and its swap would delete good rows. So both
-//! replay sources note, per source and Kafka partition, the offsets of the records
-//! they kept (event time in the replay range), the latest event time they
-//! read, and their first record; the backfill compares that with what the
-//! ODS table holds for the range (`strata_engine::backfill`).
+//! replay sources note, per source and Kafka partition, the offsets of the
+//! records they kept (event time in the replay range), the latest event
+//! time they read, and their first record; the backfill compares that with
+//! what the ODS table holds for the range (`strata_engine::backfill`).
 
 use std::collections::{BTreeMap, HashMap};
 
