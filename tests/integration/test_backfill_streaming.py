@@ -62,6 +62,14 @@ LAYER = """
     inputs: [ods_deals]
     sql: "{sql}"
 """
+# The same, reading the topic itself: no ODS table knows where its records are.
+DIRECT = """
+  - name: dws_direct
+    kind: dws
+    inputs: [{{topic: {topic}, schema: deal, name: deals}}]
+    watermark: {{delay: 3s, idle_timeout: 5s}}
+    sql: "{sql}"
+"""
 
 
 def now_us() -> int:
@@ -164,26 +172,32 @@ class Live:
     """A topic of the test's own broker, `strata run` with the v1 SQL over
     it, and deals streaming in."""
 
-    def __init__(self, tmp: pathlib.Path, strata_bin: str, broker, rng: random.Random, rate: int, lag_us: int):
-        self.bin, self.broker, self.tmp = strata_bin, broker, tmp
+    def __init__(self, tmp: pathlib.Path, strata_bin: str, broker, rng: random.Random, rate: int, lag_us: int,
+                 layer: str = "dws_city"):
+        self.bin, self.broker, self.tmp, self.layer = strata_bin, broker, tmp, layer
         self.topic = unique("streaming")
         create_topic(broker.bootstrap, self.topic, PARTITIONS)
-        self.wh = LayeredWarehouse(tmp, broker.bootstrap, self.topic, LAYER.format(sql=SQL_V1),
+        template, source = (LAYER, "ods_deals") if layer == "dws_city" else (DIRECT, "deals")
+
+        def text(sql: str) -> str:
+            return template.format(sql=sql.replace("TABLE ods_deals", f"TABLE {source}"), topic=self.topic)
+
+        self.wh = LayeredWarehouse(tmp, broker.bootstrap, self.topic, text(SQL_V1),
                                    watermark="{delay: 3s, idle_timeout: 5s}")
         self.files = {}
         for name, sql in [("v1", SQL_V1), ("v2", SQL_V2), ("none", SQL_NONE)]:
             self.files[name] = tmp / f"warehouse_{name}.yaml"
-            self.files[name].write_text(self.wh.path.read_text().replace(SQL_V1, sql))
+            self.files[name].write_text(self.wh.path.read_text().replace(text(SQL_V1), text(sql)))
         self.sql = {name: sql for name, sql in [("v1", SQL_V1), ("v2", SQL_V2), ("none", SQL_NONE)]}
         self.stream = Stream(broker.bootstrap, self.topic, rate, lag_us, rng, first=1_000_000)
         self.live = Strata(strata_bin, self.wh).start()
         self.runs = 0
 
     def table_path(self) -> pathlib.Path:
-        return self.wh.table_path("dws", "dws_city")
+        return self.wh.table_path("dws", self.layer)
 
     def rows(self) -> dict[tuple, tuple]:
-        t = self.wh.table("dws", "dws_city")
+        t = self.wh.table("dws", self.layer)
         if t is None:
             return {}
         out = {}
@@ -205,7 +219,7 @@ class Live:
         log_path, out_path = self.tmp / f"{name}.log", self.tmp / f"{name}.out"
         with open(log_path, "wb") as log, open(out_path, "wb") as out:
             proc = subprocess.Popen(
-                [self.bin, "--log-format", "json", "backfill", str(self.files[file]), "dws_city",
+                [self.bin, "--log-format", "json", "backfill", str(self.files[file]), self.layer,
                  "--from", iso(frm), "--to", iso(to), *extra],
                 stdout=out, stderr=log, env={**os.environ, "RUST_LOG": "info"})
             _STARTED.append(proc)
@@ -257,6 +271,28 @@ def test_events_sent_long_after_their_time_are_replayed_from_where_the_ods_table
         s.live.assert_alive()
         s.stream.stop()
         assert s.live.stop() == 0
+
+
+def test_without_an_ods_table_offsets_for_times_is_widened_by_the_lag_the_live_pipeline_saw(
+        tmp_path, strata_bin, own_broker, rng):
+    s = Live(tmp_path, strata_bin, own_broker, rng, rate=100, lag_us=DAY, layer="dws_direct")
+    s.stream.start()
+    frm = window_after(now_us() - DAY) + WINDOW
+    to = frm + 4 * WINDOW
+    s.wait_closed(to + WINDOW)
+    rc, log, summary = s.backfill(frm, to)
+    assert rc == 0, log[-4000:]
+    expected = within(reference(s.stream.deals(), SQL_V2, to), frm, to)
+    assert len(expected) == 4 * len(CITIES)
+    assert within(s.rows(), frm, to) == expected
+    source = summary["sources"][0]
+    assert "offsets-for-times" in source["from"] and "feeds no ODS table" in source["from"], source
+    # The margin: a day, as the live pipeline saw it (to the second).
+    assert "margin for the lag between Kafka and event time: 8640" in source["from"], source
+    assert source["coverage"].startswith("no ODS table to count against"), source
+    s.live.assert_alive()
+    s.stream.stop()
+    assert s.live.stop() == 0
 
 
 def test_a_kafka_replay_that_cannot_see_the_range_refuses_and_changes_nothing(tmp_path, strata_bin, own_broker, rng):

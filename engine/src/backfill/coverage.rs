@@ -68,7 +68,7 @@ pub fn covered(e: &Evidence<'_>) -> Result<String, Vec<String>> {
             let missing = records.offsets.missing_from(read);
             if !missing.is_empty() {
                 gaps.push(format!(
-                    "{}/{}: the ODS table holds {} records of the range, the replay read {} of them; not read: offsets {missing}",
+                    "{}/{}: the ODS table holds {} records of the replay span, the replay read {} of them; not read: offsets {missing}",
                     tp.topic,
                     tp.partition,
                     records.offsets.len(),
@@ -82,7 +82,10 @@ pub fn covered(e: &Evidence<'_>) -> Result<String, Vec<String>> {
         let reads = e.reads.partitions.get(&part.tp);
         let latest = reads.and_then(|r| r.latest_event_us);
         let read_to_the_end = part.end >= part.log_end;
-        if part.first < part.end && !read_to_the_end && latest.is_none_or(|t| t < e.to_us) {
+        // A partition placed with nothing to read must show it too (unless
+        // it is empty): an offsets-for-times placement can be wrong.
+        let holds_records = part.log_start < part.log_end;
+        if holds_records && !read_to_the_end && latest.is_none_or(|t| t < e.to_us) {
             gaps.push(format!(
                 "{name}: the replay stopped at offset {} with its event time at {}, before --to {}: records of the range may follow",
                 part.end,
@@ -106,15 +109,12 @@ pub fn covered(e: &Evidence<'_>) -> Result<String, Vec<String>> {
     }
     let read: u64 = e.reads.partitions.values().map(|r| r.kept.len()).sum();
     let partitions = e.planned.iter().filter(|p| p.first < p.end).count();
-    Ok(match (e.held, e.planned.is_empty()) {
-        (Some(_), true) => {
-            format!("read the ODS table's {expected} records of the range ({read} kept)")
-        }
-        (Some(_), false) => format!(
-            "read all {expected} records the ODS table holds for the range ({read} in all) and past --to on {partitions} partition(s)"
+    Ok(match e.held {
+        Some(_) => format!(
+            "read all {expected} records of the replay span that the ODS table holds, and past --to in {partitions} partition(s)"
         ),
-        (None, _) => format!(
-            "no ODS table to count against: {read} records of the range read, every partition from before the span and past --to"
+        None => format!(
+            "no ODS table to count against: read {read} records of the replay span, from before it and past --to in {partitions} partition(s)"
         ),
     })
 }
@@ -205,6 +205,7 @@ mod tests {
         let p = [planned(0, 8, 30, 100), planned(1, 5, 9, 9)];
         let shown = check(Some(&h), &p, &r).unwrap();
         assert!(shown.contains("all 13 records"), "{shown}");
+        assert!(shown.contains("2 partition(s)"), "{shown}");
     }
 
     #[test]
@@ -259,6 +260,17 @@ mod tests {
         // From the partition's first offset, nothing can lie before.
         let whole = [planned(0, 0, 30, 100)];
         assert!(check(None, &whole, &r).is_ok());
+    }
+
+    #[test]
+    fn a_partition_placed_with_nothing_to_read_must_reach_its_end() {
+        // Offsets-for-times put the span before the partition's records.
+        let r = ReplayReads::default();
+        let gaps = check(None, &[planned(0, 0, 0, 50)], &r).unwrap_err();
+        assert!(gaps[0].contains("nothing read"), "{gaps:?}");
+        // An empty partition, or one with nothing after the end, is fine.
+        assert!(check(None, &[planned(0, 0, 0, 0)], &r).is_ok());
+        assert!(check(None, &[planned(0, 50, 50, 50)], &r).is_ok());
     }
 
     #[test]

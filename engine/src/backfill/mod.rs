@@ -259,14 +259,14 @@ pub async fn run_backfill(
                 to_us: range.to_us,
             })
             .map_err(|gaps| {
+                let instead = match (plan.ods_replayable, request.from_offsets.is_empty()) {
+                    (true, true) => "Replay from the ODS table instead (--replay-from ods)",
+                    (true, false) => "Replay from the ODS table instead (--replay-from ods), or give --from-offsets at or before the range's first records",
+                    (false, _) => "Give --from-offsets at or before the range's first records in each partition (the source feeds no ODS table to replay from)",
+                };
                 refused(format!(
-                    "the Kafka replay of source `{id}` did not cover the range: {}. Replay from the ODS table instead (--replay-from ods){}",
+                    "the Kafka replay of source `{id}` did not cover the range: {}. {instead}",
                     gaps.join("; "),
-                    if request.from_offsets.is_empty() {
-                        ""
-                    } else {
-                        ", or give --from-offsets at or before the range's first records"
-                    }
                 ))
             })?,
         };

@@ -39,6 +39,8 @@ pub(crate) struct SourcePlan {
     pub held: Option<BTreeMap<TopicPartition, HeldRecords>>,
     /// A Kafka replay's partitions.
     pub planned: Vec<PartitionRange>,
+    /// The source's ODS table could replay the range instead.
+    pub ods_replayable: bool,
 }
 
 /// What a source's planning needs to know of the backfill.
@@ -184,6 +186,7 @@ pub(crate) async fn plan_source(cx: &Context<'_>, source: &SourceSpec) -> Result
                 why,
                 held,
                 planned,
+                ods_replayable: replayable.is_some(),
             })
         }
         KafkaRange::Gone(why) if request.source == ReplaySource::Kafka => Err(refuse(format!(
@@ -213,6 +216,7 @@ fn table_plan(location: TableLocation, why: String) -> SourcePlan {
         why,
         held: None,
         planned: Vec::new(),
+        ods_replayable: true,
     }
 }
 
