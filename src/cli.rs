@@ -97,10 +97,15 @@ pub struct BackfillArgs {
     /// the ODS table (auto); or only one of them.
     #[arg(long, value_enum, default_value_t = ReplayFromArg::Auto)]
     pub replay_from: ReplayFromArg,
-    /// Read Kafka from these offsets instead of offsets-for-times, e.g.
-    /// deals:0:1200,deals:1:1180 (other partitions: by time).
+    /// Read Kafka from these offsets instead of where the ODS table places
+    /// the range, e.g. deals:0:1200,deals:1:1180 (other partitions: as
+    /// found). The replay must still cover the range.
     #[arg(long, value_name = "TOPIC:PARTITION:OFFSET,...")]
     pub from_offsets: Option<String>,
+    /// Swap in a result with no rows for the range (refused otherwise: it
+    /// would delete every row the table has there).
+    #[arg(long)]
+    pub allow_empty: bool,
 }
 
 /// `--replay-from`.

@@ -79,6 +79,7 @@ async fn prepare(
                 (ReplayFromArg::Ods, _) => ReplaySource::Ods,
             },
             from_offsets,
+            allow_empty: args.allow_empty,
             progress: ReplayProgress::new(),
         },
     ))
@@ -103,7 +104,11 @@ async fn execute(
                 "from": text_of(range.from_us),
                 "to": text_of(range.to_us),
                 "replayed": report.replayed,
-                "sources": report.sources.iter().map(|(s, how)| json!({"source": s, "from": how})).collect::<Vec<_>>(),
+                "sources": report.sources.iter().map(|(s, how)| json!({
+                    "source": s,
+                    "from": how,
+                    "coverage": report.coverage.iter().find(|(c, _)| c == s).map(|(_, shown)| shown),
+                })).collect::<Vec<_>>(),
                 "tables": report.tables.iter().map(|(t, s)| json!({"table": t, "version": s.version, "rows": s.rows})).collect::<Vec<_>>(),
             });
             println!("{summary}");

@@ -25,49 +25,44 @@
 //! only the targets' tables are replaced. Nothing is published to Kafka: a
 //! topic is an append-only log, and the live pipeline already published.
 
+mod coverage;
 mod kafka_range;
+mod ods_positions;
 mod range;
+mod replay_source;
 mod selection;
 mod staging;
 mod swap;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use arrow::array::{Array, AsArray};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, Int32Type, Int64Type};
-use datafusion::functions_aggregate::expr_fn::min;
-use datafusion::logical_expr::col;
 use tracing::{info, warn};
 
-pub use kafka_range::{KafkaRange, resolve as resolve_kafka_range};
+pub use coverage::{Evidence, covered};
+pub use kafka_range::{KafkaRange, PartitionRange, Placement, resolve as resolve_kafka_range};
+pub use ods_positions::{HeldRecords, held_records};
 pub use range::{RowTime, TimeRange, log_span_ms, lookback_us, replay_span, row_time};
 pub use selection::{Selection, select_layers};
-pub use swap::{Swapped, replace_range};
+pub use swap::{Swapped, replace_range, staged_rows};
 
+use crate::checkpoint::manifest::Manifest;
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::layer_plan::{PlannedLayer, plan_layers};
 use crate::dataflow::replay::{Replay, ReplayFrom, ReplayProgress};
 use crate::dataflow::run::without_metadata;
 use crate::dataflow::run_dataflow;
-use crate::dataflow::spec::{DataflowSpec, InputFrom, SourceSpec};
-use crate::dataflow::table_source::ods_range;
+use crate::dataflow::spec::{DataflowSpec, InputFrom};
 use crate::delta::table::open_or_create;
 use crate::error::{EngineError, Result};
 use crate::failpoint::{self, Point};
 use crate::kafka::offsets::TopicPartition;
-use crate::ods::{EVENT_DATE, KAFKA_PARTITION, KAFKA_TIMESTAMP, KAFKA_TOPIC};
+use crate::ods::EVENT_DATE;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
-use crate::storage::TableLocation;
 use kafka_range::millis_text;
-
-/// Slack on both sides of the Kafka time span a replay reads, beyond the
-/// watermark delays and the future skew.
-const LOG_SLACK: Duration = Duration::from_secs(60);
+use replay_source::{Context, SourcePlan, from_label, plan_source};
 
 /// Where a replay reads from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -94,8 +89,11 @@ pub struct BackfillRequest {
     pub lookback: Option<Duration>,
     /// Where to read.
     pub source: ReplaySource,
-    /// Start offsets instead of offsets-for-times (Kafka replays).
+    /// Start offsets instead of the ones found (Kafka replays).
     pub from_offsets: Vec<(TopicPartition, i64)>,
+    /// Swap in an empty result (otherwise refused: an empty replay is
+    /// far likelier a replay that missed its records than an empty range).
+    pub allow_empty: bool,
     /// Progress counters, read by the caller.
     pub progress: Arc<ReplayProgress>,
 }
@@ -105,6 +103,8 @@ pub struct BackfillRequest {
 pub struct BackfillReport {
     /// Per source: where it was replayed from, and why.
     pub sources: Vec<(String, String)>,
+    /// Per source: what its replay was shown to have covered.
+    pub coverage: Vec<(String, String)>,
     /// Per replaced table: its name and the commit.
     pub tables: Vec<(String, Swapped)>,
     /// Records (or ODS rows) read.
@@ -175,7 +175,10 @@ pub async fn run_backfill(
             total
         }
     };
-    check_live_closed(&spec, &selection.targets, range).await?;
+    let live = CheckpointStore::open(&spec.storage, &spec.id)?
+        .latest()
+        .await?;
+    check_live_closed(live.as_ref(), &selection.targets, range)?;
     let span = replay_span(range, lookback);
     info!(
         layer = %request.layer,
@@ -189,32 +192,33 @@ pub async fn run_backfill(
     );
 
     let mut report = BackfillReport::default();
-    let layer_delays: Duration = staged.layers.iter().map(|l| l.delay).sum();
     // A row-by-row layer keeps a straggler of the range however late it
     // arrived, so its replay reads the log to its end; a windowed one had
     // routed such a record to its late table.
-    let to_the_end = targets.iter().any(|(_, t)| matches!(t, RowTime::Event(_)));
+    let cx = Context {
+        spec: &spec,
+        request: &request,
+        span,
+        layer_delays: staged.layers.iter().map(|l| l.delay).sum(),
+        to_the_end: targets.iter().any(|(_, t)| matches!(t, RowTime::Event(_))),
+        live: live.as_ref(),
+        targets: &selection.targets,
+    };
+    let mut plans: Vec<(String, SourcePlan)> = Vec::new();
     for source in &mut staged.sources {
-        let (from, why) = replay_from(
-            &spec,
-            source,
-            &selection,
-            span,
-            layer_delays,
-            to_the_end,
-            &request,
-        )
-        .await?;
-        info!(source = %source.id, from = from_label(&from), why = %why, "replay source");
-        report
-            .sources
-            .push((source.id.clone(), format!("{}: {why}", from_label(&from))));
+        let plan = plan_source(&cx, source).await?;
+        info!(source = %source.id, from = from_label(&plan.from), why = %plan.why, "replay source");
+        report.sources.push((
+            source.id.clone(),
+            format!("{}: {}", from_label(&plan.from), plan.why),
+        ));
         source.replay = Some(Replay {
             start_us: span.0,
             end_us: span.1,
-            from,
+            from: plan.from.clone(),
             progress: request.progress.clone(),
         });
+        plans.push((source.id.clone(), plan));
     }
 
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -230,6 +234,55 @@ pub async fn run_backfill(
         return Ok(Outcome::Interrupted);
     }
     report.replayed = request.progress.read.load(Ordering::Relaxed);
+
+    // Nothing is swapped before the replay is shown to have covered the
+    // range, and every target to have rows for it.
+    let refused = |reason: String| {
+        staging::remove_staging(&staged.storage);
+        EngineError::Pipeline {
+            pipeline: format!("backfill of {}", request.layer),
+            reason: format!("{reason}. Nothing was swapped: every live table is as it was"),
+        }
+    };
+    for (id, plan) in &plans {
+        let reads = request.progress.reads(id);
+        let shown = match &plan.from {
+            ReplayFrom::Table { .. } => format!(
+                "replayed the ODS table itself ({} rows of the replay span)",
+                reads.partitions.values().map(|r| r.kept.len()).sum::<u64>()
+            ),
+            ReplayFrom::Kafka { .. } => covered(&Evidence {
+                held: plan.held.as_ref(),
+                planned: &plan.planned,
+                reads: &reads,
+                span,
+                to_us: range.to_us,
+            })
+            .map_err(|gaps| {
+                let instead = match (plan.ods_replayable, request.from_offsets.is_empty()) {
+                    (true, true) => "Replay from the ODS table instead (--replay-from ods)",
+                    (true, false) => "Replay from the ODS table instead (--replay-from ods), or give --from-offsets at or before the range's first records",
+                    (false, _) => "Give --from-offsets at or before the range's first records in each partition (the source feeds no ODS table to replay from)",
+                };
+                refused(format!(
+                    "the Kafka replay of source `{id}` did not cover the range: {}. {instead}",
+                    gaps.join("; "),
+                ))
+            })?,
+        };
+        info!(source = %id, coverage = %shown, "replay covered the range");
+        report.coverage.push((id.clone(), shown));
+    }
+    for (layer, time) in &targets {
+        let staged_table = staged.storage.table(&layer.spec.kind, &layer.spec.name)?;
+        let rows = staged_rows(&staged_table, time.predicate(range)).await?;
+        if rows == 0 && !request.allow_empty {
+            return Err(refused(format!(
+                "the replay computed no row of `{}` for the range ({} records read): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
+                layer.spec.name, report.replayed
+            )));
+        }
+    }
 
     let from_text = millis_text(range.from_us / 1000);
     let to_text = millis_text(range.to_us / 1000);
@@ -309,13 +362,12 @@ pub async fn live_watermark(spec: &DataflowSpec, layer: &str) -> Result<Option<i
 
 /// A live layer that has not closed the whole range yet would write rows
 /// of the range again, from the old query, after the swap.
-async fn check_live_closed(
-    spec: &DataflowSpec,
+fn check_live_closed(
+    manifest: Option<&Manifest>,
     targets: &[String],
     range: TimeRange,
 ) -> Result<()> {
-    let store = CheckpointStore::open(&spec.storage, &spec.id)?;
-    let Some(manifest) = store.latest().await? else {
+    let Some(manifest) = manifest else {
         return Ok(());
     };
     for name in targets {
@@ -345,169 +397,4 @@ async fn check_live_closed(
         }
     }
     Ok(())
-}
-
-/// Where `source` is replayed from, and why.
-async fn replay_from(
-    spec: &DataflowSpec,
-    source: &SourceSpec,
-    selection: &Selection,
-    span: (i64, i64),
-    layer_delays: Duration,
-    to_the_end: bool,
-    request: &BackfillRequest,
-) -> Result<(ReplayFrom, String)> {
-    let refuse = |reason: String| EngineError::Pipeline {
-        pipeline: format!("backfill of {}", request.layer),
-        reason,
-    };
-    // The ODS table of the layer this source feeds, unless that layer is
-    // being replaced itself.
-    let ods: Option<TableLocation> = spec
-        .layers
-        .iter()
-        .find(|l| l.name == source.layer && l.sql.is_none() && !selection.targets.contains(&l.name))
-        .map(|l| spec.storage.table(&l.kind, &l.name))
-        .transpose()?;
-    let time = source.schema.event_time.clone().unwrap_or_default();
-    if request.source == ReplaySource::Ods {
-        let Some(location) = ods else {
-            return Err(refuse(format!(
-                "source `{}` has no ODS table to replay from (it feeds `{}`, which is not an ODS layer or is being backfilled)",
-                source.id, source.layer
-            )));
-        };
-        return Ok((
-            ReplayFrom::Table { location },
-            "asked for (--replay-from ods)".into(),
-        ));
-    }
-    let late = source.watermark.delay + layer_delays + LOG_SLACK;
-    let early = source.future_skew.unwrap_or_default() + LOG_SLACK;
-    let mut log_span = log_span_ms(span, late.as_micros() as i64, early.as_micros() as i64);
-    if to_the_end {
-        log_span.1 = i64::MAX;
-    }
-    let needed = match &ods {
-        Some(location) => oldest_logged(location, &time, span).await?,
-        None => None,
-    };
-    let kafka = source.kafka.clone();
-    let topics = source.topics.clone();
-    let resolved = tokio::task::spawn_blocking(move || {
-        kafka_range::resolve(&kafka, &topics, log_span, needed.as_ref())
-    })
-    .await
-    .map_err(|e| refuse(format!("the Kafka look-up failed: {e}")))??;
-    match resolved {
-        KafkaRange::Held(mut ranges) => {
-            for (tp, offset) in &request.from_offsets {
-                match ranges.iter_mut().find(|(t, _, _)| t == tp) {
-                    Some(r) => r.1 = (*offset).min(r.2),
-                    None if source.topics.contains(&tp.topic) => {
-                        return Err(refuse(format!(
-                            "--from-offsets names {}/{}, which does not exist",
-                            tp.topic, tp.partition
-                        )));
-                    }
-                    None => {}
-                }
-            }
-            let records: i64 = ranges.iter().map(|(_, a, b)| b - a).sum();
-            Ok((
-                ReplayFrom::Kafka { ranges },
-                format!(
-                    "Kafka holds the range (records logged {} .. {}: {records} records)",
-                    millis_text(log_span.0),
-                    if log_span.1 == i64::MAX {
-                        "the partition's end".to_string()
-                    } else {
-                        millis_text(log_span.1)
-                    }
-                ),
-            ))
-        }
-        KafkaRange::Gone(why) if request.source == ReplaySource::Kafka => Err(refuse(format!(
-            "Kafka no longer holds the range of source `{}`: {why}; replay from the ODS table (--replay-from ods) instead",
-            source.id
-        ))),
-        KafkaRange::Gone(why) => match ods {
-            Some(location) => Ok((
-                ReplayFrom::Table { location },
-                format!(
-                    "Kafka no longer holds the range ({why}); the ODS table keeps every record"
-                ),
-            )),
-            None => Err(refuse(format!(
-                "Kafka no longer holds the range of source `{}` ({why}), and it feeds no ODS layer whose table could replay it",
-                source.id
-            ))),
-        },
-    }
-}
-
-/// The oldest Kafka timestamp among the ODS rows of `span`, per partition:
-/// what Kafka must still hold to replay the span. `None` when the table
-/// does not exist yet.
-async fn oldest_logged(
-    location: &TableLocation,
-    time: &str,
-    span: (i64, i64),
-) -> Result<Option<HashMap<TopicPartition, i64>>> {
-    let url = location.url.to_string();
-    let frame = match ods_range(location, time, span.0, span.1).await {
-        Ok(f) => f,
-        Err(EngineError::Delta { .. }) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let batches = frame
-        .aggregate(
-            vec![col(KAFKA_TOPIC), col(KAFKA_PARTITION)],
-            vec![min(col(KAFKA_TIMESTAMP)).alias("oldest")],
-        )
-        .map_err(EngineError::datafusion(&url, "finding the range's records"))?
-        .collect()
-        .await
-        .map_err(EngineError::datafusion(&url, "finding the range's records"))?;
-    let mut oldest = HashMap::new();
-    for batch in batches {
-        let column = |i: usize, to: &DataType| {
-            cast(batch.column(i), to)
-                .map_err(EngineError::arrow("reading the range's Kafka positions"))
-        };
-        let (topics, partitions, times) = (
-            column(0, &DataType::Utf8)?,
-            column(1, &DataType::Int32)?,
-            column(2, &DataType::Int64)?,
-        );
-        let (Some(topics), Some(partitions), Some(times)) = (
-            topics.as_string_opt::<i32>(),
-            partitions.as_primitive_opt::<Int32Type>(),
-            times.as_primitive_opt::<Int64Type>(),
-        ) else {
-            return Err(EngineError::Config(format!(
-                "{url}: the ODS table's Kafka columns have unexpected types"
-            )));
-        };
-        for i in 0..batch.num_rows() {
-            if times.is_null(i) || topics.is_null(i) || partitions.is_null(i) {
-                continue;
-            }
-            oldest.insert(
-                TopicPartition {
-                    topic: topics.value(i).to_string(),
-                    partition: partitions.value(i),
-                },
-                times.value(i).div_euclid(1000),
-            );
-        }
-    }
-    Ok(Some(oldest))
-}
-
-fn from_label(from: &ReplayFrom) -> &'static str {
-    match from {
-        ReplayFrom::Kafka { .. } => "kafka",
-        ReplayFrom::Table { .. } => "ods table",
-    }
 }

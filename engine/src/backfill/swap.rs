@@ -5,9 +5,10 @@
 //! wholly inside it are dropped, files straddling it are rewritten without
 //! those rows) and adds the staged rows of the range, in a single commit: a
 //! reader sees the version before (all old rows) or after (all new), never
-//! a mix. The live pipeline keeps appending meanwhile: its commits add
-//! files outside the range, which Delta's conflict check lets through, and
-//! the commit retries on top of them.
+//! a mix. The live pipeline keeps committing meanwhile. Its appends are
+//! blind appends, which this commit's conflict check lets through (delta-rs
+//! retries it on top of them); and when the swap lands first, the live
+//! commit is made again on top of it (`crate::delta::commit_race`).
 
 use std::sync::Arc;
 
@@ -89,6 +90,20 @@ pub async fn replace_range(
         version: table.version().unwrap_or(0),
         rows: count as u64,
     })
+}
+
+/// How many rows of `staged` match `range`.
+pub async fn staged_rows(staged: &TableLocation, range: Expr) -> Result<u64> {
+    let url = staged.url.to_string();
+    let ctx = DeltaSessionContext::new().into_inner();
+    let count = read_existing(staged, &ctx)
+        .await?
+        .filter(range)
+        .map_err(|e| EngineError::datafusion(&url, "selecting the range")(e))?
+        .count()
+        .await
+        .map_err(|e| EngineError::datafusion(&url, "counting the staged rows")(e))?;
+    Ok(count as u64)
 }
 
 /// The commit note of a backfill.

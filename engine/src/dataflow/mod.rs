@@ -19,6 +19,7 @@ mod layer_task;
 pub mod message;
 pub mod plan;
 pub mod replay;
+pub mod replay_reads;
 pub(crate) mod run;
 pub mod side_output;
 pub(crate) mod side_sink;

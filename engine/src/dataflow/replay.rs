@@ -13,14 +13,16 @@
 //! source allows. That is the decision the live source made when it read
 //! the record, as near as the log can tell.
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, DurationMicrosecondArray, RecordBatch, TimestampMicrosecondArray};
 use arrow::compute::kernels::cmp::gt;
 use arrow::compute::kernels::numeric::add;
 use arrow::compute::{and, filter_record_batch, not};
 
+use crate::dataflow::replay_reads::ReplayReads;
 use crate::error::{EngineError, Result};
 use crate::event_time::{before, not_before};
 use crate::kafka::offsets::TopicPartition;
@@ -88,6 +90,8 @@ pub struct ReplayProgress {
     pub event_time_us: AtomicI64,
     /// Set once every record has been read.
     pub finished: std::sync::atomic::AtomicBool,
+    /// What each source read, per partition (see [`ReplayReads`]).
+    pub reads: Mutex<HashMap<String, ReplayReads>>,
 }
 
 impl ReplayProgress {
@@ -111,6 +115,38 @@ impl ReplayProgress {
     /// Notes the replay's watermark.
     pub fn at(&self, watermark: i64) {
         self.event_time_us.fetch_max(watermark, Ordering::Relaxed);
+    }
+
+    /// Notes rows `source` read and the ones of them kept (see
+    /// [`ReplayReads::note`]).
+    pub fn note_reads(
+        &self,
+        source: &str,
+        read: &RecordBatch,
+        kept: Option<&RecordBatch>,
+        time: usize,
+    ) -> Result<()> {
+        let mut reads = self
+            .reads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match reads.get_mut(source) {
+            Some(r) => r.note(read, kept, time),
+            None => reads
+                .entry(source.to_string())
+                .or_default()
+                .note(read, kept, time),
+        }
+    }
+
+    /// What `source` read so far.
+    pub fn reads(&self, source: &str) -> ReplayReads {
+        self.reads
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(source)
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

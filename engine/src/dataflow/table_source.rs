@@ -134,8 +134,11 @@ impl TableSource {
             let batch = conform(batch, &rows_schema)
                 .map_err(EngineError::arrow("reading ODS rows as source rows"))?;
             replay.progress.add_read(batch.num_rows() as u64);
-            let Some(rows) = kept_rows(&batch, time_index, replay.start_us, replay.end_us, None)?
-            else {
+            let kept = kept_rows(&batch, time_index, replay.start_us, replay.end_us, None)?;
+            replay
+                .progress
+                .note_reads(&self.spec.id, &batch, kept.as_ref(), time_index)?;
+            let Some(rows) = kept else {
                 continue;
             };
             let latest = latest_time(&rows, time_index);

@@ -2,9 +2,13 @@
 //! staged upserts) without touching the log; committers commit them once the
 //! epoch's checkpoint manifest is durable.
 
+pub mod commit_race;
 pub mod epoch_rows;
+pub mod merge_predicate;
 pub mod storable;
 pub mod table;
 pub mod table_committer;
+#[cfg(test)]
+mod table_committer_tests;
 pub mod table_writer;
 pub mod upsert_writer;

@@ -7,22 +7,26 @@
 //! manifest's commits blindly: if the crash came before the table commit,
 //! the files are committed now; if after, the replay is a no-op. Files of an
 //! epoch whose manifest never made it are never referenced by the log
-//! (VACUUM removes them).
+//! (VACUUM removes them). The same `txn` makes a commit that lost a race
+//! to another writer (a backfill swap, compaction) safe to make again on
+//! the newest version ([`crate::delta::commit_race`]).
 
 use arrow::record_batch::RecordBatch;
-use datafusion::logical_expr::{Operator, binary_expr};
-use datafusion::prelude::{Expr, SessionContext, col};
+use datafusion::prelude::{SessionContext, col};
 use deltalake::DeltaTable;
 use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties, TransactionError};
-use deltalake::kernel::{Action, Add, Transaction};
+use deltalake::kernel::{Action, Add, StructType, Transaction};
 use deltalake::protocol::{DeltaOperation, OutputMode};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use tracing::debug;
+use serde_json::Value;
+use tracing::{debug, warn};
 
 use crate::checkpoint::manifest::PendingCommit;
+use crate::delta::commit_race::{AfterRace, Next, after_race};
+use crate::delta::merge_predicate::merge_predicate;
 use crate::error::{EngineError, Result};
 
 /// What [`TableCommitter::commit`] did.
@@ -43,6 +47,8 @@ pub struct TableCommitter {
     app_id: String,
     url: String,
     committed_epoch: Option<u64>,
+    /// The schema and partitioning the layer's files are written for.
+    shape: Shape,
 }
 
 impl TableCommitter {
@@ -50,11 +56,13 @@ impl TableCommitter {
     pub async fn open(table: DeltaTable, app_id: &str) -> Result<Self> {
         let url = table.table_url().to_string();
         let committed_epoch = committed_epoch(&table, app_id, &url).await?;
+        let shape = shape_of(&table, &url)?;
         Ok(TableCommitter {
             table,
             app_id: app_id.to_string(),
             url,
             committed_epoch,
+            shape,
         })
     }
 
@@ -82,7 +90,10 @@ impl TableCommitter {
         self.committed_epoch
     }
 
-    /// Commits `pending` as `epoch`, unless the table already has it.
+    /// Commits `pending` as `epoch`, unless the table already has it. A
+    /// commit that loses a race to another writer (a backfill swap,
+    /// compaction) is made again on the newest version; see
+    /// [`commit_race`](crate::delta::commit_race).
     pub async fn commit(&mut self, epoch: u64, pending: &PendingCommit) -> Result<CommitOutcome> {
         if self.committed_epoch.is_some_and(|c| c >= epoch) {
             debug!(table = %self.url, epoch, "epoch already in the table");
@@ -94,39 +105,50 @@ impl TableCommitter {
             .upsert
             .as_ref()
             .and_then(|u| u.staging.as_ref().map(|s| (u, s)));
-        let result = match staged {
-            Some((upsert, path)) => self.merge(txn, path, &upsert.keys).await,
-            None => self.append(txn, &pending.adds).await,
-        };
-        let version = match result {
-            Ok(v) => v,
-            // Someone else committed meanwhile (another process on this
-            // layer, or an earlier attempt of ours that did land): the table
-            // decides whether our epoch is already in.
-            Err(DeltaTableError::Transaction {
-                source: TransactionError::CommitConflict(_),
-            }) => {
-                self.table
-                    .update_state()
-                    .await
-                    .map_err(EngineError::delta(&self.url, "reloading after a conflict"))?;
-                self.committed_epoch =
-                    committed_epoch(&self.table, &self.app_id, &self.url).await?;
-                if self.committed_epoch.is_some_and(|c| c >= epoch) {
-                    return Ok(CommitOutcome::AlreadyCommitted);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match staged {
+                Some((upsert, path)) => self.merge(txn, path, &upsert.keys).await,
+                None => self.append(txn, &pending.adds).await,
+            };
+            let error = match result {
+                Ok(version) => {
+                    self.committed_epoch = Some(epoch);
+                    return Ok(CommitOutcome::Committed { version });
                 }
-                return Err(EngineError::Pipeline {
-                    pipeline: self.app_id.clone(),
-                    reason: format!(
-                        "table {} was changed by another writer during epoch {epoch}",
-                        self.url
-                    ),
-                });
+                Err(e) if lost_race(&e) => e,
+                Err(e) => return Err(EngineError::delta(&self.url, "committing the epoch")(e)),
+            };
+            // Another writer committed first: the reloaded table decides.
+            let known = self.committed_epoch;
+            self.table.update_state().await.map_err(EngineError::delta(
+                &self.url,
+                "reloading after a lost commit race",
+            ))?;
+            self.committed_epoch = committed_epoch(&self.table, &self.app_id, &self.url).await?;
+            let race = AfterRace {
+                epoch,
+                known,
+                now: self.committed_epoch,
+                same_shape: self.shape == shape_of(&self.table, &self.url)?,
+                attempt,
+            };
+            match after_race(race) {
+                Next::AlreadyIn => return Ok(CommitOutcome::AlreadyCommitted),
+                Next::Retry(pause) => {
+                    warn!(table = %self.url, epoch, attempt, version = self.table.version(),
+                          reason = %race_text(&error), "another writer committed first; committing again on the newest version");
+                    tokio::time::sleep(pause).await;
+                }
+                Next::Stop(reason) => {
+                    return Err(EngineError::Pipeline {
+                        pipeline: self.app_id.clone(),
+                        reason: format!("table {}: {reason} ({})", self.url, race_text(&error)),
+                    });
+                }
             }
-            Err(e) => return Err(EngineError::delta(&self.url, "committing the epoch")(e)),
-        };
-        self.committed_epoch = Some(epoch);
-        Ok(CommitOutcome::Committed { version })
+        }
     }
 
     fn properties(&self, txn: i64) -> CommitProperties {
@@ -134,6 +156,11 @@ impl TableCommitter {
             .with_application_transaction(Transaction::new(&self.app_id, txn))
     }
 
+    /// One attempt at an append: a blind append on the snapshot the
+    /// committer holds. delta-rs would count every file of that snapshot
+    /// as read, and fail the append on any removal since; so it makes no
+    /// retries of its own, and [`Self::commit`] rebuilds the commit on the
+    /// newest version instead.
     async fn append(&mut self, txn: i64, adds: &[Add]) -> Result<u64, DeltaTableError> {
         let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::StreamingUpdate {
@@ -141,8 +168,12 @@ impl TableCommitter {
             query_id: self.app_id.clone(),
             epoch_id: txn,
         };
+        let properties = self
+            .properties(txn)
+            .with_max_retries(0)
+            .with_metadata([("isBlindAppend".to_string(), Value::Bool(true))]);
         let snapshot = self.table.snapshot()?;
-        let finalized = CommitBuilder::from(self.properties(txn))
+        let finalized = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(Some(snapshot), self.table.log_store(), operation)
             .await?;
@@ -151,6 +182,9 @@ impl TableCommitter {
         Ok(version)
     }
 
+    /// One attempt at an upsert: a MERGE by the keys, whose commit names
+    /// the keys it read (see [`merge_predicate`]), so delta-rs resolves
+    /// races with writers of other keys by itself.
     async fn merge(
         &mut self,
         txn: i64,
@@ -167,18 +201,9 @@ impl TableCommitter {
             .iter()
             .map(|f| f.name().clone())
             .collect();
-        let source = SessionContext::new().read_batches(rows)?;
-        let predicate = keys
-            .iter()
-            .map(|k| {
-                binary_expr(
-                    col(format!("target.{k}")),
-                    Operator::IsNotDistinctFrom,
-                    col(format!("source.{k}")),
-                )
-            })
-            .reduce(Expr::and)
+        let predicate = merge_predicate(&rows, keys, "source", "target")
             .ok_or_else(|| DeltaTableError::Generic("an upsert needs key columns".into()))?;
+        let source = SessionContext::new().read_batches(rows)?;
         let (table, _metrics) = self
             .table
             .clone()
@@ -231,4 +256,41 @@ async fn committed_epoch(table: &DeltaTable, app_id: &str, url: &str) -> Result<
         .await
         .map_err(EngineError::delta(url, "reading the txn version"))?;
     Ok(version.and_then(|v| u64::try_from(v).ok()))
+}
+
+/// A table's schema and partition columns.
+type Shape = (StructType, Vec<String>);
+
+fn shape_of(table: &DeltaTable, url: &str) -> Result<Shape> {
+    let snapshot = table
+        .snapshot()
+        .map_err(EngineError::delta(url, "reading the table state"))?;
+    Ok((
+        snapshot.schema().as_ref().clone(),
+        snapshot.metadata().partition_columns().to_vec(),
+    ))
+}
+
+/// Whether a commit failed because another writer committed first (as
+/// opposed to failing by itself: storage, a bad file).
+fn lost_race(error: &DeltaTableError) -> bool {
+    matches!(
+        error,
+        DeltaTableError::VersionAlreadyExists(_)
+            | DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(_)
+                    | TransactionError::MaxCommitAttempts(_)
+                    | TransactionError::VersionAlreadyExists(_)
+            }
+    )
+}
+
+/// What a lost race was, for the log.
+fn race_text(error: &DeltaTableError) -> String {
+    match error {
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(conflict),
+        } => conflict.to_string(),
+        _ => "the table has versions newer than the one this commit was built on".into(),
+    }
 }

@@ -255,6 +255,9 @@ impl SourceTask {
             && let Some(rows) = staged.rows.take()
         {
             staged.rows = kept_rows(&rows, column, replay.start_us, replay.end_us, skew_us)?;
+            replay
+                .progress
+                .note_reads(&self.spec.id, &rows, staged.rows.as_ref(), column)?;
         }
         let has_rows =
             staged.rows.is_some() || staged.dead_letters.is_some() || staged.future.is_some();
