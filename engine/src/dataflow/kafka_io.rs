@@ -42,17 +42,7 @@ impl SourceStarter for KafkaSources {
             .create()
             .map_err(EngineError::kafka("creating the consumer"))?;
         let (committed, committed_rx) = std_mpsc::channel();
-        let task = SourceTask::new(
-            source.clone(),
-            consumer,
-            cx.resume,
-            cx.emitted_epoch,
-            cx.bounded,
-            cx.out,
-            committed_rx,
-            cx.control,
-            cx.status,
-        )?;
+        let task = SourceTask::new(source.clone(), consumer, cx, committed_rx)?;
         // librdkafka's poll blocks: the source runs on a thread of its own,
         // joined off the async workers.
         let thread = std::thread::Builder::new()

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::checkpoint::manifest::SourceCheckpoint;
+use crate::dataflow::io::SourceContext;
 use crate::dataflow::message::Message;
 use crate::dataflow::replay::{END_OF_INPUT, ReplayFrom, kept_rows};
 use crate::dataflow::spec::SourceSpec;
@@ -93,21 +94,24 @@ pub(crate) struct SourceTask {
 }
 
 impl SourceTask {
-    #[allow(clippy::too_many_arguments)]
+    /// The source `spec`, reading with `consumer`, started with `cx`;
+    /// offsets made durable arrive on `committed`.
     pub(crate) fn new(
         spec: SourceSpec,
         consumer: BaseConsumer,
-        resume: SourceCheckpoint,
-        emitted_epoch: u64,
-        bounded: bool,
-        out: mpsc::Sender<Message>,
+        cx: SourceContext,
         committed: std_mpsc::Receiver<SourceOffsets>,
-        control: Arc<EpochControl>,
-        status: Arc<SourceStatus>,
     ) -> Result<Self> {
+        let SourceContext {
+            mut resume,
+            emitted_epoch,
+            bounded,
+            out,
+            control,
+            status,
+        } = cx;
         let stage = RecordStage::new(&spec.layer, &spec.schema)?;
         let now = Instant::now();
-        let mut resume = resume;
         let mut end_offsets = HashMap::new();
         let mut replay_time_column = None;
         if let Some(replay) = &spec.replay {
