@@ -45,6 +45,14 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
+    /// A checkpoint manifest of a format this engine does not read.
+    #[error("checkpoint manifest {path} cannot be read: {reason}")]
+    ManifestFormat {
+        /// The manifest.
+        path: String,
+        /// Which format, and what to do.
+        reason: String,
+    },
     /// Another process committed the same epoch of this pipeline.
     #[error(
         "pipeline `{pipeline}`: checkpoint {epoch} already exists; another strata process is running this layer. Stop it, or give each process different layers"

@@ -13,16 +13,14 @@
 use std::collections::BTreeMap;
 
 use deltalake::kernel::Add;
-use serde::{Deserialize, Serialize};
 
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
 
-/// The manifest format version this engine writes.
-pub const MANIFEST_FORMAT: u32 = 2;
+pub use crate::checkpoint::format::MANIFEST_FORMAT;
 
 /// One checkpoint of one dataflow.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     /// Format version, for readers of older manifests.
     pub format: u32,
@@ -41,7 +39,7 @@ pub struct Manifest {
 }
 
 /// A source's position after an epoch.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct SourceCheckpoint {
     /// The source id (its layer, or `layer.input`).
     pub id: String,
@@ -52,7 +50,7 @@ pub struct SourceCheckpoint {
 }
 
 /// A layer's time and state after an epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LayerCheckpoint {
     /// The layer.
     pub name: String,
@@ -62,16 +60,14 @@ pub struct LayerCheckpoint {
     pub state: Option<String>,
     /// Rows it published to Kafka in the epoch, by the table they came
     /// from (the layer's own for `publish:`, side tables for `side_topics:`).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub published: BTreeMap<String, u64>,
     /// Its dimensions' lookup counters (totals since the process started):
     /// cache hit rate, queries, failures.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<LookupStats>,
 }
 
 /// A partition's latest event time, as kept in checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionTime {
     /// The topic.
     pub topic: String,
@@ -82,7 +78,7 @@ pub struct PartitionTime {
 }
 
 /// A Delta sink's pre-committed work for one epoch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct PendingCommit {
     /// The table's URL.
     pub table: String,
@@ -93,12 +89,11 @@ pub struct PendingCommit {
     /// Rows in those files.
     pub rows: u64,
     /// For an upserted table: the staged rows to MERGE (instead of `adds`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upsert: Option<Upsert>,
 }
 
 /// An epoch's changed rows of an upserted table, waiting to be merged.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upsert {
     /// The columns that identify a row.
     pub keys: Vec<String>,
@@ -160,9 +155,10 @@ mod tests {
                 upsert: None,
             }],
         };
-        let text = serde_json::to_string(&m).unwrap();
+        let bytes = crate::checkpoint::format::encode(&m).unwrap();
+        let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(r#""next_offset":100"#), "{text}");
-        let back: Manifest = serde_json::from_str(&text).unwrap();
+        let back = crate::checkpoint::format::decode(&bytes).unwrap();
         assert_eq!(back, m);
     }
 }

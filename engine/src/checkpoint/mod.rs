@@ -1,5 +1,6 @@
 //! Checkpoints: the manifests that make each epoch's commit atomic across a
 //! pipeline's sources and sinks.
 
+pub mod format;
 pub mod manifest;
 pub mod store;

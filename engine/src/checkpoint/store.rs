@@ -14,6 +14,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
+use crate::checkpoint::format::{FormatError, decode, encode};
 use crate::checkpoint::manifest::Manifest;
 use crate::error::{EngineError, Result};
 use crate::storage::StorageRoot;
@@ -98,11 +99,14 @@ impl CheckpointStore {
             .bytes()
             .await
             .map_err(self.err("reading a manifest"))?;
-        let manifest: Manifest =
-            serde_json::from_slice(&bytes).map_err(|e| EngineError::CorruptManifest {
-                path: format!("{}{}", self.location, Manifest::file_name(epoch)),
-                reason: e.to_string(),
-            })?;
+        let path = format!("{}{}", self.location, Manifest::file_name(epoch));
+        let manifest = decode(&bytes).map_err(|e| match e {
+            FormatError::Unreadable(reason) => EngineError::CorruptManifest { path, reason },
+            other => EngineError::ManifestFormat {
+                path,
+                reason: other.to_string(),
+            },
+        })?;
         if manifest.epoch != epoch || manifest.dataflow != self.dataflow {
             return Err(EngineError::CorruptManifest {
                 path: format!("{}{}", self.location, Manifest::file_name(epoch)),
@@ -121,7 +125,7 @@ impl CheckpointStore {
             .prefix
             .clone()
             .join(Manifest::file_name(manifest.epoch));
-        let body = serde_json::to_vec(manifest)
+        let body = encode(manifest)
             .map_err(|e| EngineError::Config(format!("cannot serialize manifest: {e}")))?;
         let opts = PutOptions {
             mode: PutMode::Create,

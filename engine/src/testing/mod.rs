@@ -9,3 +9,5 @@ pub(crate) mod memory_tables;
 
 #[cfg(test)]
 mod dataflow_tests;
+#[cfg(test)]
+mod fixture_tests;
