@@ -6,6 +6,7 @@
 mod cli;
 mod commands;
 mod datagen;
+mod failure;
 mod logging;
 
 use std::process::ExitCode;
@@ -22,9 +23,12 @@ fn main() -> ExitCode {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return failure::Failure::internal(format!("cannot start the async runtime: {e}"))
+                .report();
         }
     };
-    runtime.block_on(commands::dispatch(cli.command))
+    match runtime.block_on(commands::dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
 }

@@ -40,7 +40,7 @@ mod architecture_tests;
 mod testing;
 
 pub use dataflow::watermark::WatermarkSpec;
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorKind, Result};
 pub use kafka::client_config::KafkaConfig;
 pub use kafka::offsets::{SourceOffsets, TopicPartition};
 pub use kafka::start_position::StartPosition;

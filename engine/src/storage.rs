@@ -108,9 +108,8 @@ impl StorageRoot {
             let dir = url
                 .to_file_path()
                 .map_err(|()| EngineError::Config(format!("{url} is not a local path")))?;
-            std::fs::create_dir_all(&dir).map_err(|e| {
-                EngineError::Config(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(&dir)
+                .map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
         }
         let (store, path) =
             object_store::parse_url_opts(&url, self.options.iter()).map_err(|source| {

@@ -2,8 +2,6 @@
 //! of a layer from the log with the file's (current) SQL, and swap it into
 //! the live table in one commit. See `strata_engine::backfill`.
 
-use std::process::ExitCode;
-
 use serde_json::json;
 use strata_engine::Shutdown;
 use strata_engine::TopicPartition;
@@ -12,42 +10,31 @@ use strata_engine::backfill::{
 };
 use strata_engine::dataflow::replay::ReplayProgress;
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::info;
 
 use crate::cli::{BackfillArgs, ReplayFromArg};
-use crate::commands::load_warehouse;
 use crate::commands::replay_progress;
 use crate::commands::signals::stop_on_signals;
 use crate::commands::time_arg::parse_time;
+use crate::commands::{load_warehouse, plan_layers};
+use crate::failure::{Failure, print};
 
-/// Exit status of a backfill stopped by a signal before its swap.
-const INTERRUPTED: u8 = 130;
-
-pub async fn backfill(args: BackfillArgs) -> ExitCode {
+pub async fn backfill(args: BackfillArgs) -> Result<(), Failure> {
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
-    match prepare(&args).await {
-        Ok((spec, request)) => execute(spec, request, &args, shutdown).await,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::FAILURE
-        }
-    }
+    let (spec, request) = prepare(&args).await?;
+    execute(spec, request, &args, shutdown).await
 }
 
 async fn prepare(
     args: &BackfillArgs,
-) -> Result<(strata_engine::dataflow::DataflowSpec, BackfillRequest), String> {
-    let warehouse =
-        load_warehouse(&args.file).ok_or("the warehouse file is invalid (see above)")?;
-    let plan = strata_layers::plan(&warehouse, &[], true).map_err(|e| e.to_string())?;
-    let from_us = parse_time(&args.from).map_err(|e| format!("--from {e}"))?;
+) -> Result<(strata_engine::dataflow::DataflowSpec, BackfillRequest), Failure> {
+    let warehouse = load_warehouse(&args.file)?;
+    let plan = plan_layers(&warehouse, &[], true)?;
+    let from_us = parse_time(&args.from).map_err(|e| Failure::config(format!("--from {e}")))?;
     let to_us = match &args.to {
-        Some(text) => parse_time(text).map_err(|e| format!("--to {e}"))?,
-        None => match live_watermark(&plan.dataflow, &args.layer)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        Some(text) => parse_time(text).map_err(|e| Failure::config(format!("--to {e}")))?,
+        None => match live_watermark(&plan.dataflow, &args.layer).await? {
             Some(w) => {
                 info!(to = %text_of(w), "no --to: up to what the live pipeline has closed");
                 w
@@ -58,12 +45,14 @@ async fn prepare(
     let lookback = match &args.lookback {
         None => None,
         Some(text) => Some(strata_layers::parse_duration(text).ok_or_else(|| {
-            format!("--lookback {text}: not a duration; write e.g. 90s, 5m or 1h")
+            Failure::config(format!(
+                "--lookback {text}: not a duration; write e.g. 90s, 5m or 1h"
+            ))
         })?),
     };
     let from_offsets = match &args.from_offsets {
         None => Vec::new(),
-        Some(text) => parse_offsets(text)?,
+        Some(text) => parse_offsets(text).map_err(Failure::config)?,
     };
     Ok((
         plan.dataflow,
@@ -90,7 +79,7 @@ async fn execute(
     request: BackfillRequest,
     args: &BackfillArgs,
     shutdown: Shutdown,
-) -> ExitCode {
+) -> Result<(), Failure> {
     let (done_tx, done_rx) = watch::channel(false);
     let reporter = tokio::spawn(replay_progress::report(request.progress.clone(), done_rx));
     let range = request.range;
@@ -111,19 +100,18 @@ async fn execute(
                 })).collect::<Vec<_>>(),
                 "tables": report.tables.iter().map(|(t, s)| json!({"table": t, "version": s.version, "rows": s.rows})).collect::<Vec<_>>(),
             });
-            println!("{summary}");
-            ExitCode::SUCCESS
+            print(summary)
         }
-        Ok(Outcome::Interrupted) => {
-            eprintln!(
-                "backfill interrupted before its swap: no table was changed; run it again to start over"
-            );
-            ExitCode::from(INTERRUPTED)
-        }
-        Err(e) => {
-            error!(error = %e, "backfill failed; no table was changed unless a `range replaced` line says so");
-            ExitCode::FAILURE
-        }
+        Ok(Outcome::Interrupted) => Err(Failure::Interrupted(
+            "backfill interrupted before its swap: no table was changed; run it again to start over"
+                .into(),
+        )),
+        Err(e) => Err(Failure::Message(
+            e.kind(),
+            format!(
+                "backfill failed: {e}; no table was changed unless a `range replaced` line says so"
+            ),
+        )),
     }
 }
 

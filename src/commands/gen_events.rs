@@ -1,7 +1,6 @@
 //! `strata gen`: produce generated events to a Kafka topic.
 
 use std::io::Write;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -16,35 +15,24 @@ use crate::datagen::beike_events::{BeikeGenerator, Kind, Stream, Trouble};
 use crate::datagen::beike_world::World;
 use crate::datagen::deals::DealGenerator;
 use crate::datagen::dimension_tables::write_dimensions;
+use crate::failure::{Failure, print};
 
-pub async fn generate(args: GenArgs) -> ExitCode {
-    let mut source = match Source::new(&args) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    if let (Dataset::Beike, Some(dir)) = (args.dataset, &args.dims)
-        && let Err(e) = write_dimensions(dir, &World::new()).await
-    {
-        error!(error = %e, "cannot write the dimension tables");
-        return ExitCode::FAILURE;
+pub async fn generate(args: GenArgs) -> Result<(), Failure> {
+    let mut source = Source::new(&args).map_err(Failure::config)?;
+    if let (Dataset::Beike, Some(dir)) = (args.dataset, &args.dims) {
+        write_dimensions(dir, &World::new())
+            .await
+            .map_err(|e| Failure::io(format!("cannot write the dimension tables: {e}")))?;
     }
-    if let Err(e) = create_topics(&args, &source.topics()).await {
-        error!(error = %e, "cannot create the topics");
-        return ExitCode::FAILURE;
-    }
+    create_topics(&args, &source.topics())
+        .await
+        .map_err(|e| Failure::io(format!("cannot create the topics: {e}")))?;
     match tokio::task::spawn_blocking(move || produce(&args, &mut source)).await {
-        Ok(Ok(())) => ExitCode::SUCCESS,
-        Ok(Err(e)) => {
-            error!(error = %e, "producing failed");
-            ExitCode::FAILURE
-        }
-        Err(e) => {
-            error!(error = %e, "the producer thread failed");
-            ExitCode::FAILURE
-        }
+        Ok(Ok(summary)) => print(summary),
+        Ok(Err(e)) => Err(Failure::io(format!("producing failed: {e}"))),
+        Err(e) => Err(Failure::internal(format!(
+            "the producer thread failed: {e}"
+        ))),
     }
 }
 
@@ -270,7 +258,8 @@ fn truth_error(path: &std::path::Path, e: &std::io::Error) -> ProduceError {
     ))
 }
 
-fn produce(args: &GenArgs, source: &mut Source) -> Result<(), ProduceError> {
+/// Produces the events; returns the summary line to print.
+fn produce(args: &GenArgs, source: &mut Source) -> Result<serde_json::Value, ProduceError> {
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", &args.bootstrap_servers)
         .set("linger.ms", "10")
@@ -354,9 +343,7 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), ProduceError> {
         out.flush().map_err(|e| truth_error(path, &e))?;
     }
     let elapsed = started.elapsed().as_secs_f64();
-    println!(
-        "{}",
-        serde_json::json!({
+    Ok(serde_json::json!({
             "topics": source.topics(),
             "produced": n.events,
             "records_sent": n.sent,
@@ -366,8 +353,6 @@ fn produce(args: &GenArgs, source: &mut Source) -> Result<(), ProduceError> {
             "duplicated": n.duplicated,
             "valid": n.events - n.malformed,
             "elapsed_s": elapsed,
-            "events_per_s": n.events as f64 / elapsed.max(1e-9),
-        })
-    );
-    Ok(())
+        "events_per_s": n.events as f64 / elapsed.max(1e-9),
+    }))
 }

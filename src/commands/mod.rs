@@ -12,18 +12,31 @@ mod time_arg;
 mod validate;
 
 use std::path::Path;
-use std::process::ExitCode;
 
+use strata_engine::ErrorKind;
 use strata_layers::Warehouse;
 
 use crate::cli::Command;
+use crate::failure::Failure;
 
 /// Loads a warehouse file, printing every problem it has if it is invalid.
-fn load_warehouse(file: &Path) -> Option<Warehouse> {
-    strata_layers::load(file).map_err(|e| eprintln!("{e}")).ok()
+fn load_warehouse(file: &Path) -> Result<Warehouse, Failure> {
+    strata_layers::load(file).map_err(|e| {
+        eprintln!("{e}");
+        Failure::Reported(ErrorKind::Config)
+    })
 }
 
-pub async fn dispatch(command: Command) -> ExitCode {
+/// Plans a warehouse's layers (`layers` empty: all of them).
+fn plan_layers(
+    warehouse: &Warehouse,
+    layers: &[String],
+    bounded: bool,
+) -> Result<strata_layers::Plan, Failure> {
+    strata_layers::plan(warehouse, layers, bounded).map_err(|e| Failure::config(e.to_string()))
+}
+
+pub async fn dispatch(command: Command) -> Result<(), Failure> {
     match command {
         Command::Validate { file, plan } => validate::validate(&file, plan).await,
         Command::Run {

@@ -1,7 +1,6 @@
 //! `strata serve FILE`, and the Flight SQL server `strata run` starts.
 
 use std::path::Path;
-use std::process::ExitCode;
 
 use strata_flight_server::{Credentials, RunningServer, ServeConfig, ServeError, TlsFiles};
 use strata_layers::Warehouse;
@@ -14,6 +13,7 @@ use strata_dashboard::RunningDashboard;
 use crate::commands::dashboard;
 use crate::commands::load_warehouse;
 use crate::commands::signals::stop_on_signals;
+use crate::failure::Failure;
 
 /// The server settings of `warehouse`.
 pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
@@ -69,27 +69,21 @@ pub async fn start_with_dashboard(
     Ok((server, page))
 }
 
-pub async fn serve(file: &Path) -> ExitCode {
-    let Some(warehouse) = load_warehouse(file) else {
-        return ExitCode::FAILURE;
-    };
+pub async fn serve(file: &Path) -> Result<(), Failure> {
+    let warehouse = load_warehouse(file)?;
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
-    let (server, page) = match start_with_dashboard(&warehouse, &shutdown).await {
-        Ok(running) => running,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let mut code = ExitCode::SUCCESS;
+    let (server, page) = start_with_dashboard(&warehouse, &shutdown)
+        .await
+        .map_err(Failure::io)?;
+    let mut outcome = Ok(());
     if let Err(e) = server.wait().await {
         error!(error = %e, "the Flight SQL server failed");
-        code = ExitCode::FAILURE;
+        outcome = Err(Failure::io(format!("the Flight SQL server failed: {e}")));
     }
     if let Some(Err(e)) = futures::future::OptionFuture::from(page.map(|p| p.wait())).await {
         error!(error = %e, "the dashboard failed");
-        code = ExitCode::FAILURE;
+        outcome = Err(Failure::io(format!("the dashboard failed: {e}")));
     }
-    code
+    outcome
 }

@@ -2,39 +2,29 @@
 //! against its inputs' schemas, without touching storage or the broker.
 
 use std::path::Path;
-use std::process::ExitCode;
 
-use strata_engine::EngineError;
 use strata_engine::dataflow::layer_plan::CheckedLayer;
 use strata_engine::dataflow::plan::DataflowPlan;
 use strata_engine::dataflow::{DataflowSpec, layer_plan};
 use strata_engine::sql::planner::StreamingPlanner;
 use strata_engine::sql::program::duration;
+use strata_engine::{EngineError, ErrorKind};
 use strata_layers::Warehouse;
 
-use crate::commands::load_warehouse;
+use crate::commands::{load_warehouse, plan_layers};
+use crate::failure::{Failure, print};
 
-pub async fn validate(file: &Path, show_plan: bool) -> ExitCode {
-    let Some(w) = load_warehouse(file) else {
-        return ExitCode::FAILURE;
-    };
-    let plan = match strata_layers::plan(&w, &[], false) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(outputs) = check_queries(&w, &plan.dataflow).await else {
-        return ExitCode::FAILURE;
-    };
-    println!(
+pub async fn validate(file: &Path, show_plan: bool) -> Result<(), Failure> {
+    let w = load_warehouse(file)?;
+    let plan = plan_layers(&w, &[], false)?;
+    let outputs = check_queries(&w, &plan.dataflow).await?;
+    print(format_args!(
         "{}: ok: warehouse `{}`, {} schema(s), {} layer(s)",
         file.display(),
         w.name,
         w.schemas.len(),
         w.layers.len()
-    );
+    ))?;
     for layer in outputs {
         let columns: Vec<String> = layer
             .output
@@ -42,9 +32,9 @@ pub async fn validate(file: &Path, show_plan: bool) -> ExitCode {
             .iter()
             .map(|f| format!("{} {}", f.name(), f.data_type()))
             .collect();
-        println!("  {}: {}", layer.name, columns.join(", "));
+        print(format_args!("  {}: {}", layer.name, columns.join(", ")))?;
         if let Some(operator) = &layer.operator {
-            println!("    {operator}");
+            print(format_args!("    {operator}"))?;
         }
         let mut time = format!(
             "    watermark: {} behind the newest event",
@@ -57,40 +47,36 @@ pub async fn validate(file: &Path, show_plan: bool) -> ExitCode {
                 duration(layer.output_lag_us)
             ));
         }
-        println!("{time}");
+        print(time)?;
     }
     if show_plan {
         let planner = StreamingPlanner::new(plan.dataflow.udfs.clone());
-        match DataflowPlan::new(&plan.dataflow, &planner).await {
-            Ok(p) => print!("\n{p}"),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+        let p = DataflowPlan::new(&plan.dataflow, &planner).await?;
+        print(format_args!("\n{}", p.to_string().trim_end()))?;
     }
-    ExitCode::SUCCESS
+    Ok(())
 }
 
-/// Plans every layer's SQL; prints the first problem, pointing at the
-/// layer's `sql:` line, and returns `None` if there is one. On success,
-/// what validate reports of each layer.
+/// Plans every layer's SQL; the first problem points at the layer's `sql:`
+/// line. On success, what validate reports of each layer.
 pub(crate) async fn check_queries(
     w: &Warehouse,
     dataflow: &DataflowSpec,
-) -> Option<Vec<CheckedLayer>> {
+) -> Result<Vec<CheckedLayer>, Failure> {
     match layer_plan::check(dataflow).await {
-        Ok(outputs) => Some(outputs),
-        Err(EngineError::Pipeline { pipeline, reason }) => {
-            match w.sql_diagnostic(&pipeline, reason.clone()) {
-                Some(d) => eprintln!("{d}"),
-                None => eprintln!("error: layer `{pipeline}`: {reason}"),
+        Ok(outputs) => Ok(outputs),
+        Err(EngineError::Plan { layer, reason }) => {
+            match w.sql_diagnostic(&layer, reason.clone()) {
+                Some(d) => {
+                    eprintln!("{d}");
+                    Err(Failure::Reported(ErrorKind::Plan))
+                }
+                None => Err(Failure::Message(
+                    ErrorKind::Plan,
+                    format!("layer `{layer}`: {reason}"),
+                )),
             }
-            None
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            None
-        }
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,6 +1,13 @@
-"""The command line: `strata validate` on good and bad files."""
+"""The command line: `strata validate` on good and bad files, and the exit
+codes every command shares (README "Exit codes")."""
 
+import json
 import subprocess
+
+from conftest import Warehouse, unique
+
+# README "Exit codes".
+CONFIG, DATA = 2, 3
 
 
 def run(strata_bin, *args):
@@ -35,7 +42,7 @@ layers:
 """
     )
     out = run(strata_bin, "validate", str(bad))
-    assert out.returncode == 1
+    assert out.returncode == CONFIG
     err = out.stderr
     assert f"{bad}:8:26: schemas.deal.fields[0].type: unknown type `strng`" in err, err
     assert "help: did you mean `string`?" in err, err
@@ -86,7 +93,7 @@ def test_sql_errors_point_at_the_layers_sql_line(strata_bin, tmp_path):
         wh.write_text(SQL_WAREHOUSE % sql)
         for command in ["validate", "run"]:
             out = run(strata_bin, command, str(wh))
-            assert out.returncode == 1, (command, sql, out.stderr)
+            assert out.returncode == CONFIG, (command, sql, out.stderr)
             assert f"{wh}:12:10: layers.dws_deals.sql: " in out.stderr, (command, out.stderr)
             assert message in out.stderr, (command, out.stderr)
             # Nothing was started: no table, no server.
@@ -126,3 +133,29 @@ def test_validate_plan_shows_each_layers_operator_tables_and_readers(strata_bin)
                  "read by dwd_deals_wide"]:
         assert line in dwd, (line, dwd)
     assert "table ads_city_gmv_today (rows, upserted by event_day, city_name)" in plan
+
+
+def test_output_to_a_closed_pipe_ends_quietly(strata_bin):
+    """`strata validate --plan FILE | head -1`: the reader goes away before
+    the plan is printed; the command ends with 0, without a panic."""
+    proc = subprocess.Popen([strata_bin, "validate", "--plan", "examples/beike/warehouse.yaml"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert b"panicked" not in err, err
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_as_data(strata_bin, kafka, tmp_path):
+    """A checkpoint written by a newer Strata: `strata run` refuses to read
+    it, says what to do, exits 3 (data), and writes nothing."""
+    wh = Warehouse(tmp_path / "wh", kafka, unique("newer"))
+    wh.checkpoint_dir.mkdir(parents=True)
+    newer = wh.checkpoint_dir / "00000000000000000001.json"
+    newer.write_text(json.dumps({"format": 99, "epoch": 1}))
+    out = run(strata_bin, "run", "--no-serve", str(wh.path))
+    assert out.returncode == DATA, out.stderr
+    assert "manifest format 99, written by a newer Strata" in out.stderr, out.stderr
+    assert [p.name for p in wh.checkpoint_dir.iterdir()] == [newer.name]
+    assert not wh.table_path.exists()

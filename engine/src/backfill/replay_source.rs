@@ -283,7 +283,7 @@ async fn observed_lag(live: Option<&Manifest>, source: &SourceSpec) -> Result<Op
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| EngineError::Config(format!("a Kafka look-up failed: {e}")))?
+        .map_err(|e| EngineError::internal("a Kafka look-up", e))?
 }
 
 /// "kafka" or "ods table", as the summary says.

@@ -104,16 +104,16 @@ impl Coordinator {
                 }
                 ack = self.acks.recv() => {
                     let Some(ack) = ack else {
-                        return Err(EngineError::Pipeline {
+                        return Err(EngineError::Stopped {
                             pipeline: self.dataflow.clone(),
-                            reason: "every layer stopped before the epoch completed".into(),
+                            what: "every layer".into(),
                         });
                     };
                     let Some((epoch, acks)) = &mut in_flight else {
-                        return Err(EngineError::Pipeline {
-                            pipeline: self.dataflow.clone(),
-                            reason: format!("layer `{}` acked epoch {} that was not started", ack.layer.name, ack.epoch),
-                        });
+                        return Err(EngineError::internal(
+                            format!("checkpoint coordinator of `{}`", self.dataflow),
+                            format!("layer `{}` acked epoch {} that was not started", ack.layer.name, ack.epoch),
+                        ));
                     };
                     acks.push(ack);
                     if acks.len() == self.layers {

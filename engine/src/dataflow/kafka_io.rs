@@ -48,15 +48,15 @@ impl SourceStarter for KafkaSources {
         let thread = std::thread::Builder::new()
             .name(format!("source-{}", source.id))
             .spawn(move || task.run())
-            .map_err(|e| EngineError::Config(format!("cannot start a source thread: {e}")))?;
+            .map_err(EngineError::io("cannot start a source thread"))?;
         let run = async move {
             tokio::task::spawn_blocking(move || {
-                thread
-                    .join()
-                    .unwrap_or_else(|_| Err(EngineError::Config("a source thread panicked".into())))
+                thread.join().unwrap_or_else(|_| {
+                    Err(EngineError::internal("a source thread", "it panicked"))
+                })
             })
             .await
-            .map_err(|e| EngineError::Config(format!("a source thread could not be joined: {e}")))?
+            .map_err(|e| EngineError::internal("a source thread", e))?
         };
         Ok(StartedSource {
             committed,

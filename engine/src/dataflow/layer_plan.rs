@@ -199,8 +199,8 @@ pub async fn check(spec: &DataflowSpec) -> Result<Vec<CheckedLayer>> {
 }
 
 pub(crate) fn config(layer: &LayerSpec, message: String) -> EngineError {
-    EngineError::Pipeline {
-        pipeline: layer.name.clone(),
+    EngineError::Plan {
+        layer: layer.name.clone(),
         reason: message,
     }
 }

@@ -309,9 +309,9 @@ impl LayerTask {
     }
 
     fn gone(&self) -> EngineError {
-        EngineError::Pipeline {
+        EngineError::Stopped {
             pipeline: self.name.clone(),
-            reason: "a downstream layer stopped".into(),
+            what: "a downstream layer".into(),
         }
     }
 
@@ -377,9 +377,9 @@ impl LayerTask {
         self.acks
             .send(ack)
             .await
-            .map_err(|_| EngineError::Pipeline {
+            .map_err(|_| EngineError::Stopped {
                 pipeline: self.name.clone(),
-                reason: "the checkpoint coordinator stopped".into(),
+                what: "the checkpoint coordinator".into(),
             })?;
         for tx in &self.downstream {
             tx.send(Message::Barrier {

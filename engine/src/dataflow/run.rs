@@ -160,7 +160,7 @@ pub async fn run_dataflow_with(
                 match done {
                     Ok(Ok(r)) => report = r,
                     Ok(Err(e)) => coordinator_failure = Some(e),
-                    Err(e) => coordinator_failure = Some(EngineError::Config(format!("the checkpoint coordinator panicked: {e}"))),
+                    Err(e) => coordinator_failure = Some(EngineError::internal("the checkpoint coordinator", e)),
                 }
                 break;
             }
@@ -190,8 +190,12 @@ pub async fn run_dataflow_with(
     // Tasks aborted above end cancelled: only their own errors count.
     for set in [&mut tasks, &mut sources] {
         while let Some(joined) = set.join_next().await {
+            // A part that stopped because another failed is replaced by
+            // that other's error.
             if let Ok(Err(e)) = joined
-                && failure.is_none()
+                && failure
+                    .as_ref()
+                    .is_none_or(|f| matches!(f, EngineError::Stopped { .. }))
             {
                 failure = Some(e);
             }
@@ -224,7 +228,7 @@ fn ended_badly(
     match joined {
         Ok(Ok(())) => None,
         Ok(Err(e)) => Some(e),
-        Err(e) => Some(EngineError::Config(format!("{what} failed: {e}"))),
+        Err(e) => Some(EngineError::internal(what, e)),
     }
 }
 
@@ -301,10 +305,7 @@ async fn restore_layers(
             };
             query
                 .restore(state, saved.watermark)
-                .map_err(|e| EngineError::Pipeline {
-                    pipeline: layer.task.name.clone(),
-                    reason: format!("restoring state: {}", e.find_root()),
-                })?;
+                .map_err(EngineError::datafusion(&layer.task.name, "restoring state"))?;
         }
     }
     Ok(())

@@ -25,7 +25,7 @@ pub async fn open_or_create(
         && let Ok(dir) = location.url.to_file_path()
     {
         std::fs::create_dir_all(&dir)
-            .map_err(|e| EngineError::Config(format!("cannot create {}: {e}", dir.display())))?;
+            .map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
     }
     let mut table = DeltaTableBuilder::from_url(location.url.clone())
         .map_err(EngineError::delta(&url, "resolving the table location"))?

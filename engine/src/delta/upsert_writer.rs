@@ -61,7 +61,7 @@ impl UpsertWriter {
             Some(first) => {
                 let mut buffer = Vec::new();
                 let arrow = |e: parquet::errors::ParquetError| {
-                    EngineError::Config(format!("staging upserts for {}: {e}", self.url))
+                    EngineError::internal(format!("staging upserts for {}", self.url), e)
                 };
                 let mut writer =
                     ArrowWriter::try_new(&mut buffer, first.schema(), None).map_err(arrow)?;

@@ -386,5 +386,5 @@ fn flush(p: &Client, topic: &str) -> Result<()> {
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| EngineError::Config(format!("a Kafka call panicked: {e}")))
+        .map_err(|e| EngineError::internal("a Kafka call", e))
 }
