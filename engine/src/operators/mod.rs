@@ -16,6 +16,7 @@ pub mod over_operator;
 pub mod over_window;
 pub mod session_operator;
 pub mod session_window;
+pub mod slicing;
 pub mod stateless;
 pub mod stream_join;
 pub mod updating_aggregate;

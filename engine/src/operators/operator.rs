@@ -61,8 +61,8 @@ pub fn build(program: Program, ctx: Arc<TaskContext>) -> Result<Box<dyn Operator
             below,
             aggregate,
             above,
-            ..
-        } => Box::new(WindowOperator::new(below, &aggregate, above, ctx)?),
+            window,
+        } => Box::new(WindowOperator::new(below, &aggregate, above, &window, ctx)?),
         Program::Updating {
             below,
             aggregate,

@@ -1,14 +1,14 @@
 //! Incremental windowed aggregation: `GROUP BY window_start, window_end,
 //! keys...`, emitted when the watermark passes `window_end`.
 //!
-//! The window TVF rewrite has already given every row its window (HOP and
-//! CUMULATE rows once per window they fall in), so one operator serves
-//! TUMBLE, HOP and CUMULATE: groups are kept per `window_end`, and a window
+//! The window TVF rewrite has already given every row its window (TUMBLE)
+//! or its slice (HOP and CUMULATE: see [`Slicing`]), so one operator serves
+//! the three: groups are kept per `window_end` (per slice end), and a window
 //! is final, emitted and forgotten once the watermark reaches its end
-//! (append-only output, as Flink's window aggregations). A row for a
-//! window already emitted (a HOP or CUMULATE row's copy for its earlier
-//! windows, while its later ones are open) is dropped: a window is never
-//! emitted twice.
+//! (append-only output, as Flink's window aggregations); a HOP or CUMULATE
+//! window is merged from its slices' states then. A row whose windows have
+//! all been emitted is dropped: a window is never emitted twice. A row of a
+//! slice whose earlier windows were emitted still counts in its later ones.
 //!
 //! The aggregation itself is DataFusion's: its `GroupValues` map keys to
 //! group ids and its vectorized `GroupsAccumulator`s (COUNT, SUM, AVG,
@@ -21,7 +21,7 @@
 //! Without a `window_end` key the same operator keeps one never-closing
 //! bucket: a plain `GROUP BY` whose current results are emitted as updates.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -39,6 +39,7 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
 use crate::event_time::after;
+use crate::operators::slicing::Slicing;
 use crate::predicate::null_is_false;
 
 /// The bucket of a plain (windowless) `GROUP BY`.
@@ -67,6 +68,10 @@ pub struct WindowAggregate {
     changed: Vec<bool>,
     /// Windows ending at or before this have been emitted.
     closed_through: Option<i64>,
+    /// HOP and CUMULATE: `windows` holds slices, merged per window.
+    slicing: Option<Slicing>,
+    /// The `window_start` group key, if grouped by.
+    window_start: Option<usize>,
 }
 
 impl WindowAggregate {
@@ -142,7 +147,26 @@ impl WindowAggregate {
             ids: Vec::new(),
             changed: Vec::new(),
             closed_through: None,
+            slicing: None,
+            window_start: group_schema_index(agg.group_expr().expr(), "window_start"),
         })
+    }
+
+    /// Aggregates rows into slices of overlapping (HOP, CUMULATE) windows,
+    /// merged per window when it closes; the rows' `window_start` and
+    /// `window_end` are their slice's.
+    pub fn sliced(mut self, slicing: Option<Slicing>) -> Self {
+        self.slicing = slicing;
+        self
+    }
+
+    /// Whether a row of the slice (or window) ending at `end` still counts
+    /// in a window not yet emitted.
+    fn open_after(&self, end: i64, closed: i64) -> bool {
+        match &self.slicing {
+            Some(s) => s.last_end(end) > closed,
+            None => end > closed,
+        }
     }
 
     /// The schema of emitted rows: group keys, then aggregate values.
@@ -200,7 +224,13 @@ impl WindowAggregate {
         let mut batch = batch;
         if let (Some(end_index), Some(closed)) = (self.window_end, self.closed_through) {
             let ends = timestamps(&keys[end_index])?;
-            let mask = null_is_false(&after(ends, closed)?);
+            let mask = match self.slicing {
+                None => null_is_false(&after(ends, closed)?),
+                Some(_) => ends
+                    .iter()
+                    .map(|e| Some(e.is_some_and(|e| self.open_after(e, closed))))
+                    .collect(),
+            };
             if mask.true_count() == 0 {
                 return Ok(());
             }
@@ -302,6 +332,9 @@ impl WindowAggregate {
         if self.window_end.is_none() {
             return Ok(None);
         }
+        if let Some(slicing) = self.slicing {
+            return self.close_slices_until(slicing, watermark);
+        }
         self.closed_until(watermark);
         let closed: Vec<i64> = self.windows.range(..=watermark).map(|(k, _)| *k).collect();
         let mut out = Vec::with_capacity(closed.len());
@@ -311,6 +344,82 @@ impl WindowAggregate {
             }
         }
         concat(&self.output_schema, out)
+    }
+
+    /// Emits every HOP or CUMULATE window ending in (last close,
+    /// `watermark`] that has rows, each merged from its slices, in order of
+    /// window end; forgets the slices no open window needs.
+    fn close_slices_until(
+        &mut self,
+        slicing: Slicing,
+        watermark: i64,
+    ) -> Result<Option<RecordBatch>> {
+        let after = self.closed_through.unwrap_or(i64::MIN);
+        self.closed_until(watermark);
+        let mut ends = BTreeSet::new();
+        for slice_end in self.windows.keys() {
+            slicing.window_ends(*slice_end, after, watermark, &mut ends);
+        }
+        let mut out = Vec::with_capacity(ends.len());
+        if let Some(last) = ends.last().copied() {
+            // Each slice's state is read once, for all the windows it is in.
+            let needed: Vec<i64> = self.windows.range(..=last).map(|(k, _)| *k).collect();
+            let mut states: BTreeMap<i64, RecordBatch> = BTreeMap::new();
+            for end in needed {
+                if let Some(groups) = self.windows.remove(&end) {
+                    states.insert(end, self.state_of(groups)?);
+                }
+            }
+            for end in &ends {
+                let start = slicing.start_of(*end);
+                let parts = states
+                    .range(start + 1..=*end)
+                    .map(|(_, s)| self.rekeyed(s, start, *end))
+                    .collect::<Result<Vec<_>>>()?;
+                if let Some(merged) = concat(&self.state_schema, parts)? {
+                    let groups = self.groups_from(&merged)?;
+                    out.push(self.emit(groups)?);
+                }
+            }
+            for (end, state) in states {
+                if slicing.last_end(end) > watermark {
+                    let groups = self.groups_from(&state)?;
+                    self.windows.insert(end, groups);
+                }
+            }
+        }
+        self.windows
+            .retain(|end, _| slicing.last_end(*end) > watermark);
+        concat(&self.output_schema, out)
+    }
+
+    /// A slice's state with the window's start and end as its keys.
+    fn rekeyed(&self, state: &RecordBatch, start: i64, end: i64) -> Result<RecordBatch> {
+        let mut columns = state.columns().to_vec();
+        let n = state.num_rows();
+        for (index, value) in [(self.window_start, start), (self.window_end, end)] {
+            if let Some(i) = index {
+                let DataType::Timestamp(_, tz) = self.group_schema.field(i).data_type() else {
+                    return Err(DataFusionError::Internal(
+                        "window_start / window_end must be timestamps".into(),
+                    ));
+                };
+                columns[i] = Arc::new(
+                    TimestampMicrosecondArray::from_value(value, n).with_timezone_opt(tz.clone()),
+                );
+            }
+        }
+        Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
+    }
+
+    /// One window's (or slice's) groups as a state batch: keys, then each
+    /// accumulator's intermediate state.
+    fn state_of(&self, mut groups: Groups) -> Result<RecordBatch> {
+        let mut columns = groups.values.emit(EmitTo::All)?;
+        for acc in &mut groups.accumulators {
+            columns.extend(acc.state(EmitTo::All)?);
+        }
+        Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
     }
 
     /// The current results of the groups of a plain `GROUP BY` that changed
@@ -342,12 +451,8 @@ impl WindowAggregate {
     /// each accumulator's intermediate state. The operator keeps its state.
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let mut parts = Vec::with_capacity(self.windows.len());
-        for (_, mut groups) in std::mem::take(&mut self.windows) {
-            let mut columns = groups.values.emit(EmitTo::All)?;
-            for acc in &mut groups.accumulators {
-                columns.extend(acc.state(EmitTo::All)?);
-            }
-            parts.push(RecordBatch::try_new(self.state_schema.clone(), columns)?);
+        for (_, groups) in std::mem::take(&mut self.windows) {
+            parts.push(self.state_of(groups)?);
         }
         let snapshot = concat(&self.state_schema, parts)?;
         if let Some(snapshot) = &snapshot {
@@ -367,6 +472,22 @@ impl WindowAggregate {
             None => vec![(NO_WINDOW, snapshot.clone())],
             Some(i) => split_by_window(snapshot, i)?,
         };
+        if let (Some(slicing), Some(start)) = (self.slicing, self.window_start) {
+            // State of an earlier Strata held HOP/CUMULATE rows per window,
+            // not per slice: merging it as slices would count rows twice.
+            for (end, part) in &windows {
+                let starts = timestamps(part.column(start))?;
+                if starts
+                    .values()
+                    .iter()
+                    .any(|s| end - s != slicing.slice_us())
+                {
+                    return Err(DataFusionError::Execution(
+                        "the checkpointed state holds whole HOP/CUMULATE windows (written by an earlier Strata); this one keeps slices: backfill the layer, or move its checkpoints aside and replay it".into(),
+                    ));
+                }
+            }
+        }
         for (end, part) in windows {
             let groups = self.groups_from(&part)?;
             self.windows.insert(end, groups);
@@ -388,6 +509,11 @@ impl WindowAggregate {
         }
         Ok(groups)
     }
+}
+
+/// The position of the group key named `name`.
+fn group_schema_index(keys: &[(Arc<dyn PhysicalExpr>, String)], name: &str) -> Option<usize> {
+    keys.iter().position(|(_, n)| n == name)
 }
 
 fn evaluate(exprs: &[Arc<dyn PhysicalExpr>], batch: &RecordBatch) -> Result<Vec<ArrayRef>> {

@@ -10,9 +10,11 @@ use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 
 use crate::operators::operator::Operator;
+use crate::operators::slicing::Slicing;
 use crate::operators::window_aggregate::WindowAggregate;
 use crate::sql::program::{AGGREGATE_SLOT, AggregateNode};
 use crate::sql::segment::Segment;
+use crate::sql::window_tvf::WindowTvf;
 
 /// A windowed aggregation.
 pub struct WindowOperator {
@@ -23,17 +25,20 @@ pub struct WindowOperator {
 }
 
 impl WindowOperator {
-    /// `below` assigns rows their windows, `aggregate` groups them, `above`
-    /// runs on each emitted window (HAVING, projections, Top-N).
+    /// `below` assigns rows their windows (HOP, CUMULATE: their slices),
+    /// `aggregate` groups them, `above` runs on each emitted window
+    /// (HAVING, projections, Top-N).
     pub fn new(
         below: Segment,
         aggregate: &AggregateNode,
         above: Segment,
+        window: &WindowTvf,
         ctx: Arc<TaskContext>,
     ) -> Result<Self> {
         Ok(WindowOperator {
             below,
-            aggregate: WindowAggregate::from_exec(aggregate.exec(), Some("window_end"))?,
+            aggregate: WindowAggregate::from_exec(aggregate.exec(), Some("window_end"))?
+                .sliced(Slicing::of(window)),
             above,
             ctx,
         })

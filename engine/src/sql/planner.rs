@@ -35,7 +35,7 @@ use crate::sql::segment::Segment;
 use crate::sql::stream_join_plan::{StreamJoinKind, plan_stream_join};
 use crate::sql::stream_table::StreamTable;
 use crate::sql::system_time::strip_system_time;
-use crate::sql::window_tvf::{WindowTvf, rewrite};
+use crate::sql::window_tvf::{Assign, WindowTvf, rewrite, rewrite_as};
 use crate::sql::window_udfs::window_udfs;
 
 /// Why a layer's SQL cannot run as a stream.
@@ -168,7 +168,12 @@ impl StreamingPlanner {
         lookups: Option<&LayerLookups>,
     ) -> Result<PlannedQuery, PlanError> {
         let system_time = strip_system_time(sql).map_err(PlanError::Sql)?;
-        let rewritten = rewrite(&system_time.sql).map_err(|e| PlanError::Sql(e.message))?;
+        let mut rewritten = rewrite(&system_time.sql).map_err(|e| PlanError::Sql(e.message))?;
+        // Two windows are a window join, which matches whole windows.
+        if rewritten.windows.len() == 2 {
+            rewritten = rewrite_as(&system_time.sql, Assign::Windows)
+                .map_err(|e| PlanError::Sql(e.message))?;
+        }
         if rewritten.windows.len() > 2 {
             return Err(PlanError::Unsupported(
                 "one window TVF per layer, or one per side of a window join: window the others in layers of their own".into(),

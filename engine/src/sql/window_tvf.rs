@@ -6,9 +6,13 @@
 //! functions, so before planning each call is replaced by a subquery that
 //! adds `window_start` and `window_end` to every row of the input:
 //!
-//! - TUMBLE and CUMULATE compute them with Strata's window UDFs;
-//! - HOP and CUMULATE `unnest` a list of windows, one output row per window a
-//!   row belongs to;
+//! - TUMBLE computes them with Strata's window UDFs;
+//! - HOP and CUMULATE give each row its *slice* (a TUMBLE of the slide or
+//!   the step), not each window it belongs to: the aggregation merges the
+//!   slices of a window when it closes (`operators::slicing`), so a row of a
+//!   day-long CUMULATE by minute is aggregated once, not 1,440 times. A
+//!   window join matches whole windows: there (two TVFs in a layer) they
+//!   `unnest` a list of windows, one output row per window a row is in;
 //! - SESSION cannot be assigned row by row (a session's bounds depend on the
 //!   rows around it), so its columns are placeholders that the session
 //!   operator fills in.
@@ -102,6 +106,20 @@ fn err(message: impl Into<String>) -> TvfError {
 /// assert!(r.sql.contains("strata_window_start(ts, 60000000, 0) AS window_start"));
 /// ```
 pub fn rewrite(sql: &str) -> Result<Rewritten, TvfError> {
+    rewrite_as(sql, Assign::Slices)
+}
+
+/// What a HOP or CUMULATE row is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assign {
+    /// Its slice, for an aggregation that merges slices per window.
+    Slices,
+    /// A copy per window it belongs to (window joins match whole windows).
+    Windows,
+}
+
+/// Rewrites every window TVF in `sql`, HOP and CUMULATE as `assign` says.
+pub fn rewrite_as(sql: &str, assign: Assign) -> Result<Rewritten, TvfError> {
     let dialect = GenericDialect {};
     let tokens = Tokenizer::new(&dialect, sql)
         .with_unescape(false)
@@ -124,7 +142,7 @@ pub fn rewrite(sql: &str) -> Result<Rewritten, TvfError> {
                 })?;
             let args = split_args(&tokens[open + 1..close]);
             let tvf = parse_tvf(kind, &args)?;
-            out.push_str(&subquery(&tvf));
+            out.push_str(&subquery(&tvf, assign));
             // Keep the input's name as the alias unless the user gave one.
             if !has_alias(&tokens, outer_close + 1) {
                 out.push_str(&format!(" AS {}", tvf.input));
@@ -431,20 +449,27 @@ fn has_alias(tokens: &[Token], from: usize) -> bool {
 }
 
 /// The subquery that assigns windows to the rows of `tvf.input`.
-fn subquery(tvf: &WindowTvf) -> String {
+fn subquery(tvf: &WindowTvf, assign: Assign) -> String {
     let (t, ts, size) = (&tvf.input, &tvf.time_column, tvf.size_us);
     match tvf.kind {
         WindowKind::Tumble => format!(
             "(SELECT *, strata_window_start({ts}, {size}, {offset}) AS window_start, strata_window_end({ts}, {size}, {offset}) AS window_end FROM {t})",
             offset = tvf.offset_us
         ),
-        WindowKind::Hop => format!(
+        WindowKind::Hop if assign == Assign::Windows => format!(
             "(SELECT *, strata_add_micros(window_start, {size}) AS window_end FROM (SELECT *, unnest(strata_hop_starts({ts}, {slide}, {size})) AS window_start FROM {t}))",
             slide = tvf.step_us.unwrap_or(size)
         ),
-        WindowKind::Cumulate => format!(
+        WindowKind::Cumulate if assign == Assign::Windows => format!(
             "(SELECT *, strata_window_start({ts}, {size}, 0) AS window_start, unnest(strata_cumulate_ends({ts}, {step}, {size})) AS window_end FROM {t})",
             step = tvf.step_us.unwrap_or(size)
+        ),
+        // Overlapping windows: each row gets its slice (a TUMBLE of the
+        // slide or step); the aggregation merges slices per window
+        // (operators::slicing).
+        WindowKind::Hop | WindowKind::Cumulate => format!(
+            "(SELECT *, strata_window_start({ts}, {slice}, 0) AS window_start, strata_window_end({ts}, {slice}, 0) AS window_end FROM {t})",
+            slice = tvf.step_us.unwrap_or(size)
         ),
         WindowKind::Session => {
             format!("(SELECT *, {ts} AS window_start, {ts} AS window_end FROM {t})")
