@@ -18,4 +18,6 @@ mod panel_json;
 mod server;
 
 pub use panel_json::batches_to_rows;
-pub use server::{DashboardConfig, DashboardError, PanelConfig, RunningDashboard, start};
+pub use server::{
+    DashboardConfig, DashboardError, PanelConfig, PanelWaits, RunningDashboard, start,
+};

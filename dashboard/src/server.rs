@@ -10,6 +10,7 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 use strata_flight_server::{ClientConfig, run_query};
 use tokio::net::TcpListener;
@@ -35,6 +36,15 @@ pub struct PanelConfig {
     pub sql: String,
 }
 
+/// What an empty panel waits for: asked when a panel's query has no rows,
+/// or its table does not exist yet, so the page can say "the window closes
+/// at 10:42" rather than show a blank chart. The dashboard knows only SQL;
+/// whoever starts it knows the pipeline.
+pub trait PanelWaits: Send + Sync + std::fmt::Debug {
+    /// A sentence for panel `panel` (by index), if there is one to say.
+    fn waiting_for(&self, panel: usize) -> BoxFuture<'_, Option<String>>;
+}
+
 /// What the dashboard serves, and where it reads.
 #[derive(Debug, Clone)]
 pub struct DashboardConfig {
@@ -48,6 +58,8 @@ pub struct DashboardConfig {
     pub panels: Vec<PanelConfig>,
     /// The Flight SQL endpoint the queries go to.
     pub flight: ClientConfig,
+    /// What empty panels wait for (`None`: "no rows yet").
+    pub waits: Option<Arc<dyn PanelWaits>>,
 }
 
 /// Why the dashboard could not start.
@@ -163,7 +175,7 @@ async fn all_panels(State(config): State<Arc<DashboardConfig>>) -> Response {
             .panels
             .iter()
             .enumerate()
-            .map(|(i, p)| panel_rows(&config.flight, i, p)),
+            .map(|(i, p)| panel_rows(&config, i, p)),
     )
     .await;
     json_response(StatusCode::OK, &Value::Array(answers))
@@ -171,7 +183,7 @@ async fn all_panels(State(config): State<Arc<DashboardConfig>>) -> Response {
 
 async fn one_panel(State(config): State<Arc<DashboardConfig>>, Path(n): Path<usize>) -> Response {
     match config.panels.get(n) {
-        Some(p) => json_response(StatusCode::OK, &panel_rows(&config.flight, n, p).await),
+        Some(p) => json_response(StatusCode::OK, &panel_rows(&config, n, p).await),
         None => json_response(
             StatusCode::NOT_FOUND,
             &json!({"error": format!("no panel {n}: there are {}", config.panels.len())}),
@@ -180,13 +192,27 @@ async fn one_panel(State(config): State<Arc<DashboardConfig>>, Path(n): Path<usi
 }
 
 /// A panel's rows, or the reason there are none (shown on the page).
-async fn panel_rows(flight: &ClientConfig, index: usize, panel: &PanelConfig) -> Value {
+async fn panel_rows(config: &DashboardConfig, index: usize, panel: &PanelConfig) -> Value {
     let started = Instant::now();
-    let result = run_query(flight, &panel.sql)
+    let result = run_query(&config.flight, &panel.sql)
         .await
         .and_then(|batches| batches_to_rows(&batches).map_err(|e| e.to_string()));
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let waiting = || async {
+        match &config.waits {
+            Some(w) => w.waiting_for(index).await,
+            None => None,
+        }
+    };
     match result {
+        Ok((columns, rows)) if rows.is_empty() => json!({
+            "panel": index,
+            "title": panel.title,
+            "columns": columns,
+            "rows": rows,
+            "query_ms": ms,
+            "waiting": waiting().await,
+        }),
         Ok((columns, rows)) => json!({
             "panel": index,
             "title": panel.title,
@@ -194,9 +220,25 @@ async fn panel_rows(flight: &ClientConfig, index: usize, panel: &PanelConfig) ->
             "rows": rows,
             "query_ms": ms,
         }),
+        // Before a layer's first commit its table does not exist: the
+        // panel waits, nothing failed.
+        Err(e) if not_created_yet(&e) => json!({
+            "panel": index,
+            "title": panel.title,
+            "columns": [],
+            "rows": [],
+            "query_ms": ms,
+            "waiting": waiting().await.unwrap_or_else(|| "no data yet: its table has no commit yet".into()),
+        }),
         Err(e) => {
             warn!(panel = %panel.title, error = %e, "a dashboard panel's query failed");
             json!({"panel": index, "title": panel.title, "error": e, "query_ms": ms})
         }
     }
+}
+
+/// Whether a query failed only because a table it reads does not exist yet.
+fn not_created_yet(error: &str) -> bool {
+    let e = error.to_ascii_lowercase();
+    e.contains("table") && e.contains("not found")
 }

@@ -96,6 +96,7 @@ impl WarehouseCatalog {
         if refreshed.is_some_and(|t| !stale(t)) {
             return Ok(());
         }
+        let mut added = Vec::new();
         for schema in SCHEMAS {
             for name in self.list_dirs(&self.prefix.clone().join(schema)).await? {
                 let known = {
@@ -106,7 +107,8 @@ impl WarehouseCatalog {
                     continue;
                 }
                 if let Some(table) = self.open(schema, &name).await? {
-                    info!(table = %format!("{CATALOG}.{schema}.{name}"), url = %table.url(), "serving table");
+                    debug!(table = %format!("{CATALOG}.{schema}.{name}"), url = %table.url(), "serving table");
+                    added.push(format!("{schema}.{name}"));
                     let mut tables = self.tables.write().unwrap_or_else(|p| p.into_inner());
                     tables
                         .entry(schema.to_string())
@@ -114,6 +116,9 @@ impl WarehouseCatalog {
                         .insert(name, Arc::new(table));
                 }
             }
+        }
+        if !added.is_empty() {
+            info!(tables = added.len(), names = %added.join(", "), "serving new tables");
         }
         *refreshed = Some(Instant::now());
         Ok(())

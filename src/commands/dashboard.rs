@@ -2,10 +2,15 @@
 //! reading through it.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
-use strata_dashboard::{DashboardConfig, PanelConfig, RunningDashboard};
+use strata_dashboard::{DashboardConfig, PanelConfig, PanelWaits, RunningDashboard};
+use strata_engine::dataflow::layer_plan;
 use strata_flight_server::ClientConfig;
 use strata_layers::{Chart, Warehouse};
+use tracing::debug;
+
+use crate::commands::panel_waits::PipelineWaits;
 
 /// Starts the warehouse's dashboard, if it has one, reading from the Flight
 /// SQL server at `flight`; stops when `stop` resolves.
@@ -55,9 +60,26 @@ pub async fn start(
             // A self-signed server certificate is its own CA.
             ca: tls.map(|t| t.cert.clone()),
         },
+        waits: waits(warehouse).await,
     };
     strata_dashboard::start(config, stop)
         .await
         .map(Some)
         .map_err(|e| e.to_string())
+}
+
+/// What empty panels wait for, from the warehouse's layers (none if they
+/// cannot be planned: `strata run` has said why already).
+async fn waits(warehouse: &Warehouse) -> Option<Arc<dyn PanelWaits>> {
+    let dashboard = warehouse.dashboard.as_ref()?;
+    let plan = strata_layers::plan(warehouse, &[], false).ok()?;
+    let layers = match layer_plan::check(&plan.dataflow).await {
+        Ok(layers) => layers,
+        Err(e) => {
+            debug!(error = %e, "empty panels will not say what they wait for");
+            return None;
+        }
+    };
+    let sql: Vec<String> = dashboard.panels.iter().map(|p| p.sql.clone()).collect();
+    Some(Arc::new(PipelineWaits::new(plan.dataflow, &sql, &layers)))
 }

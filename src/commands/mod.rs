@@ -3,6 +3,7 @@
 mod backfill;
 mod dashboard;
 mod gen_events;
+mod panel_waits;
 mod query;
 mod replay_progress;
 mod run;

@@ -75,7 +75,8 @@ impl Coordinator {
         let stop_requested = self.shutdown.wait();
         tokio::pin!(stop_requested);
         let mut stopping = false;
-        let mut in_flight: Option<(u64, Vec<Ack>)> = None;
+        // The epoch started, its acks so far, and when it started.
+        let mut in_flight: Option<(u64, Vec<Ack>, Instant)> = None;
         let mut progress = Progress::new();
         loop {
             tokio::select! {
@@ -87,7 +88,7 @@ impl Coordinator {
                         stopping = true;
                     }
                     match self.trigger(stopping) {
-                        Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                        Some(epoch) => in_flight = Some((epoch, Vec::new(), Instant::now())),
                         None if stopping => return Ok(report),
                         None => {}
                     }
@@ -97,7 +98,7 @@ impl Coordinator {
                     // With an epoch in flight, the last one starts when it completes.
                     if in_flight.is_none() {
                         match self.trigger(true) {
-                            Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                            Some(epoch) => in_flight = Some((epoch, Vec::new(), Instant::now())),
                             None => return Ok(report),
                         }
                     }
@@ -109,7 +110,7 @@ impl Coordinator {
                             what: "every layer".into(),
                         });
                     };
-                    let Some((epoch, acks)) = &mut in_flight else {
+                    let Some((epoch, acks, started)) = &mut in_flight else {
                         return Err(EngineError::internal(
                             format!("checkpoint coordinator of `{}`", self.dataflow),
                             format!("layer `{}` acked epoch {} that was not started", ack.layer.name, ack.epoch),
@@ -118,19 +119,21 @@ impl Coordinator {
                     acks.push(ack);
                     if acks.len() == self.layers {
                         let epoch = *epoch;
+                        let started = *started;
                         let acks = std::mem::take(acks);
                         in_flight = None;
+                        let slowest = acks.iter().filter_map(|a| a.layer.watermark).min();
                         let rows = self.complete(epoch, acks).await?;
                         report.epochs += 1;
                         report.rows += rows;
-                        progress.tick(&self.dataflow, epoch, &report);
+                        progress.tick(&self.dataflow, epoch, &report, started.elapsed(), slowest);
                         self.next_epoch = epoch + 1;
                         if self.control.last_epoch.load(Ordering::SeqCst) == epoch {
                             return Ok(report);
                         }
                         if stopping {
                             match self.trigger(true) {
-                                Some(epoch) => in_flight = Some((epoch, Vec::new())),
+                                Some(epoch) => in_flight = Some((epoch, Vec::new(), Instant::now())),
                                 None => return Ok(report),
                             }
                         }
@@ -240,10 +243,15 @@ pub(crate) async fn commit_all(
     Ok(())
 }
 
-/// Periodic progress lines with rates, so a long catch-up shows it moves.
+/// Periodic progress lines, so a long catch-up shows it moves and a slow
+/// machine shows why: rows/s, epoch durations against the interval, and how
+/// far behind the clock the slowest layer's watermark is.
 struct Progress {
     last: Instant,
     last_rows: u64,
+    epochs: u32,
+    epoch_total: Duration,
+    epoch_max: Duration,
 }
 
 impl Progress {
@@ -251,23 +259,47 @@ impl Progress {
         Progress {
             last: Instant::now(),
             last_rows: 0,
+            epochs: 0,
+            epoch_total: Duration::ZERO,
+            epoch_max: Duration::ZERO,
         }
     }
 
-    fn tick(&mut self, dataflow: &str, epoch: u64, report: &DataflowReport) {
+    /// An epoch completed after `took`; `slowest` is the smallest layer
+    /// watermark (microseconds) it committed.
+    fn tick(
+        &mut self,
+        dataflow: &str,
+        epoch: u64,
+        report: &DataflowReport,
+        took: Duration,
+        slowest: Option<i64>,
+    ) {
+        self.epochs += 1;
+        self.epoch_total += took;
+        self.epoch_max = self.epoch_max.max(took);
         let elapsed = self.last.elapsed();
         if elapsed < PROGRESS_EVERY {
             return;
         }
         let rate = (report.rows - self.last_rows) as f64 / elapsed.as_secs_f64();
+        let behind_s = slowest.map(|w| {
+            let now = chrono::Utc::now().timestamp_micros();
+            ((now - w).max(0) as f64 / 1e6 * 10.0).round() / 10.0
+        });
         info!(
             dataflow,
             epoch,
             rows = report.rows,
             rows_per_s = rate.round() as u64,
+            epoch_ms_avg = (self.epoch_total / self.epochs.max(1)).as_millis() as u64,
+            epoch_ms_max = self.epoch_max.as_millis() as u64,
+            watermark_behind_s = behind_s,
             "progress"
         );
-        self.last = Instant::now();
-        self.last_rows = report.rows;
+        *self = Progress {
+            last_rows: report.rows,
+            ..Progress::new()
+        };
     }
 }

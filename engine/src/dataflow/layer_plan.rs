@@ -19,7 +19,7 @@ use crate::ods::ods_schema;
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::lookup_plan::LayerLookups;
 use crate::sql::planner::{PlannedQuery, StreamingPlanner, TIME_COLUMN_KEY};
-use crate::sql::program::Program;
+use crate::sql::program::{Program, WindowCadence};
 
 /// A layer's query and schemas, planned.
 pub struct PlannedLayer {
@@ -155,6 +155,8 @@ pub struct CheckedLayer {
     pub output_lag_us: i64,
     /// Whether a layer of the dataflow reads it.
     pub read_downstream: bool,
+    /// When it emits, if at window ends.
+    pub emits: Option<WindowCadence>,
 }
 
 /// Plans every layer and returns what `strata validate` reports of each,
@@ -182,6 +184,7 @@ pub async fn check(spec: &DataflowSpec) -> Result<Vec<CheckedLayer>> {
         checked.push(CheckedLayer {
             name: layer.spec.name.clone(),
             operator: layer.query.as_ref().map(|q| q.program.describe()),
+            emits: layer.query.as_ref().and_then(|q| q.program.emits_every()),
             behind_us: behind_inputs.saturating_add(layer.spec.delay.as_micros() as i64),
             output_lag_us: layer
                 .query

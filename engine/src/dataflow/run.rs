@@ -72,6 +72,7 @@ pub async fn run_dataflow_with(
         }
         publishers.append(&mut layer.publishers);
     }
+    info!(dataflow = %spec.id, layers = built.len(), tables = committers.len(), "layers planned and their tables opened");
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
         Some(m) => {

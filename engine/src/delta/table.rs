@@ -8,7 +8,7 @@ use datafusion::prelude::DataFrame;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
-use tracing::info;
+use tracing::debug;
 
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
@@ -60,7 +60,7 @@ pub async fn open_or_create(
                 )
                 .await
                 .map_err(EngineError::delta(&url, "creating the table"))?;
-            info!(table = %url, "created delta table");
+            debug!(table = %url, "created delta table");
             Ok(table)
         }
         Err(e) => Err(EngineError::delta(&url, "loading the table")(e)),

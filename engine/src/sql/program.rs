@@ -100,7 +100,55 @@ pub enum Program {
     },
 }
 
+/// When a windowed layer emits: each time its watermark passes a window
+/// end, and window ends are `offset_us + k * every_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowCadence {
+    /// Microseconds between window ends (TUMBLE size, HOP slide, CUMULATE
+    /// step, window-join size).
+    pub every_us: i64,
+    /// Offset of window ends from the epoch, microseconds.
+    pub offset_us: i64,
+}
+
+impl WindowCadence {
+    /// The first window end after `watermark_us`: when the layer emits next.
+    ///
+    /// ```
+    /// use strata_engine::sql::program::WindowCadence;
+    /// let minute = WindowCadence { every_us: 60_000_000, offset_us: 0 };
+    /// assert_eq!(minute.next_end(90_000_000), 120_000_000);
+    /// assert_eq!(minute.next_end(120_000_000), 180_000_000);
+    /// ```
+    pub fn next_end(&self, watermark_us: i64) -> i64 {
+        let every = self.every_us.max(1);
+        let k = (watermark_us - self.offset_us).div_euclid(every) + 1;
+        self.offset_us + k * every
+    }
+}
+
 impl Program {
+    /// When the layer emits, if it emits at window ends (TUMBLE, HOP,
+    /// CUMULATE, window joins).
+    pub fn emits_every(&self) -> Option<WindowCadence> {
+        match self {
+            Program::Window { window, .. } if window.kind != WindowKind::Session => {
+                Some(WindowCadence {
+                    every_us: window.step_us.unwrap_or(window.size_us),
+                    offset_us: window.offset_us,
+                })
+            }
+            Program::Join(j) => match &j.kind {
+                StreamJoinKind::Window { size_us } => Some(WindowCadence {
+                    every_us: *size_us,
+                    offset_us: 0,
+                }),
+                StreamJoinKind::Interval { .. } => None,
+            },
+            _ => None,
+        }
+    }
+
     /// How far behind the layer's watermark the rows it emits can be dated,
     /// in microseconds: the watermark it forwards is held back by as much.
     pub fn output_lag_us(&self) -> i64 {
