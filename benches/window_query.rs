@@ -9,8 +9,8 @@
 //! time - 5 s) passes them, writes them to a Delta table and, once a
 //! second, checkpoints like a real epoch: operator state snapshot written
 //! to the checkpoint store and the epoch's Delta commit. The broker is left
-//! out on purpose (the ODS bench measures it; the local one tops out near
-//! 140k records/s, below the engine).
+//! out on purpose (the ODS bench measures it, and its `[broker]` line the
+//! broker's own fetch rate, which is below the engine's).
 //!
 //! Reports events/s, per-batch latency (decoded -> processed) percentiles,
 //! checkpoint time percentiles, and peak RSS. At the end of the file an
