@@ -1,13 +1,23 @@
-//! Backfill replay rate: N deal events in a Kafka topic, then `strata
-//! backfill` of the quickstart's per-minute DWS layer over their whole
-//! hour, which replays ODS -> DWD -> DWS from the log into staging tables
-//! and swaps the range into the live table in one commit.
+//! Backfill under a live pipeline, as the README describes it: N deal
+//! events in a Kafka topic (produced as fast as the broker takes them,
+//! dated within 5 s of their sending), a live `strata run` of
+//! the quickstart (ODS -> DWD -> per-minute DWS) that has landed them and
+//! keeps committing while a generator sends more (`--live-rate`), then
+//! `strata backfill` of the DWS layer from two hours back to where the
+//! live pipeline has closed it: it replays ODS -> DWD -> DWS into staging and swaps the range
+//! into the live table in one commit, while the live pipeline commits on.
 //!
-//! Reported: records replayed per second of the whole command (process
-//! start to exit: planning, Kafka look-ups, the replay with its staging
-//! writes, the swap), the process's peak RSS and CPU. With `--ods 1` the same
-//! range is then replayed from the ODS table (landed first by a bounded
-//! `strata run`).
+//! Reported per replay source: records replayed per second of the whole
+//! command (process start to exit: planning, locating the range, the replay
+//! with its staging writes, the swap), its peak RSS and CPU; and how many
+//! epochs the live pipeline committed while it ran. From Kafka first (the
+//! range placed by the ODS table's positions), then, with `--ods 1`, from
+//! the ODS table.
+//!
+//! The bench fails unless: every backfill exits 0 and its swap is a commit
+//! of the live DWS table (with its `strata.backfill` commit info), the live
+//! pipeline committed epochs during each backfill, it exits 0 on SIGTERM,
+//! and the generator exits 0.
 //!
 //! ```text
 //! STRATA_BENCH=backfill_replay scripts/bench --events 5000000 --ods 1
@@ -17,19 +27,24 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use std::time::{Duration, Instant, SystemTime};
 
 use support::child::{Measured, run_to_end};
+use support::delta_log::LogReader;
 use support::endpoints::bench_kafka;
 use support::flags::Flags;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+struct Args {
+    events: u64,
+    partitions: u32,
+    ods: bool,
+    live_rate: u64,
+}
+
 fn main() -> ExitCode {
-    let flags = match Flags::parse(&["events", "partitions", "ods"]) {
+    let flags = match Flags::parse(&["events", "partitions", "ods", "live-rate"]) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("{e}");
@@ -40,9 +55,13 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     };
     let result = (|| -> BenchResult<()> {
-        let events: u64 = flags.get("events", 5_000_000)?;
-        let partitions: u32 = flags.get("partitions", 4)?;
-        run(&kafka, events, partitions, flags.text("ods").is_some())
+        let args = Args {
+            events: flags.get("events", 5_000_000)?,
+            partitions: flags.get("partitions", 4)?,
+            ods: flags.get("ods", 0u8)? != 0,
+            live_rate: flags.get("live-rate", 2_000)?,
+        };
+        run(&kafka, &args)
     })();
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -53,97 +72,129 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(kafka: &str, events: u64, partitions: u32, ods: bool) -> BenchResult<()> {
+fn run(kafka: &str, args: &Args) -> BenchResult<()> {
     let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
     let work = tempfile::tempdir()?;
+    let dir = work.path();
     let topic = format!(
         "bench_backfill_{}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)?
             .as_nanos()
     );
-    println!("backfill_replay: {events} events | {partitions} partitions | broker {kafka}");
-    println!("producing ...");
+    println!(
+        "backfill_replay: {} events | {} partitions | broker {kafka} | live producer {} events/s",
+        args.events, args.partitions, args.live_rate
+    );
+    println!("producing the history (as fast as the broker takes it) ...");
     let summary = run_to_end(
+        &strata,
+        &refs(&gen_args(
+            kafka,
+            &topic,
+            args.partitions,
+            args.events,
+            0,
+            5,
+            1,
+        )),
+    )?;
+    println!("  producer: {}", summary.trim());
+    let warehouse = write_warehouse(dir, kafka, &topic)?;
+
+    println!("starting the live pipeline and waiting until it has landed the history ...");
+    let live_log = dir.join("live.log");
+    let live = Measured::spawn(
         &strata,
         &[
             "--log-format",
-            "text",
-            "gen",
-            "deals",
-            "--bootstrap-servers",
-            kafka,
-            "--topic",
-            &topic,
-            "--partitions",
-            &partitions.to_string(),
-            "--count",
-            &events.to_string(),
-            "--rate",
-            "0",
-            "--spread-secs",
-            "3600",
+            "json",
+            "run",
+            "--no-serve",
+            path_text(&warehouse),
         ],
+        &live_log,
     )?;
-    println!("  producer: {}", summary.trim());
-    // What a replay from offset 0 can read: the memory broker has been seen
-    // to hold a few thousand fewer than were acknowledged at this volume.
-    println!(
-        "  the topic holds {} records",
-        held_records(kafka, &topic, partitions)?
-    );
-    let warehouse = write_warehouse(work.path(), kafka, &topic)?;
-    let now = chrono::Utc::now();
-    let from = (now - chrono::Duration::hours(2)).to_rfc3339();
-    let to = now.to_rfc3339();
-    // From offset 0, not offsets-for-times: the memory broker answers
-    // those wrongly (BROKER.md), and every event of the topic is wanted.
-    let start: Vec<String> = (0..partitions).map(|p| format!("{topic}:{p}:0")).collect();
-    let kafka_args = ["--to", &to, "--from-offsets", &start.join(",")];
-    backfill(
-        &strata,
-        &warehouse,
-        work.path(),
-        &from,
-        &kafka_args,
-        "kafka",
-    )?;
-    if ods {
-        println!("landing the ODS table (bounded run) ...");
-        let landed = Measured::spawn(
-            &strata,
-            &[
-                "--log-format",
-                "json",
-                "run",
-                "--bounded",
-                "--no-serve",
-                path_text(&warehouse),
-            ],
-            &work.path().join("land.log"),
-        )?
-        .wait()?;
-        if landed.code != 0 {
-            return Err(format!("the landing run exited {}", landed.code).into());
+    let mut ods = LogReader::new(&dir.join("data/ods/ods_deals"));
+    let landed = Instant::now();
+    while ods.refresh()? < args.events {
+        if !live.alive() {
+            live.wait()?.success("the live strata run", &live_log)?;
+            return Err("the live strata run stopped by itself".into());
         }
-        // Up to the landing run's watermark (the default `--to`): later
-        // windows are still open in the live table.
-        backfill(&strata, &warehouse, work.path(), &from, &[], "ods")?;
+        if landed.elapsed() > Duration::from_secs(1800) {
+            return Err(format!(
+                "the live pipeline landed only {} rows in 30 min",
+                ods.refresh()?
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "  landed {} rows in {:.1} s",
+        ods.refresh()?,
+        landed.elapsed().as_secs_f64()
+    );
+
+    // Events dated now keep the live pipeline committing through the
+    // backfills (long enough for both; the bench stops it when done).
+    let live_gen_log = dir.join("live-gen.log");
+    let generator = Measured::spawn(
+        &strata,
+        &refs(&gen_args(
+            kafka,
+            &topic,
+            args.partitions,
+            args.live_rate * 3600,
+            args.live_rate,
+            5,
+            2,
+        )),
+        &live_gen_log,
+    )?;
+    let from = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
+    let result = (|| -> BenchResult<()> {
+        // Up to how far the live pipeline has closed the layer (the default
+        // `--to`): its checkpointed watermark.
+        backfill(&strata, &warehouse, dir, &from, "kafka", &live)?;
+        if args.ods {
+            backfill(&strata, &warehouse, dir, &from, "ods", &live)?;
+        }
+        Ok(())
+    })();
+    let generator_running = generator.alive();
+    let live_ended = live.stop()?;
+    let gen_ended = generator.stop()?;
+    result?;
+    live_ended.success("the live strata run", &live_log)?;
+    if !generator_running {
+        gen_ended.success("the live generator", &live_gen_log)?;
+        return Err("the live generator stopped before the backfills ended".into());
     }
     Ok(())
 }
 
+/// One backfill of `dws_city_minute` from `source`, under the live pipeline.
 fn backfill(
     strata: &Path,
     warehouse: &Path,
     dir: &Path,
     from: &str,
-    extra: &[&str],
     source: &str,
+    live: &Measured,
 ) -> BenchResult<()> {
     let log = dir.join(format!("backfill-{source}.log"));
+    let mut live_commits = LogReader::new(&dir.join("data/ods/ods_deals"));
+    let mut dws = LogReader::new(&dir.join("data/dws/dws_city_minute"));
+    live_commits.refresh()?;
+    dws.refresh()?;
+    let (ods_before, dws_before) = (
+        live_commits.commits().len(),
+        dws.commits().keys().last().copied(),
+    );
     let started = Instant::now();
-    let mut args = vec![
+    let args = [
         "--log-format",
         "json",
         "backfill",
@@ -154,12 +205,14 @@ fn backfill(
         "--replay-from",
         source,
     ];
-    args.extend_from_slice(extra);
     let ended = Measured::spawn(strata, &args, &log)?.wait()?;
     let secs = started.elapsed().as_secs_f64();
     let text = std::fs::read_to_string(&log)?;
     if ended.code != 0 {
         return Err(format!("backfill exited {}:\n{}", ended.code, tail(&text)).into());
+    }
+    if !live.alive() {
+        return Err("the live pipeline stopped during the backfill".into());
     }
     let summary = text
         .lines()
@@ -171,8 +224,24 @@ fn backfill(
         })
         .ok_or("no summary line in the backfill's output")?;
     let replayed = summary["replayed"].as_u64().unwrap_or(0);
+    live_commits.refresh()?;
+    dws.refresh()?;
+    let live_epochs = live_commits.commits().len() - ods_before;
+    let swaps = swap_commits(&dir.join("data/dws/dws_city_minute"), dws_before)?;
+    if swaps != 1 {
+        return Err(format!(
+            "[{source}] {swaps} commits of the live DWS table carry strata.backfill since the backfill started, not 1"
+        )
+        .into());
+    }
+    if live_epochs == 0 {
+        return Err(format!(
+            "[{source}] the live pipeline committed nothing during the backfill: not a swap under a live pipeline"
+        )
+        .into());
+    }
     println!(
-        "[{source}] {replayed} records replayed in {secs:.1} s = {:.0} records/s | peak RSS {:.0} MiB | CPU {:.1} s | {}",
+        "[{source}] {replayed} records replayed in {secs:.1} s = {:.0} records/s | peak RSS {:.0} MiB | CPU {:.1} s | live pipeline: {live_epochs} ODS commits meanwhile | {}",
         replayed as f64 / secs,
         ended.peak_rss_mib,
         ended.cpu_secs,
@@ -181,16 +250,68 @@ fn backfill(
     Ok(())
 }
 
-fn held_records(kafka: &str, topic: &str, partitions: u32) -> BenchResult<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", kafka)
-        .create()?;
-    let mut total = 0;
-    for p in 0..partitions as i32 {
-        let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
-        total += high - low;
+/// Commits of the table after version `after` whose commit info names a
+/// backfill.
+fn swap_commits(table: &Path, after: Option<u64>) -> BenchResult<usize> {
+    let mut swaps = 0;
+    for entry in std::fs::read_dir(table.join("_delta_log"))? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(version) = name
+            .strip_suffix(".json")
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if after.is_some_and(|a| version <= a) {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path())?;
+        swaps += usize::from(text.lines().any(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v.get("commitInfo").cloned())
+                .is_some_and(|info| info.to_string().contains("strata.backfill"))
+        }));
     }
-    Ok(total)
+    Ok(swaps)
+}
+
+fn gen_args(
+    kafka: &str,
+    topic: &str,
+    partitions: u32,
+    count: u64,
+    rate: u64,
+    spread_secs: u64,
+    seed: u64,
+) -> Vec<String> {
+    [
+        "--log-format",
+        "json",
+        "gen",
+        "deals",
+        "--bootstrap-servers",
+        kafka,
+        "--topic",
+        topic,
+        "--partitions",
+        &partitions.to_string(),
+        "--count",
+        &count.to_string(),
+        "--rate",
+        &rate.to_string(),
+        "--spread-secs",
+        &spread_secs.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec()
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 fn write_warehouse(dir: &Path, kafka: &str, topic: &str) -> BenchResult<PathBuf> {

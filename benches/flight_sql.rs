@@ -25,7 +25,7 @@ use tonic::transport::{Channel, Endpoint};
 use support::child::Measured;
 use support::endpoints::free_port;
 use support::flags::Flags;
-use support::stats::percentile;
+use support::stats::{Percentile, Samples};
 
 struct Args {
     rows: u64,
@@ -110,20 +110,20 @@ async fn run(args: &Args) -> BenchResult<()> {
             return Err(format!("point query {i} returned {rows} rows, not 1").into());
         }
     }
-    latencies_us.sort_unstable();
+    let latencies = Samples::new(latencies_us);
     println!(
-        "[point] {} queries, one row each by key from 8,640 rows: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "[point] {} queries, one row each by key from 8,640 rows: {}",
         args.point_queries,
-        percentile(&latencies_us, 50.0) as f64 / 1000.0,
-        percentile(&latencies_us, 99.0) as f64 / 1000.0,
-        latencies_us.last().copied().unwrap_or(0) as f64 / 1000.0
+        latencies.describe(&[Percentile::P50, Percentile::P99], 1000.0, "ms", 2)
     );
 
     // Full scan.
     let t = Instant::now();
     let (rows, bytes) = scan(&mut client, "SELECT * FROM ods.deals_wide").await?;
     let secs = t.elapsed().as_secs_f64();
-    let ended = server.stop()?;
+    let ended = server
+        .stop()?
+        .success("strata serve", &work.path().join("serve.log"))?;
     if rows != args.rows {
         return Err(format!("the scan returned {rows} rows, not {}", args.rows).into());
     }

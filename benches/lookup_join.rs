@@ -35,7 +35,7 @@ use strata_engine::sql::lookup_plan::LayerLookups;
 use strata_engine::sql::planner::StreamingPlanner;
 
 use support::flags::Flags;
-use support::stats::{peak_rss_mib, percentile, reset_peak_rss};
+use support::stats::{Percentile, Samples, peak_rss_mib, reset_peak_rss};
 
 const SQL: &str = "SELECT d.deal_id, d.amount, a.agent_name, a.store_id, a.city \
      FROM deals d JOIN agents FOR SYSTEM_TIME AS OF d.proc_time AS a ON d.agent_id = a.agent_id";
@@ -284,7 +284,7 @@ async fn measure(pg: &Postgres, events: usize, cache: bool) -> BenchResult<()> {
         )
         .into());
     }
-    latency_us.sort_unstable();
+    let latency = Samples::new(latency_us);
     let stats = dimension.stats();
     println!(
         "  cache {}",
@@ -299,10 +299,8 @@ async fn measure(pg: &Postgres, events: usize, cache: bool) -> BenchResult<()> {
         events as f64 / secs
     );
     println!(
-        "    batch latency    p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({BATCH} rows per batch)",
-        percentile(&latency_us, 0.50) as f64 / 1000.0,
-        percentile(&latency_us, 0.99) as f64 / 1000.0,
-        latency_us.last().copied().unwrap_or(0) as f64 / 1000.0
+        "    batch latency    {} ({BATCH} rows per batch)",
+        latency.describe(&[Percentile::P50, Percentile::P99], 1000.0, "ms", 1)
     );
     println!(
         "    lookups          {} keys, hit rate {:.1}%, {} queries, {} rows fetched",

@@ -2,10 +2,13 @@
 //! quickstart warehouse (ODS -> DWD -> per-minute DWS, one dataflow) -> Delta
 //! tables, against a real broker. Throughput and latency are measured on the
 //! ODS table (every event lands there); the other layers run alongside.
+//! `--layers ods` runs the quickstart's ODS layer alone.
 //!
 //! Two measurements, each with its own `strata run` process:
-//! - catch-up: N events already in the topic; time from process start until
-//!   all N are committed in Delta; events/s and the process's peak RSS.
+//! - catch-up: N events already in the topic; first the broker alone (one
+//!   consumer fetching all N, no Strata: what the broker can serve), then
+//!   time from process start until all N are committed in Delta; events/s
+//!   and the process's peak RSS.
 //! - steady: events produced at a fixed rate while the pipeline runs; the
 //!   latency of each event from its Kafka create time to the moment the Delta
 //!   commit holding it became visible (the commit file's mtime), as
@@ -16,7 +19,11 @@
 //!
 //! ```text
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --events 1000000
+//! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --layers ods --only steady
 //! ```
+//!
+//! Every `strata` process must exit 0 (a clean stop on SIGTERM), or the
+//! bench fails.
 
 mod support;
 
@@ -33,7 +40,11 @@ use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
 use support::endpoints::bench_kafka;
 use support::flags::Flags;
-use support::stats::percentile;
+use support::stats::{Percentile, Samples};
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Message, Offset, TopicPartitionList};
 
 struct Args {
     events: u64,
@@ -42,6 +53,7 @@ struct Args {
     steady_secs: u64,
     interval: String,
     only: Option<String>,
+    ods_only: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -52,7 +64,13 @@ fn parse_args() -> Result<Args, String> {
         "steady-secs",
         "interval",
         "only",
+        "layers",
     ])?;
+    let ods_only = match flags.text("layers").as_deref() {
+        None | Some("all") => false,
+        Some("ods") => true,
+        Some(other) => return Err(format!("--layers {other}: write all or ods")),
+    };
     Ok(Args {
         events: flags.get("events", 1_000_000)?,
         partitions: flags.get("partitions", 4)?,
@@ -60,6 +78,7 @@ fn parse_args() -> Result<Args, String> {
         steady_secs: flags.get("steady-secs", 30)?,
         interval: flags.get("interval", "1s".to_string())?,
         only: flags.text("only"),
+        ods_only,
     })
 }
 
@@ -89,10 +108,15 @@ fn run(args: &Args, kafka: &str) -> BenchResult<()> {
     let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
     let work = tempfile::tempdir()?;
     println!(
-        "ods_ingest: strata {} | broker {kafka} | {} partitions | checkpoint {}",
+        "ods_ingest: strata {} | broker {kafka} | {} partitions | checkpoint {} | layers: {}",
         strata.display(),
         args.partitions,
-        args.interval
+        args.interval,
+        if args.ods_only {
+            "ods_deals only"
+        } else {
+            "ods_deals -> dwd_deals -> dws_city_minute"
+        }
     );
     if args.only.as_deref() != Some("steady") {
         catch_up(args, kafka, &strata, work.path())?;
@@ -103,14 +127,23 @@ fn run(args: &Args, kafka: &str) -> BenchResult<()> {
     Ok(())
 }
 
-fn write_warehouse(dir: &Path, kafka: &str, topic: &str, interval: &str) -> BenchResult<PathBuf> {
+fn write_warehouse(args: &Args, dir: &Path, kafka: &str, topic: &str) -> BenchResult<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let template = include_str!("../examples/quickstart/warehouse.yaml");
+    let mut template = include_str!("../examples/quickstart/warehouse.yaml");
+    if args.ods_only {
+        // The ODS layer is the first; the SQL layers follow it.
+        let cut = template
+            .find("\n  - name: dwd_deals")
+            .ok_or("the quickstart has no dwd_deals layer to cut at")?;
+        template = &template[..cut];
+    }
+    let interval = &args.interval;
     let text = template
         .replace("${KAFKA_BOOTSTRAP:-127.0.0.1:9092}", kafka)
         .replace("${DEALS_TOPIC:-deals}", topic)
         .replace("${STRATA_STORAGE_ROOT:-./data}", "./data")
-        .replace("interval: 1s", &format!("interval: {interval}"));
+        .replace("interval: 1s", &format!("interval: {interval}"))
+        + "\n";
     let path = dir.join("warehouse.yaml");
     std::fs::write(&path, text)?;
     Ok(path)
@@ -222,15 +255,18 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
     );
     let summary = run_to_end(strata, &gen_args(kafka, &topic, &partitions, &count, "0"))?;
     println!("  producer: {}", summary.trim());
+    broker_fetch_rate(kafka, &topic, args.partitions, args.events)?;
 
     let dir = work.join("catchup");
-    let warehouse = write_warehouse(&dir, kafka, &topic, &args.interval)?;
+    let warehouse = write_warehouse(args, &dir, kafka, &topic)?;
     let started = Instant::now();
     let child = spawn_run(strata, &warehouse, &dir)?;
     let mut committed = Committed::new(&dir);
     let waited = committed.wait_for(args.events, started, Duration::from_secs(1800));
     let elapsed = started.elapsed().as_secs_f64();
-    let ended = child.stop()?;
+    let ended = child
+        .stop()?
+        .success("strata run", &dir.join("strata.log"))?;
     waited?;
     let total = committed.total()?;
     println!(
@@ -248,11 +284,55 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
     Ok(())
 }
 
+/// The broker alone: one consumer fetching every record of `topic` from
+/// the start, as fast as the broker serves it (no decoding, no Strata).
+fn broker_fetch_rate(kafka: &str, topic: &str, partitions: u32, events: u64) -> BenchResult<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka)
+        .set("group.id", format!("{topic}-fetch"))
+        .set("enable.auto.commit", "false")
+        .set("fetch.max.bytes", "52428800")
+        .set("max.partition.fetch.bytes", "10485760")
+        .create()?;
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions as i32 {
+        assignment.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    consumer.assign(&assignment)?;
+    let started = Instant::now();
+    let (mut read, mut bytes) = (0u64, 0u64);
+    let mut last_record = Instant::now();
+    while read < events {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                read += 1;
+                bytes += m.payload().map_or(0, |p| p.len() as u64);
+                last_record = Instant::now();
+            }
+            Some(Err(e)) => return Err(format!("fetching {topic}: {e}").into()),
+            None if last_record.elapsed() > Duration::from_secs(30) => {
+                return Err(format!(
+                    "the broker served only {read} of {events} records of {topic} (nothing for 30 s)"
+                )
+                .into());
+            }
+            None => {}
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "[broker] one consumer fetched {read} records ({:.0} MB) in {secs:.2} s = {:.0} records/s (the broker alone, no Strata)",
+        bytes as f64 / 1e6,
+        read as f64 / secs
+    );
+    Ok(())
+}
+
 fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<()> {
     let topic = unique_topic("bench_steady");
     let total = args.rate * args.steady_secs;
     let dir = work.join("steady");
-    let warehouse = write_warehouse(&dir, kafka, &topic, &args.interval)?;
+    let warehouse = write_warehouse(args, &dir, kafka, &topic)?;
     // Create the topic first, so the pipeline can assign it right away.
     run_to_end(
         strata,
@@ -260,6 +340,12 @@ fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<(
     )?;
     let child = spawn_run(strata, &warehouse, &dir)?;
     std::thread::sleep(Duration::from_secs(2));
+    if !child.alive() {
+        child
+            .wait()?
+            .success("strata run", &dir.join("strata.log"))?;
+        return Err("strata run stopped by itself".into());
+    }
     println!(
         "\n[steady] producing {total} events at {} events/s for {} s ...",
         args.rate, args.steady_secs
@@ -279,21 +365,29 @@ fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<(
     println!("  producer: {}", summary.trim());
     let mut committed = Committed::new(&dir);
     let waited = committed.wait_for(total + 1, started, Duration::from_secs(600));
-    let ended = child.stop()?;
+    let ended = child
+        .stop()?
+        .success("strata run", &dir.join("strata.log"))?;
     let run_secs = started.elapsed().as_secs_f64() + 2.0;
     waited?;
 
     // The one event that created the topic is older than the run: left out.
-    let mut latencies = latencies_ms(&committed.rows, started_ms)?;
-    latencies.sort_unstable();
+    let produced = produced_since(&committed.rows, started_ms)?;
+    // The rate the records reached the log at, from their Kafka create
+    // times: a loaded machine can fall short of --rate.
+    let span_ms = produced.last_ms - produced.first_ms;
+    let achieved = produced.latencies.len() as f64 / (span_ms.max(1) as f64 / 1000.0);
+    let latencies = Samples::new(produced.latencies);
     println!(
-        "[steady] {} events at {} events/s: produce -> visible in Delta latency p50 {} ms, p95 {} ms, p99 {} ms, max {} ms | peak RSS {:.0} MiB | strata CPU {:.1}% of one core | exit {}",
+        "[steady] {} events, produced at {achieved:.0} events/s (asked {}): produce -> visible in Delta latency {} | peak RSS {:.0} MiB | strata CPU {:.1}% of one core | exit {}",
         latencies.len(),
         args.rate,
-        percentile(&latencies, 50.0),
-        percentile(&latencies, 95.0),
-        percentile(&latencies, 99.0),
-        latencies.last().copied().unwrap_or(0),
+        latencies.describe(
+            &[Percentile::P50, Percentile::P95, Percentile::P99],
+            1.0,
+            "ms",
+            0
+        ),
         ended.peak_rss_mib,
         100.0 * ended.cpu_secs / run_secs,
         ended.code
@@ -302,6 +396,13 @@ fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<(
         "  (checkpoint interval {}: a record waits up to one interval for its epoch to end)",
         args.interval
     );
+    if achieved < 0.95 * args.rate as f64 {
+        return Err(format!(
+            "the producer reached {achieved:.0} events/s, under 95% of --rate {}: this is not a measurement at that rate; lower --rate",
+            args.rate
+        )
+        .into());
+    }
     Ok(())
 }
 
@@ -312,10 +413,21 @@ fn chrono_now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// For every row produced after `since_ms`: the commit's visibility time
-/// minus the row's Kafka timestamp (the producer's create time).
-fn latencies_ms(log: &LogReader, since_ms: i64) -> BenchResult<Vec<i64>> {
-    let mut out = Vec::new();
+/// The rows produced after `since_ms`: for each, the commit's visibility
+/// time minus its Kafka timestamp (the producer's create time); and the
+/// first and last of those timestamps.
+struct Produced {
+    latencies: Vec<i64>,
+    first_ms: i64,
+    last_ms: i64,
+}
+
+fn produced_since(log: &LogReader, since_ms: i64) -> BenchResult<Produced> {
+    let mut out = Produced {
+        latencies: Vec::new(),
+        first_ms: i64::MAX,
+        last_ms: i64::MIN,
+    };
     for commit in log.commits().values() {
         for path in &commit.added {
             let file = std::fs::File::open(log.table().join(path))?;
@@ -331,11 +443,16 @@ fn latencies_ms(log: &LogReader, since_ms: i64) -> BenchResult<Vec<i64>> {
                 for i in 0..ts.len() {
                     let produced_ms = ts.value(i) / 1_000;
                     if ts.is_valid(i) && produced_ms >= since_ms {
-                        out.push(commit.visible_at_ms - produced_ms);
+                        out.latencies.push(commit.visible_at_ms - produced_ms);
+                        out.first_ms = out.first_ms.min(produced_ms);
+                        out.last_ms = out.last_ms.max(produced_ms);
                     }
                 }
             }
         }
+    }
+    if out.latencies.is_empty() {
+        return Err("no row produced during the run was committed".into());
     }
     Ok(out)
 }

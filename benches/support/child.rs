@@ -1,4 +1,6 @@
-//! Child processes whose peak RSS is measured (wait4's rusage).
+//! Child processes whose peak RSS is measured (wait4's rusage), and whose
+//! exit status is checked: a figure from a process that crashed, or that
+//! had to be killed, is not a measurement.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -9,6 +11,7 @@ pub struct Measured {
 }
 
 /// How a measured child ended.
+#[derive(Debug)]
 pub struct Ended {
     /// Exit code, or the signal that ended it (negative).
     pub code: i32,
@@ -28,6 +31,25 @@ impl Measured {
             .stderr(Stdio::from(log))
             .spawn()?;
         Ok(Measured { child })
+    }
+
+    /// Whether the child still runs (it is not reaped: [`wait`](Self::wait)
+    /// still reports how it ended).
+    pub fn alive(&self) -> bool {
+        let pid = self.child.id() as libc::id_t;
+        // SAFETY: siginfo_t is plain old data that waitid fills in.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: WNOWAIT leaves the child waitable; WNOHANG returns at once.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        // SAFETY: si_pid is set when waitid found an exited child.
+        r == 0 && unsafe { info.si_pid() } == 0
     }
 
     /// Sends SIGTERM and waits, returning the exit status and peak RSS.
@@ -62,6 +84,23 @@ impl Measured {
             peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
             cpu_secs: secs(usage.ru_utime) + secs(usage.ru_stime),
         })
+    }
+}
+
+impl Ended {
+    /// This, if the process exited 0; otherwise an error naming `what` and
+    /// pointing at its log.
+    pub fn success(self, what: &str, log: &Path) -> Result<Ended, String> {
+        if self.code == 0 {
+            Ok(self)
+        } else {
+            Err(format!(
+                "{what} exited {}{}; its log: {}",
+                self.code,
+                if self.code < 0 { " (a signal)" } else { "" },
+                log.display()
+            ))
+        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! just as a SIGKILL would. Unset (always, outside tests) it costs one
 //! comparison per epoch.
 
+use std::borrow::Cow;
 use std::sync::OnceLock;
 
 /// The steps of an epoch's commit where a crash can be injected.
@@ -19,6 +20,10 @@ pub enum Point {
     AfterManifest,
     /// The first table has committed the epoch, the second not yet.
     BetweenTableCommits,
+    /// The n-th table of the manifest (1-based) has committed the epoch,
+    /// the next not yet (after the last: every table, nothing published):
+    /// `after_table_commit_<n>`.
+    AfterTableCommit(usize),
     /// Every table has committed an epoch in which rows were published; no
     /// Kafka transaction has committed it.
     BeforePublishCommit,
@@ -29,13 +34,14 @@ pub enum Point {
 
 impl Point {
     /// The point's name, as `STRATA_FAILPOINT` names it.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> Cow<'static, str> {
         match self {
-            Point::BeforeManifest => "before_manifest",
-            Point::AfterManifest => "after_manifest",
-            Point::BetweenTableCommits => "between_table_commits",
-            Point::BeforePublishCommit => "before_publish_commit",
-            Point::BeforeSwap => "before_swap",
+            Point::BeforeManifest => "before_manifest".into(),
+            Point::AfterManifest => "after_manifest".into(),
+            Point::BetweenTableCommits => "between_table_commits".into(),
+            Point::AfterTableCommit(n) => format!("after_table_commit_{n}").into(),
+            Point::BeforePublishCommit => "before_publish_commit".into(),
+            Point::BeforeSwap => "before_swap".into(),
         }
     }
 }
@@ -57,7 +63,7 @@ fn configured() -> Option<&'static (String, Option<u64>)> {
 /// Aborts the process if `STRATA_FAILPOINT` names this point and epoch.
 pub(crate) fn hit(point: Point, epoch: u64) {
     if let Some((name, at)) = configured()
-        && name == point.name()
+        && *name == point.name()
         && at.is_none_or(|at| at == epoch)
     {
         eprintln!("STRATA_FAILPOINT {name}:{epoch} reached; aborting");

@@ -12,7 +12,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::str::FromStr;
+
 use object_store::ObjectStore;
+use object_store::aws::AmazonS3ConfigKey;
 use object_store::path::Path;
 use url::Url;
 
@@ -37,7 +40,11 @@ pub struct TableLocation {
 
 impl StorageRoot {
     /// A root from its URL (`file:///abs/dir` or `s3://bucket/prefix`).
-    pub fn new(root: &str, options: HashMap<String, String>) -> Result<Self> {
+    /// An S3 root takes what `options` leave unset from the `AWS_*`
+    /// environment variables object_store knows (`AWS_ENDPOINT_URL`,
+    /// `AWS_ACCESS_KEY_ID`, `AWS_REGION`, `AWS_ALLOW_HTTP`, ...), so Delta
+    /// tables, checkpoints and the Flight SQL server see the same store.
+    pub fn new(root: &str, mut options: HashMap<String, String>) -> Result<Self> {
         let mut url = Url::parse(root)
             .map_err(|e| EngineError::Config(format!("storage root `{root}` is not a URL: {e}")))?;
         match url.scheme() {
@@ -50,6 +57,7 @@ impl StorageRoot {
                         "storage root `{root}` is on S3, but this strata was built without S3 support; rebuild with `cargo build --release --features s3`"
                     )));
                 }
+                with_aws_environment(&mut options, std::env::vars());
             }
             other => {
                 return Err(EngineError::Config(format!(
@@ -66,6 +74,11 @@ impl StorageRoot {
     /// The root URL (with a trailing `/`).
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// The object store options (credentials, region, endpoint).
+    pub fn options(&self) -> &HashMap<String, String> {
+        &self.options
     }
 
     /// Whether the root is a local directory.
@@ -123,6 +136,29 @@ impl StorageRoot {
     }
 }
 
+/// Adds the `AWS_*` variables of `vars` that name an S3 setting and that
+/// `options` do not set (as `AmazonS3Builder::from_env` reads them).
+fn with_aws_environment(
+    options: &mut HashMap<String, String>,
+    vars: impl Iterator<Item = (String, String)>,
+) {
+    let set: Vec<String> = options
+        .keys()
+        .filter_map(|k| AmazonS3ConfigKey::from_str(&k.to_ascii_lowercase()).ok())
+        .map(|k| k.as_ref().to_string())
+        .collect();
+    for (name, value) in vars {
+        if !name.starts_with("AWS_") {
+            continue;
+        }
+        if let Ok(key) = AmazonS3ConfigKey::from_str(&name.to_ascii_lowercase())
+            && !set.iter().any(|s| s == key.as_ref())
+        {
+            options.insert(key.as_ref().to_string(), value);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,6 +184,33 @@ mod tests {
             child.url()
         );
         assert_eq!(child.options.get("k").map(String::as_str), Some("v"));
+    }
+
+    #[test]
+    fn s3_settings_come_from_the_environment_unless_given() {
+        let mut options = HashMap::from([("aws_endpoint".to_string(), "http://given".to_string())]);
+        let vars = [
+            ("AWS_ENDPOINT_URL", "http://from-env"),
+            ("AWS_ACCESS_KEY_ID", "key"),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_NOT_A_SETTING", "x"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        with_aws_environment(&mut options, vars.into_iter());
+        let mut got: Vec<(&str, &str)> = options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("allow_http", "true"),
+                ("aws_access_key_id", "key"),
+                ("aws_endpoint", "http://given"),
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use strata_layers::Warehouse;
 use tracing::error;
 
 use strata_engine::Shutdown;
+use strata_engine::storage::StorageRoot;
 
 use strata_dashboard::RunningDashboard;
 
@@ -17,11 +18,13 @@ use crate::failure::Failure;
 
 /// The server settings of `warehouse`.
 pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
-    let mut root = warehouse.storage.root.clone();
-    if !root.ends_with('/') {
-        root.push('/');
-    }
-    let root = url::Url::parse(&root).map_err(|e| format!("storage root {root}: {e}"))?;
+    // As `strata run` opens it: an S3 root needs the `s3` feature and takes
+    // its settings from the file's options and the AWS_* environment.
+    let storage = StorageRoot::new(
+        &warehouse.storage.root,
+        warehouse.storage.options.clone().into_iter().collect(),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(ServeConfig {
         listen: warehouse.serve.listen,
         users: warehouse
@@ -37,13 +40,8 @@ pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
             cert: t.cert.clone(),
             key: t.key.clone(),
         }),
-        root,
-        storage_options: warehouse
-            .storage
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        root: storage.url().clone(),
+        storage_options: storage.options().clone(),
     })
 }
 

@@ -24,6 +24,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
 
 import pytest
 from confluent_kafka import Producer
@@ -441,8 +443,16 @@ def check_exactly_once(wh: Warehouse, sent: list[Sent]) -> None:
     ids = rows.column("deal_id").to_pylist()
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} rows are duplicates"
     assert sorted(ids) == sorted(json.loads(s.value)["deal_id"] for s in valid)
-    positions = set(zip(rows.column("_kafka_partition").to_pylist(), rows.column("_kafka_offset").to_pylist()))
-    assert positions == {(s.partition, s.offset) for s in valid}
+    # Each row holds its record's fields, as sent, at the record's position.
+    columns = ["deal_id", "event_type", "amount", "city", "event_time", "_kafka_topic",
+               "_kafka_partition", "_kafka_offset", "event_date"]
+    got = {row[0]: row for row in zip(*(rows.column(c).to_pylist() for c in columns))}
+    for s in valid:
+        v = json.loads(s.value)
+        at = datetime.fromisoformat(v["event_time"].replace("Z", "+00:00"))
+        want = (v["deal_id"], v["event_type"], Decimal(v["amount"]), v["city"], at, wh.topic,
+                s.partition, s.offset, at.date())
+        assert got[v["deal_id"]] == want, f"row {got[v['deal_id']]} for record {want}"
 
     dead = wh.dead_letters()
     got_dead = [] if dead is None else list(zip(

@@ -12,6 +12,7 @@ import json
 import pathlib
 import random
 import time
+import urllib.parse
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -155,11 +156,13 @@ class LayeredWarehouse:
     ods_extra: str = ""  # more keys of the ODS layer (YAML, indented 4)
     extra_schemas: str = ""  # more schemas (YAML, indented 2)
     extra_top: str = ""  # more top-level sections, e.g. dimensions: (YAML)
+    retain: int | None = None  # manifests kept (Strata's default when None)
     path: pathlib.Path = field(init=False)
 
     def __post_init__(self):
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "warehouse.yaml"
+        retain = "" if self.retain is None else f"\n  retain: {self.retain}"
         self.path.write_text(f"""warehouse: test
 storage:
   root: ./data
@@ -168,7 +171,7 @@ kafka:
 serve:
   listen: 127.0.0.1:0
 checkpoint:
-  interval: {self.interval}
+  interval: {self.interval}{retain}
 schemas:
   deal:
     event_time: event_time
@@ -202,6 +205,25 @@ schemas:
     def count(self, kind: str, name: str) -> int:
         t = self.table(kind, name)
         return 0 if t is None else t.num_rows
+
+    def manifests(self) -> dict[int, dict]:
+        """Every retained checkpoint manifest, by epoch."""
+        return {int(p.stem): json.loads(p.read_text()) for p in self.checkpoint_dir.glob("*.json")}
+
+    def txn_version(self, table: pathlib.Path, app_id: str) -> int | None:
+        if not (table / "_delta_log").exists():
+            return None
+        return DeltaTable(str(table)).transaction_version(app_id)
+
+
+def sink_path(sink: dict) -> pathlib.Path:
+    """The local directory of a manifest's table commit."""
+    return pathlib.Path(urllib.parse.urlparse(sink["table"]).path)
+
+
+def sink_rows(sink: dict) -> int:
+    """Rows a manifest's table commit adds."""
+    return int(sink["rows"])
 
 
 def micros(column: pa.ChunkedArray) -> list[int]:

@@ -8,7 +8,10 @@ the records of the last attempt that sent it: what a read_committed reader
 sees on a broker that honours transactions, since an epoch is only sent
 again when its earlier attempt was aborted. That view must equal the
 layer's Delta table, every window once, across SIGKILLs and crashes injected
-between the table commit and the Kafka commit.
+between the table commit and the Kafka commit. So must the records Kafka
+itself holds committed: those of transactions its COMMIT markers end, read
+from the partition's raw record batches (kafka_log.py), not from Strata's
+headers.
 
 Needs: the shared broker (memory storage) from scripts/test.
 """
@@ -17,10 +20,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
+from datetime import datetime
+from decimal import Decimal
 
 from confluent_kafka import Consumer, TopicPartition
 
 from conftest import Strata, create_topic, produce, produce_in_background, unique, wait_until
+from kafka_log import transactions
 from layered import MINUTE, SECOND, LayeredWarehouse, as_sent, disordered_deals, micros, read_topic, sentinels
 
 PARTITIONS = 2
@@ -33,11 +39,20 @@ def marker_epoch(bootstrap: str, group: str, topic: str) -> int:
     return tp.offset
 
 
-def committed_view(records: list[tuple[dict, dict]]) -> list[dict]:
+def committed_view(records: list[tuple[dict, dict]]) -> tuple[list[dict], int]:
+    """The rows of each epoch's last attempt, and how many rows earlier
+    (aborted) attempts sent."""
     by_epoch: dict[int, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for value, headers in records:
         by_epoch[int(headers["strata.epoch"])][int(headers["strata.attempt"])].append(value)
-    return [row for attempts in by_epoch.values() for row in attempts[max(attempts)]]
+    view = [row for attempts in by_epoch.values() for row in attempts[max(attempts)]]
+    return view, len(records) - len(view)
+
+
+def window_key(row: dict) -> tuple:
+    """(window_start in microseconds, city, deals, gmv) of a published row."""
+    start = datetime.fromisoformat(row["window_start"].replace("Z", "+00:00"))
+    return (int(start.timestamp()) * SECOND + start.microsecond, row["city"], row["deals"], Decimal(str(row["gmv"])))
 
 
 def test_exactly_once_publishing_survives_sigkills_and_a_crash_before_the_kafka_commit(
@@ -71,7 +86,11 @@ def test_exactly_once_publishing_survives_sigkills_and_a_crash_before_the_kafka_
     assert strata.wait(60) != 0, "the failpoint should have aborted the process"
     strata.start()
     last_log = wh.dir / f"strata-{strata.runs}.log"
-    want = Counter((d.ts - d.ts % MINUTE, d.city) for d in deals)
+    by_window = defaultdict(list)
+    for d in deals:
+        by_window[(d.ts - d.ts % MINUTE, d.city)].append(d)
+    want = {k: len(ds) for k, ds in by_window.items()}
+    reference = Counter((s, c, len(ds), sum(d.amount for d in ds)) for (s, c), ds in by_window.items())
     wait_until(lambda: "assigned" in last_log.read_text(), 30, "the restart to run")
     wait_until(lambda: (strata.assert_alive(), wh.count("dws", "dws_city") >= len(want))[1], 120, "every window")
     assert strata.stop() == 0, strata.log()[-3000:]
@@ -84,16 +103,25 @@ def test_exactly_once_publishing_survives_sigkills_and_a_crash_before_the_kafka_
                        table.column("deals").to_pylist()))
     assert rows == Counter({(s, c, n): 1 for (s, c), n in want.items()}), "the table must equal the reference"
 
+    gmv = Counter(zip(micros(table.column("window_start")), table.column("city").to_pylist(),
+                      table.column("deals").to_pylist(), table.column("gmv").to_pylist()))
+    assert gmv == reference, "the table's gmv must equal the reference"
+
     records = read_topic(kafka, out_topic, 1)
-    view = committed_view(records)
-    published = Counter((v["window_start"], v["city"], v["deals"]) for v in view)
-    assert len(view) == len(want), f"{len(view)} committed records for {len(want)} windows"
-    assert all(n == 1 for n in published.values()), "a window was published twice"
+    view, aborted = committed_view(records)
     # Rows travel as JSON: timestamps as RFC 3339 text, counts as numbers.
-    assert {(c, n) for (_, c, n) in published} == {(c, n) for (_, c), n in want.items()}
-    assert len({s for (s, _, _) in published}) == len({s for (s, _) in want})
-    # Aborted attempts were sent (and are visible on this broker).
-    assert len(records) >= len(view)
+    assert Counter(window_key(v) for v in view) == reference, "the last attempts must equal the reference"
+    # Kafka's own view: the records its COMMIT markers end, every window once.
+    log = transactions(kafka, out_topic, 0)
+    assert not log.plain, f"{len(log.plain)} records were published outside a transaction"
+    assert Counter(window_key(v) for _, v in log.committed) == reference, \
+        f"Kafka's committed records ({len(log.committed)}) must equal the reference ({len(reference)} windows)"
+    # Attempts were aborted (the crash before the Kafka commit at least),
+    # and Kafka holds their records as aborted, not committed.
+    assert aborted > 0 and log.markers[0] > 0 and len(log.aborted) + len(log.open) >= aborted, \
+        (aborted, log.markers, len(log.aborted), len(log.open))
+    print(f"records: {len(records)}, committed {len(log.committed)} in {log.markers[1]} transactions, "
+          f"aborted {len(log.aborted)} in {log.markers[0]}, open {len(log.open)}")
     last_epoch = sorted(int(p.stem) for p in wh.checkpoint_dir.glob("*.json"))[-1]
     assert marker_epoch(kafka, "strata-publish-test-dws_city", out_topic) == last_epoch
 

@@ -237,51 +237,56 @@ pub async fn run_backfill(
 
     // Nothing is swapped before the replay is shown to have covered the
     // range, and every target to have rows for it.
-    let refused = |reason: String| {
-        staging::remove_staging(&staged.storage);
-        EngineError::Pipeline {
-            pipeline: format!("backfill of {}", request.layer),
-            reason: format!("{reason}. Nothing was swapped: every live table is as it was"),
-        }
+    let refused = |reason: String| EngineError::Pipeline {
+        pipeline: format!("backfill of {}", request.layer),
+        reason: format!("{reason}. Nothing was swapped: every live table is as it was"),
     };
-    for (id, plan) in &plans {
-        let reads = request.progress.reads(id);
-        let shown = match &plan.from {
-            ReplayFrom::Table { .. } => format!(
-                "replayed the ODS table itself ({} rows of the replay span)",
-                reads.partitions.values().map(|r| r.kept.len()).sum::<u64>()
-            ),
-            ReplayFrom::Kafka { .. } => covered(&Evidence {
-                held: plan.held.as_ref(),
-                planned: &plan.planned,
-                reads: &reads,
-                span,
-                to_us: range.to_us,
-            })
-            .map_err(|gaps| {
-                let instead = match (plan.ods_replayable, request.from_offsets.is_empty()) {
-                    (true, true) => "Replay from the ODS table instead (--replay-from ods)",
-                    (true, false) => "Replay from the ODS table instead (--replay-from ods), or give --from-offsets at or before the range's first records",
-                    (false, _) => "Give --from-offsets at or before the range's first records in each partition (the source feeds no ODS table to replay from)",
-                };
-                refused(format!(
-                    "the Kafka replay of source `{id}` did not cover the range: {}. {instead}",
-                    gaps.join("; "),
-                ))
-            })?,
-        };
-        info!(source = %id, coverage = %shown, "replay covered the range");
-        report.coverage.push((id.clone(), shown));
-    }
-    for (layer, time) in &targets {
-        let staged_table = staged.storage.table(&layer.spec.kind, &layer.spec.name)?;
-        let rows = staged_rows(&staged_table, time.predicate(range)).await?;
-        if rows == 0 && !request.allow_empty {
-            return Err(refused(format!(
-                "the replay computed no row of `{}` for the range ({} records read): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
-                layer.spec.name, report.replayed
-            )));
+    let proven: Result<()> = async {
+        for (id, plan) in &plans {
+            let reads = request.progress.reads(id);
+            let shown = match &plan.from {
+                ReplayFrom::Table { .. } => format!(
+                    "replayed the ODS table itself ({} rows of the replay span)",
+                    reads.partitions.values().map(|r| r.kept.len()).sum::<u64>()
+                ),
+                ReplayFrom::Kafka { .. } => covered(&Evidence {
+                    held: plan.held.as_ref(),
+                    planned: &plan.planned,
+                    reads: &reads,
+                    span,
+                    to_us: range.to_us,
+                })
+                .map_err(|gaps| {
+                    let instead = match (plan.ods_replayable, request.from_offsets.is_empty()) {
+                        (true, true) => "Replay from the ODS table instead (--replay-from ods)",
+                        (true, false) => "Replay from the ODS table instead (--replay-from ods), or give --from-offsets at or before the range's first records",
+                        (false, _) => "Give --from-offsets at or before the range's first records in each partition (the source feeds no ODS table to replay from)",
+                    };
+                    refused(format!(
+                        "the Kafka replay of source `{id}` did not cover the range: {}. {instead}",
+                        gaps.join("; "),
+                    ))
+                })?,
+            };
+            info!(source = %id, coverage = %shown, "replay covered the range");
+            report.coverage.push((id.clone(), shown));
         }
+        for (layer, time) in &targets {
+            let staged_table = staged.storage.table(&layer.spec.kind, &layer.spec.name)?;
+            let rows = staged_rows(&staged_table, time.predicate(range)).await?;
+            if rows == 0 && !request.allow_empty {
+                return Err(refused(format!(
+                    "the replay computed no row of `{}` for the range ({} records read): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
+                    layer.spec.name, report.replayed
+                )));
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = proven {
+        staging::remove_staging(&staged.storage).await;
+        return Err(e);
     }
 
     let from_text = millis_text(range.from_us / 1000);
@@ -312,7 +317,7 @@ pub async fn run_backfill(
         info!(table = %name, version = swapped.version, rows = swapped.rows, "range replaced");
         report.tables.push((name.clone(), swapped));
     }
-    staging::remove_staging(&staged.storage);
+    staging::remove_staging(&staged.storage).await;
     Ok(Outcome::Done(report))
 }
 

@@ -162,17 +162,60 @@ pub fn log_span_ms(span: (i64, i64), late_us: i64, early_us: i64) -> (i64, i64) 
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{AsArray, RecordBatch, TimestampMicrosecondArray};
+    use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+    use datafusion::common::DFSchema;
+    use datafusion::prelude::SessionContext;
+
     use super::*;
+
+    /// The `values` of the row-time column that `time.predicate(range)`
+    /// keeps, evaluated by DataFusion as the swap's `replaceWhere` is.
+    fn kept(time: &RowTime, range: TimeRange, values: &[i64]) -> Vec<i64> {
+        let field = Field::new(
+            time.column(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(TIMESTAMP_TZ.into())),
+            false,
+        );
+        let schema = Arc::new(Schema::new(vec![field]));
+        let column = TimestampMicrosecondArray::from(values.to_vec()).with_timezone(TIMESTAMP_TZ);
+        let batch = RecordBatch::try_new(schema.clone(), vec![Arc::new(column)]).unwrap();
+        let df_schema = DFSchema::try_from(schema.as_ref().clone()).unwrap();
+        let expr = SessionContext::new()
+            .create_physical_expr(time.predicate(range), &df_schema)
+            .unwrap();
+        let mask = expr
+            .evaluate(&batch)
+            .unwrap()
+            .into_array(values.len())
+            .unwrap();
+        values
+            .iter()
+            .zip(mask.as_boolean().iter())
+            .filter(|(_, keep)| *keep == Some(true))
+            .map(|(v, _)| *v)
+            .collect()
+    }
+
+    const RANGE: TimeRange = TimeRange {
+        from_us: 10,
+        to_us: 20,
+    };
 
     #[test]
     fn event_rows_are_half_open_at_the_end() {
-        let r = TimeRange {
-            from_us: 10,
-            to_us: 20,
-        };
-        let p = RowTime::Event("t".into()).predicate(r).to_string();
-        assert!(p.contains("t >= "), "{p}");
-        assert!(p.contains("t < "), "{p}");
+        let time = RowTime::Event("Event Time".into());
+        assert_eq!(kept(&time, RANGE, &[9, 10, 11, 19, 20, 21]), [10, 11, 19]);
+    }
+
+    #[test]
+    fn windows_are_placed_by_their_last_instant() {
+        // A window ending at `from` holds times before `from`; the one
+        // ending at `to` holds times up to `to` minus one tick.
+        let time = RowTime::WindowEnd("window_end".into());
+        assert_eq!(kept(&time, RANGE, &[9, 10, 11, 19, 20, 21]), [11, 19, 20]);
     }
 
     #[test]

@@ -133,7 +133,11 @@ mod tests {
 
     #[test]
     fn an_unknown_layer_lists_the_known_ones() {
-        let e = select_layers(&[layer("a", &[])], "zz", false).unwrap_err();
-        assert!(e.contains("a"), "{e}");
+        let layers = [layer("ods_deals", &[]), layer("dwd_deals", &["ods_deals"])];
+        let e = select_layers(&layers, "zz", false).unwrap_err();
+        assert_eq!(
+            e,
+            "no layer `zz` in the warehouse; its layers are: ods_deals, dwd_deals"
+        );
     }
 }

@@ -8,11 +8,13 @@
 //! `<root>/_strata/backfill/<layer>.lock` for its whole life: the kernel
 //! releases it however the process ends, so a killed run never leaves a
 //! stale lock to clear by hand. Local roots only: object stores have no
-//! such lock, and their staging stays until removed by hand (or by a
-//! lifecycle rule on `_strata/backfill/`).
+//! such lock, so there a run removes its own staging when it ends (swapped
+//! or refused), and a killed run's staging stays until removed by hand (or
+//! by a lifecycle rule on `_strata/backfill/`).
 
 use std::fs::{File, OpenOptions, TryLockError};
 
+use futures::{StreamExt, TryStreamExt};
 use tracing::{info, warn};
 
 use crate::storage::StorageRoot;
@@ -87,13 +89,42 @@ pub(crate) fn remove_abandoned(root: &StorageRoot, layer: &str) {
     }
 }
 
-/// Removes this run's staging once its tables are swapped in.
-pub(crate) fn remove_staging(staging: &StorageRoot) {
-    if let Ok(path) = staging.url().to_file_path()
-        && let Err(e) = std::fs::remove_dir_all(&path)
-    {
-        warn!(dir = %path.display(), error = %e, "could not remove the backfill's staging");
+/// Removes this run's staging once its tables are swapped in, or the swap
+/// was refused: the directory on a local root, every object under the
+/// staging prefix on an object store.
+pub(crate) async fn remove_staging(staging: &StorageRoot) {
+    if let Ok(path) = staging.url().to_file_path() {
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            warn!(dir = %path.display(), error = %e, "could not remove the backfill's staging");
+        }
+        return;
     }
+    match remove_objects(staging).await {
+        Ok(n) => info!(staging = %staging.url(), objects = n, "removed the backfill's staging"),
+        Err(e) => {
+            warn!(staging = %staging.url(), error = %e, "could not remove the backfill's staging; delete its prefix by hand")
+        }
+    }
+}
+
+async fn remove_objects(staging: &StorageRoot) -> crate::error::Result<usize> {
+    let (store, prefix) = staging.object_store("")?;
+    let failed = |source| crate::error::EngineError::ObjectStore {
+        location: staging.url().to_string(),
+        context: "removing a backfill's staging".into(),
+        source,
+    };
+    let locations = store
+        .list(Some(&prefix))
+        .map_ok(|meta| meta.location)
+        .boxed();
+    let mut deleted = store.delete_stream(locations);
+    let mut n = 0;
+    while let Some(done) = deleted.next().await {
+        done.map_err(failed)?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

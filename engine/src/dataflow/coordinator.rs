@@ -239,6 +239,7 @@ pub(crate) async fn commit_all(
                 warn!(table = %pending.table, epoch, "the checkpoint names a table no layer writes any more; skipping it");
             }
         }
+        failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
     }
     Ok(())
 }

@@ -28,7 +28,11 @@ fn events() -> (SchemaRef, RecordBatch) {
                 Some(r#"{"channel": "app", "rooms": 3, "tags": ["a", "b"]}"#),
                 None,
             ])),
-            Arc::new(TimestampMicrosecondArray::from(vec![0, 1]).with_timezone("UTC")),
+            // 01:02:03 and 02:03:04.5 on 1970-01-01.
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![3_723_000_000, 7_384_500_000])
+                    .with_timezone("UTC"),
+            ),
         ],
     )
     .unwrap();
@@ -79,8 +83,26 @@ async fn datafusion_scalar_functions_are_available() {
          make_array(1, 2) AS pair FROM events",
     )
     .await;
-    assert_eq!(out.column(0).as_string::<i32>().value(1), "139");
     assert_eq!(out.num_rows(), 2);
+    let prefix = out.column(0).as_string::<i32>();
+    assert_eq!((prefix.value(0), prefix.value(1)), ("138", "139"));
+    // 01:02:03 and 02:03:04.5 truncated to their hours.
+    let hours = arrow::compute::cast(
+        out.column(1),
+        &DataType::Timestamp(TimeUnit::Microsecond, None),
+    )
+    .unwrap();
+    let hours = hours.as_primitive::<arrow::datatypes::TimestampMicrosecondType>();
+    assert_eq!(
+        (hours.value(0), hours.value(1)),
+        (3_600_000_000, 7_200_000_000)
+    );
+    let pairs = out.column(2).as_list::<i32>();
+    for row in 0..2 {
+        let pair = pairs.value(row);
+        let pair = pair.as_primitive::<Int64Type>();
+        assert_eq!(pair.values().to_vec(), vec![1, 2], "row {row}");
+    }
 }
 
 #[tokio::test]

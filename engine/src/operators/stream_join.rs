@@ -209,9 +209,31 @@ mod tests {
         let mut b = JoinBuffers::new(side_schema(), side_schema());
         b.push(Side::Left, vec![rows(&[1], &[10])]);
         b.push(Side::Right, vec![rows(&[2, 3], &[20, 30])]);
+        b.push(Side::Right, vec![rows(&[4], &[40])]);
         let state = b.snapshot().unwrap().unwrap();
         let mut back = JoinBuffers::new(side_schema(), side_schema());
         back.restore(&state).unwrap();
-        assert_eq!((back.len(Side::Left), back.len(Side::Right)), (1, 2));
+        // Every kept row comes back on its own side, with its values.
+        for side in [Side::Left, Side::Right] {
+            let before = concat_batches(&side_schema(), b.rows(side)).unwrap();
+            let after = concat_batches(&side_schema(), back.rows(side)).unwrap();
+            assert_eq!(after, before, "{side:?}");
+        }
+        assert_eq!(
+            concat_batches(&side_schema(), back.rows(Side::Right)).unwrap(),
+            rows(&[2, 3, 4], &[20, 30, 40])
+        );
+        assert_eq!(back.rows(Side::Left), &[rows(&[1], &[10])]);
+    }
+
+    #[test]
+    fn a_changed_join_refuses_the_old_state() {
+        let mut b = JoinBuffers::new(side_schema(), side_schema());
+        b.push(Side::Left, vec![rows(&[1], &[10])]);
+        let state = b.snapshot().unwrap().unwrap();
+        let other = Arc::new(Schema::new(vec![Field::new("k", DataType::Utf8, false)]));
+        let mut back = JoinBuffers::new(other, side_schema());
+        let err = back.restore(&state).unwrap_err().to_string();
+        assert!(err.contains("the layer's join changed"), "{err}");
     }
 }
