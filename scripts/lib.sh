@@ -75,10 +75,12 @@ start_broker() {
     return 1
 }
 
+# SIGTERM, then SIGKILL if it has not ended within 30 s (a clean stop of
+# strata commits its last epoch first).
 stop_process() {
     local pid=$1
     kill -TERM "$pid" 2>/dev/null || return 0
-    for _ in $(seq 1 50); do
+    for _ in $(seq 1 300); do
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.1
     done
