@@ -18,7 +18,8 @@ pub enum Point {
     BeforeManifest,
     /// The manifest is durable; no table has committed the epoch.
     AfterManifest,
-    /// The first table has committed the epoch, the second not yet.
+    /// The first table has committed the epoch; the others (tables commit
+    /// concurrently) may or may not have.
     BetweenTableCommits,
     /// The n-th table of the manifest (1-based) has committed the epoch,
     /// the next not yet (after the last: every table, nothing published):

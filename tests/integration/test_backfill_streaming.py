@@ -410,9 +410,11 @@ def test_ten_backfills_in_a_row_under_a_stream_of_2000_events_per_second(tmp_pat
     assert set(positions) == {(x.partition, x.offset) for x in produced}
     last_epoch = max(int(p.stem) for p in s.wh.checkpoint_dir.glob("*.json"))
     for kind, layer in [("ods", "ods_deals"), ("dws", "dws_city")]:
-        # Every epoch commits every table (a commit of no rows carries the txn).
-        assert delta_log_txns(s.wh.table_path(kind, layer), layer) == list(range(1, last_epoch + 1)), layer
-        assert DeltaTable(str(s.wh.table_path(kind, layer))).transaction_version(layer) == last_epoch
+        # Each epoch that added rows to a table committed once, in order
+        # (an epoch that adds nothing makes no commit).
+        txns = delta_log_txns(s.wh.table_path(kind, layer), layer)
+        assert txns == sorted(set(txns)) and set(txns) <= set(range(1, last_epoch + 1)), (layer, txns)
+        assert DeltaTable(str(s.wh.table_path(kind, layer))).transaction_version(layer) == txns[-1]
     # The live commits lost races to the swaps, and went on.
     assert "another writer committed first" in s.live.log()
     history_commits = [c for c in DeltaTable(str(s.table_path())).history() if "strata.backfill" in c]

@@ -101,6 +101,16 @@ pub struct Upsert {
     pub staging: Option<String>,
 }
 
+impl PendingCommit {
+    /// Whether the epoch added nothing to the table: no files and no staged
+    /// upserts. Such an epoch is not committed to the table at all (an epoch
+    /// costs what it carries); see [`crate::dataflow::coordinator`] for why
+    /// recovery stays exactly-once.
+    pub fn is_empty(&self) -> bool {
+        self.adds.is_empty() && self.upsert.as_ref().is_none_or(|u| u.staging.is_none())
+    }
+}
+
 impl Manifest {
     /// The manifest's file name; zero-padded so names sort by epoch.
     pub fn file_name(epoch: u64) -> String {

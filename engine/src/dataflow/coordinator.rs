@@ -4,8 +4,9 @@
 //! watermark moved), it asks every source for the next epoch's barrier. Once
 //! every layer has aligned the barrier and acked (state written, files
 //! finished), it writes the epoch's manifest, the commit point, and then
-//! commits every table, each idempotently, then the Kafka transactions of
-//! layers that publish exactly-once. One epoch is in flight at a time.
+//! commits every table the epoch added rows to, concurrently and each
+//! idempotently, then the Kafka transactions of layers that publish
+//! exactly-once. One epoch is in flight at a time.
 //!
 //! On a stop it ends one last epoch, so a clean stop loses nothing and a
 //! restart reads nothing twice.
@@ -16,10 +17,12 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest};
+use crate::checkpoint::manifest::{MANIFEST_FORMAT, Manifest, PendingCommit};
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::io::{Failpoints, TableCommit};
 use crate::dataflow::message::Ack;
@@ -220,24 +223,45 @@ impl Coordinator {
 
 /// Commits every table's work of `manifest` (also used by recovery, which
 /// replays the newest manifest's commits).
+///
+/// A table the epoch added nothing to gets no commit: its `txn` version
+/// stays at the last epoch that added rows. Recovery still knows which
+/// epochs a table holds, because epochs commit in order: a table holds an
+/// epoch with rows for it exactly when its `txn` version is at or above
+/// it. The tables commit concurrently (each is its own Delta log); the
+/// `BetweenTableCommits` crash point is reached once the first has
+/// committed, with the others in flight.
 pub(crate) async fn commit_all(
     committers: &mut HashMap<String, Box<dyn TableCommit>>,
     epoch: u64,
     manifest: &Manifest,
     failpoints: &dyn Failpoints,
 ) -> Result<()> {
-    for (i, pending) in manifest.sinks.iter().enumerate() {
-        if i == 1 {
-            failpoints.hit(Point::BetweenTableCommits, epoch)?;
+    let mut work: HashMap<&str, &PendingCommit> = HashMap::new();
+    for pending in manifest.sinks.iter().filter(|p| !p.is_empty()) {
+        if !committers.contains_key(&pending.table) {
+            warn!(table = %pending.table, epoch, "the checkpoint names a table no layer writes any more; skipping it");
+            continue;
         }
-        match committers.get_mut(&pending.table) {
-            Some(committer) => {
-                let outcome = committer.commit(epoch, pending).await?;
-                debug!(table = %pending.table, epoch, ?outcome, "table commit");
-            }
-            None => {
-                warn!(table = %pending.table, epoch, "the checkpoint names a table no layer writes any more; skipping it");
-            }
+        work.insert(pending.table.as_str(), pending);
+    }
+    let mut commits: FuturesUnordered<_> = committers
+        .iter_mut()
+        .filter_map(|(url, committer)| {
+            let pending = *work.get(url.as_str())?;
+            Some(async move {
+                let outcome = committer.commit(epoch, pending).await;
+                (pending.table.as_str(), outcome)
+            })
+        })
+        .collect();
+    let mut done = 0;
+    while let Some((table, outcome)) = commits.next().await {
+        let outcome = outcome?;
+        debug!(table, epoch, ?outcome, "table commit");
+        done += 1;
+        if done == 1 {
+            failpoints.hit(Point::BetweenTableCommits, epoch)?;
         }
         failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
     }

@@ -21,6 +21,9 @@ use crate::error::{EngineError, Result};
 pub struct CommitEntry {
     /// The commit is epoch `epoch` of `app_id`.
     pub is_epoch: bool,
+    /// The commit is an earlier epoch of `app_id`: the epoch wanted, if
+    /// the table holds it, is newer (epochs commit in order).
+    pub is_earlier: bool,
     /// Files it added (paths relative to the table, URL-encoded).
     pub added: Vec<String>,
 }
@@ -37,6 +40,7 @@ pub struct CommitEntry {
 /// assert!(entry.is_epoch);
 /// assert_eq!(entry.added, vec!["part-1.parquet"]);
 /// assert!(!parse_commit(log, "dws_gmv", 8).is_epoch);
+/// assert!(parse_commit(log, "dws_gmv", 8).is_earlier);
 /// ```
 pub fn parse_commit(bytes: &[u8], app_id: &str, epoch: u64) -> CommitEntry {
     let mut entry = CommitEntry::default();
@@ -46,9 +50,10 @@ pub fn parse_commit(bytes: &[u8], app_id: &str, epoch: u64) -> CommitEntry {
         };
         if let Some(txn) = action.get("txn")
             && txn.get("appId").and_then(Value::as_str) == Some(app_id)
-            && txn.get("version").and_then(Value::as_u64) == Some(epoch)
+            && let Some(version) = txn.get("version").and_then(Value::as_u64)
         {
-            entry.is_epoch = true;
+            entry.is_epoch = version == epoch;
+            entry.is_earlier = version < epoch;
         }
         if let Some(path) = action
             .get("add")
@@ -62,8 +67,10 @@ pub fn parse_commit(bytes: &[u8], app_id: &str, epoch: u64) -> CommitEntry {
 }
 
 /// The rows epoch `epoch` of `app_id` appended to `table` (none if the
-/// epoch committed nothing). Commits are searched newest first: the epoch
-/// wanted is the last one committed.
+/// epoch committed nothing: an epoch that adds no rows to a table makes no
+/// commit). Commits are searched newest first, down to the first commit of
+/// an earlier epoch (or the oldest entry log cleanup left): the epoch wanted
+/// is the last one committed.
 pub async fn epoch_rows(table: &DeltaTable, app_id: &str, epoch: u64) -> Result<Vec<RecordBatch>> {
     let url = table.table_url().to_string();
     let Some(latest) = table.version() else {
@@ -76,11 +83,15 @@ pub async fn epoch_rows(table: &DeltaTable, app_id: &str, epoch: u64) -> Result<
             .read_commit_entry(version)
             .await
             .map_err(EngineError::delta(&url, "reading the log"))?;
-        if let Some(bytes) = bytes {
-            let entry = parse_commit(&bytes, app_id, epoch);
-            if entry.is_epoch {
-                return read_files(table, &url, &entry.added).await;
-            }
+        let Some(bytes) = bytes else {
+            return Ok(Vec::new());
+        };
+        let entry = parse_commit(&bytes, app_id, epoch);
+        if entry.is_epoch {
+            return read_files(table, &url, &entry.added).await;
+        }
+        if entry.is_earlier {
+            return Ok(Vec::new());
         }
         if version == 0 {
             return Ok(Vec::new());

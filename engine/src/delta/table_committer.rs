@@ -3,7 +3,10 @@
 //!
 //! Every commit carries `txn {appId: layer, version: epoch}`, so the table
 //! itself records the highest epoch it holds, and a commit for an epoch at
-//! or below it is skipped. That is what lets recovery replay the newest
+//! or below it is skipped. An epoch that adds nothing to a table is not
+//! committed to it: the `txn` version is then the last epoch that added
+//! rows, and, since epochs commit in order, every epoch above it that has
+//! rows for the table is known not to be in it. That is what lets recovery replay the newest
 //! manifest's commits blindly: if the crash came before the table commit,
 //! the files are committed now; if after, the replay is a no-op. Files of an
 //! epoch whose manifest never made it are never referenced by the log
@@ -39,6 +42,8 @@ pub enum CommitOutcome {
     },
     /// The table already held this epoch; nothing was written.
     AlreadyCommitted,
+    /// The epoch added nothing to the table; nothing was written.
+    Empty,
 }
 
 /// Commits epochs to one table.
@@ -99,6 +104,9 @@ impl TableCommitter {
             debug!(table = %self.url, epoch, "epoch already in the table");
             return Ok(CommitOutcome::AlreadyCommitted);
         }
+        if pending.is_empty() {
+            return Ok(CommitOutcome::Empty);
+        }
         let txn = i64::try_from(epoch)
             .map_err(|_| EngineError::Config(format!("epoch {epoch} does not fit a Delta txn")))?;
         let staged = pending
@@ -151,9 +159,16 @@ impl TableCommitter {
         }
     }
 
+    /// Every epoch commit carries its `txn`. It writes a Delta checkpoint
+    /// when the table's `delta.checkpointInterval` comes round (one
+    /// file, bounded work), but never cleans up expired log entries: that
+    /// lists the whole `_delta_log`, so it runs in maintenance
+    /// (`crate::maintenance`), off the epoch path.
     fn properties(&self, txn: i64) -> CommitProperties {
         CommitProperties::default()
             .with_application_transaction(Transaction::new(&self.app_id, txn))
+            .with_create_checkpoint(true)
+            .with_cleanup_expired_logs(Some(false))
     }
 
     /// One attempt at an append: a blind append on the snapshot the

@@ -10,6 +10,7 @@ use arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use crate::checkpoint::manifest::Manifest;
 use crate::failpoint::Point;
 use crate::testing::harness::{Harness, deal_json};
 
@@ -211,11 +212,18 @@ async fn every_epoch_is_committed_once_whatever_step_a_crash_hits() {
         assert_eq!(ods.len() as i64, n + 2, "seed {seed}: a record lost");
         let got = windows(&h.rows("per_minute"));
         assert_eq!(got, want, "seed {seed}, crash at {point:?}:{epoch}");
-        for table in ["ods_deals", "per_minute"] {
+        let manifests = h.manifests().await;
+        for table in ["ods_deals", "per_minute", "ods_deals_dead_letter"] {
             let epochs = h.commits(table);
             assert!(
                 epochs.windows(2).all(|w| w[0] < w[1]),
                 "seed {seed}: {table} committed {epochs:?}"
+            );
+            // Exactly the epochs that added rows to the table committed.
+            assert_eq!(
+                epochs,
+                epochs_with_rows(&manifests, table),
+                "seed {seed}, crash at {point:?}:{epoch}: {table}"
             );
         }
     }
@@ -223,6 +231,82 @@ async fn every_epoch_is_committed_once_whatever_step_a_crash_hits() {
         crashed > 60,
         "only {crashed} of the cases reached their crash point"
     );
+}
+
+/// The epochs whose manifest has rows for `table`.
+fn epochs_with_rows(manifests: &[Manifest], table: &str) -> Vec<u64> {
+    let suffix = format!("/{table}/");
+    manifests
+        .iter()
+        .filter(|m| {
+            m.sinks
+                .iter()
+                .any(|s| s.table.ends_with(&suffix) && !s.is_empty())
+        })
+        .map(|m| m.epoch)
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_table_an_epoch_leaves_empty_gets_no_commit_and_recovery_knows_its_epochs() {
+    // Deals within one minute: the ODS table gets rows every epoch, the
+    // per-minute table only in the epochs where a window closes (the
+    // sentinels close them), the dead-letter table never.
+    let new = || {
+        Harness::new(
+            &[("deals", 2)],
+            Duration::from_secs(2),
+            &[("per_minute", &["ods_deals"], PER_MINUTE)],
+        )
+    };
+    let h = new();
+    let want = produce_deals(&h, &mut StdRng::seed_from_u64(7), 600, 1);
+    let (result, _) = h.run(None).await;
+    result.expect("the run");
+    let manifests = h.manifests().await;
+    let (ods, per_minute) = (h.commits("ods_deals"), h.commits("per_minute"));
+    assert!(
+        !per_minute.is_empty() && per_minute.len() < ods.len(),
+        "ods {ods:?}, per_minute {per_minute:?}"
+    );
+    assert_eq!(per_minute, epochs_with_rows(&manifests, "per_minute"));
+    assert_eq!(ods, epochs_with_rows(&manifests, "ods_deals"));
+    assert!(h.commits("ods_deals_dead_letter").is_empty());
+    assert_eq!(windows(&h.rows("per_minute")), want);
+
+    // A crash in each epoch that leaves the per-minute table empty, right
+    // after the ODS table committed it, or with no table committed yet:
+    // recovery commits each epoch once, to the tables it added rows to.
+    let empty: Vec<u64> = ods
+        .iter()
+        .copied()
+        .filter(|e| !per_minute.contains(e))
+        .collect();
+    assert!(!empty.is_empty(), "ods {ods:?}, per_minute {per_minute:?}");
+    for point in [Point::BetweenTableCommits, Point::AfterManifest] {
+        for &crash_epoch in &empty {
+            let h = new();
+            let want = produce_deals(&h, &mut StdRng::seed_from_u64(7), 600, 1);
+            let (first, happened) = h.run(Some((point, crash_epoch))).await;
+            assert!(happened && first.is_err(), "{point:?}:{crash_epoch}");
+            let (last, _) = h.run(None).await;
+            last.unwrap_or_else(|e| panic!("{point:?}:{crash_epoch}: {e}"));
+            let manifests = h.manifests().await;
+            for table in ["ods_deals", "per_minute"] {
+                assert_eq!(
+                    h.commits(table),
+                    epochs_with_rows(&manifests, table),
+                    "{point:?}:{crash_epoch}: {table}"
+                );
+            }
+            assert_eq!(ids(&h.rows("ods_deals")).len(), 602);
+            assert_eq!(
+                windows(&h.rows("per_minute")),
+                want,
+                "{point:?}:{crash_epoch}"
+            );
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -192,6 +192,9 @@ impl TableCommit for MemoryCommit {
             self.committed = table.txn.get(&self.app_id).copied();
             return Ok(CommitOutcome::AlreadyCommitted);
         }
+        if pending.is_empty() {
+            return Ok(CommitOutcome::Empty);
+        }
         let mut files: Vec<String> = pending.adds.iter().map(|a| a.path.clone()).collect();
         files.extend(pending.upsert.iter().flat_map(|u| u.staging.clone()));
         for f in &files {
