@@ -5,7 +5,9 @@
 //! The modules are layered, lowest first: `sql` (plans) and `checkpoint`
 //! (the on-disk record of an epoch) know nothing of what runs them;
 //! `operators` run plans; `dataflow` wires operators, sources, tables and
-//! checkpoints together; `backfill` drives dataflows. A `use crate::x` from
+//! checkpoints together; `backfill` drives dataflows; `maintenance` keeps
+//! the tables dataflows write (beside the epoch path, never in it); `lease`
+//! (one writer per warehouse) knows only the storage root. A `use crate::x` from
 //! a lower module to a higher one would make a cycle.
 
 use std::path::{Path, PathBuf};
@@ -15,7 +17,19 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("sql", &["operators", "dataflow", "checkpoint", "backfill"]),
     ("checkpoint", &["sql", "operators", "dataflow", "backfill"]),
     ("operators", &["dataflow", "checkpoint", "backfill"]),
-    ("dataflow", &["backfill"]),
+    ("dataflow", &["backfill", "maintenance"]),
+    ("maintenance", &["backfill"]),
+    (
+        "lease",
+        &[
+            "sql",
+            "operators",
+            "dataflow",
+            "checkpoint",
+            "backfill",
+            "maintenance",
+        ],
+    ),
 ];
 
 /// The longest a source file may be.

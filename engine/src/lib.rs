@@ -7,8 +7,9 @@
 //! interval; on a barrier each Delta sink finishes the epoch's Parquet files
 //! without committing them (phase one), then the checkpoint manifest is
 //! written atomically with the source offsets and those files: the epoch is
-//! now decided. Finally each sink commits its files with a Delta `txn`
-//! action `(appId = pipeline, version = epoch)` (phase two). Recovery loads
+//! now decided. Finally each sink the epoch added rows to commits its
+//! files with a Delta `txn` action `(appId = pipeline, version = epoch)`
+//! (phase two; a table the epoch left empty gets no commit). Recovery loads
 //! the newest manifest, replays its phase two (skipped by any table that
 //! already holds the epoch), and seeks the source to the manifest's offsets.
 //! A crash at any point therefore neither loses nor doubles a record, and the
@@ -26,7 +27,9 @@ mod error;
 pub mod event_time;
 pub mod failpoint;
 pub mod kafka;
+pub mod lease;
 pub mod lookup;
+pub mod maintenance;
 pub mod ods;
 pub mod operators;
 mod predicate;

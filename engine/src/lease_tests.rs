@@ -1,0 +1,155 @@
+//! The lease on an in-memory object store with a paused clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use object_store::memory::InMemory;
+use object_store::path::Path;
+
+use super::*;
+
+const TTL: Duration = Duration::from_secs(9);
+
+fn store(memory: &Arc<InMemory>) -> LeaseStore {
+    LeaseStore::new(
+        memory.clone(),
+        Path::from("_strata/lease"),
+        "memory://lease/",
+        TTL,
+    )
+}
+
+fn process(pid: u32) -> Holder {
+    Holder {
+        pid,
+        ..this_process(TTL)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_run_fails_at_once_with_no_wait_naming_the_holder() {
+    let memory = Arc::new(InMemory::new());
+    let shutdown = Shutdown::new();
+    let _first = store(&memory)
+        .acquire(&process(1), WhenHeld::Fail, &shutdown)
+        .await
+        .expect("a free lease");
+    let second = store(&memory)
+        .acquire(&process(2), WhenHeld::Fail, &shutdown)
+        .await;
+    let err = second.err().expect("the lease is held").to_string();
+    assert!(err.contains("pid 1 on"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiting_run_takes_over_only_once_the_holder_stops_renewing() {
+    let memory = Arc::new(InMemory::new());
+    let first_stop = Shutdown::new();
+    let kept = store(&memory)
+        .acquire(&process(1), WhenHeld::Wait, &first_stop)
+        .await
+        .expect("a free lease")
+        .keep(first_stop.clone());
+    let waiter = {
+        let store = store(&memory);
+        tokio::spawn(async move {
+            let got = store
+                .acquire(&process(2), WhenHeld::Wait, &Shutdown::new())
+                .await;
+            (got, tokio::time::Instant::now())
+        })
+    };
+    // Renewed, the lease is never taken.
+    tokio::time::sleep(TTL * 4).await;
+    assert!(!waiter.is_finished(), "taken from a live holder");
+    // The holder dies (a SIGKILL: no release).
+    let killed = tokio::time::Instant::now();
+    kept.task.abort();
+    let (got, at) = waiter.await.expect("the waiter");
+    let lease = got.expect("taken over");
+    // The last renewal came at most a third of the time to live before the
+    // kill, and the waiter counts from when it saw it.
+    assert!(
+        at - killed >= TTL * 2 / 3,
+        "taken {:?} after the kill",
+        at - killed
+    );
+    assert!(
+        at - killed <= TTL * 2,
+        "taken {:?} after the kill",
+        at - killed
+    );
+    assert_eq!(lease.holder.pid, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_released_lease_is_taken_at_once() {
+    let memory = Arc::new(InMemory::new());
+    let stop = Shutdown::new();
+    let kept = store(&memory)
+        .acquire(&process(1), WhenHeld::Fail, &stop)
+        .await
+        .expect("a free lease")
+        .keep(stop.clone());
+    stop.trigger();
+    kept.release().await.expect("released");
+    let next = store(&memory)
+        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
+        .await
+        .expect("a released lease is free");
+    assert_eq!(next.holder.pid, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_holder_whose_lease_was_taken_stops() {
+    let memory = Arc::new(InMemory::new());
+    let stop = Shutdown::new();
+    let lease = store(&memory)
+        .acquire(&process(1), WhenHeld::Fail, &stop)
+        .await
+        .expect("a free lease");
+    // Another run writes the next lease object (it judged this one expired).
+    assert!(
+        store(&memory)
+            .create(lease.n + 1, &process(2))
+            .await
+            .expect("written")
+    );
+    let kept = lease.keep(stop.clone());
+    tokio::time::sleep(TTL).await;
+    assert!(stop.is_triggered(), "the run was not stopped");
+    let err = kept.release().await.err().expect("lost").to_string();
+    assert!(err.contains("lost the warehouse's lease"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lease_whose_process_died_on_this_host_is_taken_at_once() {
+    let memory = Arc::new(InMemory::new());
+    let stop = Shutdown::new();
+    // No such process (pids stay below 2^22).
+    let _dead = store(&memory)
+        .acquire(&process(u32::MAX - 1), WhenHeld::Fail, &stop)
+        .await
+        .expect("a free lease");
+    let next = store(&memory)
+        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
+        .await
+        .expect("the holder's process is gone");
+    assert_eq!(next.holder.pid, 2);
+    // Another host's holder is not judged by this host's processes.
+    let elsewhere = Holder {
+        host: "elsewhere".into(),
+        ..process(u32::MAX - 1)
+    };
+    let memory = Arc::new(InMemory::new());
+    let _held = store(&memory)
+        .acquire(&elsewhere, WhenHeld::Fail, &stop)
+        .await
+        .expect("a free lease");
+    assert!(
+        store(&memory)
+            .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
+            .await
+            .is_err()
+    );
+}

@@ -1,0 +1,81 @@
+//! Compaction: a table's small files rewritten into files of a target size,
+//! as Delta OPTIMIZE does (bin-packing per partition, `dataChange=false`).
+//!
+//! Its commit only rearranges rows, so delta-rs checks it against the
+//! commits that won the race at snapshot isolation: epochs' appends do not
+//! conflict with it (it commits after them), and an upsert that rewrote a
+//! file it read makes it fail, which it takes as giving way: the files
+//! will be compacted next time. A live epoch commit that loses the race to
+//! it makes its commit again on the newest version
+//! (`crate::delta::commit_race`), so compaction never fails an epoch.
+
+use std::num::NonZeroU64;
+
+use deltalake::DeltaTableError;
+use deltalake::kernel::transaction::{CommitProperties, TransactionError};
+use tracing::{info, warn};
+
+use crate::delta::table::open_existing;
+use crate::error::{EngineError, Result};
+use crate::maintenance::proof::{active_files, every_file_present};
+use crate::maintenance::{MaintenanceSpec, TableReport};
+use crate::storage::TableLocation;
+
+/// Compacts the table at `location` if it has enough small files
+/// (`dry_run`: only counts them).
+pub async fn compact(
+    location: &TableLocation,
+    spec: &MaintenanceSpec,
+    dry_run: bool,
+) -> Result<TableReport> {
+    let url = location.url.to_string();
+    let table = open_existing(location).await?;
+    let files = active_files(&table, &url)?;
+    let small = files
+        .iter()
+        .filter(|(_, size)| (*size as u64) < spec.target_file_size / 2)
+        .count();
+    let mut report = TableReport {
+        files_before: files.len(),
+        files_after: files.len(),
+        ..Default::default()
+    };
+    if small < spec.min_small_files.max(2) || dry_run {
+        return Ok(report);
+    }
+    every_file_present(&table, &url).await?;
+    let target = NonZeroU64::new(spec.target_file_size.max(1024 * 1024)).unwrap_or(NonZeroU64::MIN);
+    // No log cleanup inside the commit: maintenance does it as its own step.
+    let properties = CommitProperties::default().with_cleanup_expired_logs(Some(false));
+    match table
+        .optimize()
+        .with_target_size(target)
+        .with_commit_properties(properties)
+        .await
+    {
+        Ok((table, metrics)) => {
+            report.compacted = (metrics.num_files_removed, metrics.num_files_added);
+            report.files_after = active_files(&table, &url)?.len();
+            info!(table = %url, removed = metrics.num_files_removed, added = metrics.num_files_added,
+                  files = report.files_after, "compacted");
+        }
+        Err(e) if gave_way(&e) => {
+            warn!(table = %url, reason = %e, "compaction gave way to a live commit; the files are compacted next time");
+            report.gave_way = true;
+        }
+        Err(e) => return Err(EngineError::delta(&url, "compacting")(e)),
+    }
+    Ok(report)
+}
+
+/// Whether compaction failed because a live commit changed what it read.
+fn gave_way(error: &DeltaTableError) -> bool {
+    matches!(
+        error,
+        DeltaTableError::Transaction {
+            source: TransactionError::CommitConflict(_)
+                | TransactionError::MaxCommitAttempts(_)
+                | TransactionError::VersionAlreadyExists(_)
+        } | DeltaTableError::VersionAlreadyExists(_)
+    )
+}

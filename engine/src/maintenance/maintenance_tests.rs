@@ -1,0 +1,204 @@
+//! Maintenance against real (local) Delta tables: compaction racing an
+//! epoch commit, VACUUM of a crashed epoch's file, and refusals.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::DeltaTable;
+
+use crate::delta::table::{open_existing, open_or_create, read_existing};
+use crate::delta::table_committer::{CommitOutcome, TableCommitter};
+use crate::delta::table_writer::TableWriter;
+use crate::maintenance::proof::active_files;
+use crate::maintenance::{MaintainOptions, MaintenanceSpec, compact, vacuum};
+use crate::storage::{StorageRoot, TableLocation};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Utf8, false),
+        Field::new("v", DataType::Int64, false),
+    ]))
+}
+
+fn row(i: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(StringArray::from(vec![format!("k{i}")])),
+            Arc::new(Int64Array::from(vec![i])),
+        ],
+    )
+    .unwrap()
+}
+
+async fn table(dir: &tempfile::TempDir) -> (TableLocation, DeltaTable) {
+    let url = url::Url::from_directory_path(dir.path()).unwrap();
+    let root = StorageRoot::new(url.as_str(), Default::default()).unwrap();
+    let location = root.table("dws", "t").unwrap();
+    let table = open_or_create(&location, &schema(), &[]).await.unwrap();
+    (location, table)
+}
+
+/// Epoch `epoch`'s one row, written (phase one) but not committed.
+async fn pre_commit(table: &DeltaTable, epoch: u64) -> crate::checkpoint::manifest::PendingCommit {
+    let mut writer = TableWriter::new(table, "layer").unwrap();
+    writer.write(row(epoch as i64)).await.unwrap();
+    writer.pre_commit().await.unwrap()
+}
+
+async fn values(location: &TableLocation) -> Vec<i64> {
+    let ctx = datafusion::prelude::SessionContext::new();
+    let batches = read_existing(location, &ctx)
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let mut out: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| {
+            let v = b.column(1).as_any().downcast_ref::<Int64Array>().unwrap();
+            v.values().to_vec()
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn spec() -> MaintenanceSpec {
+    MaintenanceSpec {
+        min_small_files: 4,
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn an_epoch_commit_that_races_a_compaction_still_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=10 {
+        let pending = pre_commit(&table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    // Epoch 11 is written on the committer's snapshot; compaction commits
+    // first, removing every file of that snapshot.
+    let pending = pre_commit(&table, 11).await;
+    let report = compact(&location, &spec(), false).await.unwrap();
+    assert_eq!(
+        (report.files_before, report.files_after),
+        (10, 1),
+        "{report:?}"
+    );
+    let outcome = committer.commit(11, &pending).await;
+    assert!(
+        matches!(outcome, Ok(CommitOutcome::Committed { .. })),
+        "{outcome:?}"
+    );
+    assert_eq!(values(&location).await, (1..=11).collect::<Vec<_>>());
+    // Too few small files: nothing to do.
+    let again = compact(&location, &spec(), false).await.unwrap();
+    assert_eq!(again.compacted, (0, 0));
+}
+
+fn age(path: &std::path::Path, by: Duration) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(SystemTime::now() - by).unwrap();
+}
+
+fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect()
+}
+
+#[tokio::test]
+async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=6 {
+        let pending = pre_commit(&table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    // Epoch 7's file is written, then the process dies before its manifest.
+    let crashed = pre_commit(&table, 7).await;
+    let orphan = dir.path().join("dws/t").join(&crashed.adds[0].path);
+    assert!(orphan.exists());
+    age(&orphan, Duration::from_secs(7200));
+    compact(&location, &spec(), false).await.unwrap();
+    let compacted = open_existing(&location).await.unwrap();
+    let before_compaction = compacted.version().unwrap() - 1;
+
+    let hour = Duration::from_secs(3600);
+    let options = MaintainOptions {
+        vacuum: true,
+        dry_run: true,
+        min_retention: Duration::from_secs(30),
+    };
+    let would = vacuum(&location, hour, options).await.unwrap();
+    assert_eq!(would, vec![crashed.adds[0].path.clone()]);
+    assert!(orphan.exists(), "a dry run removed a file");
+    let options = MaintainOptions {
+        dry_run: false,
+        ..options
+    };
+    let removed = vacuum(&location, hour, options).await.unwrap();
+    assert_eq!(removed, vec![crashed.adds[0].path.clone()]);
+    assert!(!orphan.exists());
+    // The version before the compaction reads whole: its replaced files
+    // were removed less than the retention ago.
+    let mut old = open_existing(&location).await.unwrap();
+    old.load_version(before_compaction).await.unwrap();
+    let files = active_files(&old, "old").unwrap();
+    assert_eq!(files.len(), 6);
+    for (path, _) in files {
+        assert!(
+            dir.path().join("dws/t").join(path.as_ref()).exists(),
+            "{path}"
+        );
+    }
+    assert_eq!(values(&location).await, (1..=6).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=5 {
+        let pending = pre_commit(&table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    let options = MaintainOptions {
+        vacuum: true,
+        dry_run: false,
+        min_retention: Duration::from_secs(30),
+    };
+    let short = vacuum(&location, Duration::from_secs(1), options).await;
+    assert!(
+        short.is_err_and(|e| e.to_string().contains("Nothing was removed")),
+        "a 1 s retention was accepted"
+    );
+    let files = parquet_files(&dir.path().join("dws/t"));
+    std::fs::remove_file(&files[0]).unwrap();
+    let before = parquet_files(&dir.path().join("dws/t"));
+    for (i, f) in before.iter().enumerate() {
+        age(f, Duration::from_secs(7200 + i as u64));
+    }
+    let err = vacuum(&location, Duration::from_secs(60), options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not exist"), "{err}");
+    let err = compact(&location, &spec(), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("do not exist"), "{err}");
+    assert_eq!(parquet_files(&dir.path().join("dws/t")).len(), before.len());
+}
