@@ -52,6 +52,10 @@ pub enum Command {
         /// Do not start the Flight SQL server.
         #[arg(long)]
         no_serve: bool,
+        /// If another run holds the warehouse's lease, exit at once
+        /// (naming it) instead of waiting for it to stop or expire.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Serve the warehouse's tables over Flight SQL (no pipelines).
     Serve {
@@ -66,6 +70,27 @@ pub enum Command {
     /// and replace that range of its table in one commit (the live
     /// pipeline keeps running).
     Backfill(BackfillArgs),
+    /// Compact the tables' small files and clean up their logs; with
+    /// --vacuum, also remove files no version within the retention needs
+    /// (safe while `strata run` runs).
+    Maintain(MaintainArgs),
+}
+
+/// Arguments of `strata maintain`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MaintainArgs {
+    /// The warehouse YAML file.
+    pub file: PathBuf,
+    /// Only these layers' tables (repeatable); default: all.
+    #[arg(long = "layer", value_name = "NAME")]
+    pub layers: Vec<String>,
+    /// Also VACUUM: remove replaced files and files of crashed epochs older
+    /// than the retention (`maintenance.vacuum_retention`, default 7 days).
+    #[arg(long)]
+    pub vacuum: bool,
+    /// Only say what would be done.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `strata backfill`.

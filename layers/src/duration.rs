@@ -1,8 +1,8 @@
-//! Durations as people write them in config: `500ms`, `1s`, `5m`, `1h`.
+//! Durations as people write them in config: `500ms`, `1s`, `5m`, `1h`, `7d`.
 
 use std::time::Duration;
 
-/// Parses `<number><unit>` with unit `ms`, `s`, `m` or `h` (a bare integer
+/// Parses `<number><unit>` with unit `ms`, `s`, `m`, `h` or `d` (a bare integer
 /// is milliseconds).
 ///
 /// ```
@@ -11,6 +11,7 @@ use std::time::Duration;
 /// assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
 /// assert_eq!(parse_duration("1.5s"), Some(Duration::from_millis(1500)));
 /// assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+/// assert_eq!(parse_duration("7d"), Some(Duration::from_secs(7 * 86_400)));
 /// assert_eq!(parse_duration("soon"), None);
 /// ```
 pub fn parse_duration(text: &str) -> Option<Duration> {
@@ -25,6 +26,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "s" => 1_000.0,
         "m" | "min" => 60_000.0,
         "h" => 3_600_000.0,
+        "d" => 86_400_000.0,
         _ => return None,
     };
     let total = number * millis;

@@ -36,6 +36,8 @@ pub struct Warehouse {
     pub dimensions: Vec<Dimension>,
     /// The dashboard page `strata run` serves (`dashboard:`), if any.
     pub dashboard: Option<Dashboard>,
+    /// How tables are maintained (`maintenance:`), for every layer.
+    pub maintenance: Maintenance,
 }
 
 impl Warehouse {
@@ -47,6 +49,16 @@ impl Warehouse {
     /// A layer by name.
     pub fn layer(&self, name: &str) -> Option<&Layer> {
         self.layers.iter().find(|l| l.name == name)
+    }
+
+    /// How layer `name`'s tables are maintained: its `maintenance:` over
+    /// the warehouse's, over the defaults.
+    pub fn maintenance_for(&self, name: &str) -> strata_engine::maintenance::MaintenanceSpec {
+        let warehouse = self.maintenance.over(&Default::default());
+        match self.layer(name) {
+            Some(layer) => layer.maintenance.over(&warehouse),
+            None => warehouse,
+        }
     }
 
     /// A problem with layer `name`'s SQL (found when it is planned), as a
@@ -236,6 +248,24 @@ pub struct Layer {
     pub side_topics: Vec<(String, Publish)>,
     /// What a failed dimension lookup does (`lookup_failure:`).
     pub lookup_failure: LookupFailurePolicy,
+    /// How its tables are maintained (overrides the warehouse's).
+    pub maintenance: Maintenance,
+}
+
+/// `maintenance:` as written (unset keys inherit; see
+/// `strata_engine::maintenance::MaintenanceSpec` for the defaults).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Background maintenance interval (`Some(None)`: `off`).
+    pub interval: Option<Option<Duration>>,
+    /// Compaction's target file size, bytes.
+    pub target_file_size: Option<u64>,
+    /// Small files that make a table worth compacting.
+    pub min_small_files: Option<usize>,
+    /// How long replaced files are kept before VACUUM removes them.
+    pub vacuum_retention: Option<Duration>,
+    /// How long `_delta_log` entries are kept.
+    pub log_retention: Option<Duration>,
 }
 
 /// One entry of `dimensions:`.

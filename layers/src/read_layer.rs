@@ -27,6 +27,7 @@ const LAYER_KEYS: &[&str] = &[
     "publish",
     "side_topics",
     "lookup_failure",
+    "maintenance",
 ];
 const SOURCE_KEYS: &[&str] = &["topic", "topics", "format", "schema", "start", "group_id"];
 const INPUT_KEYS: &[&str] = &["topic", "schema", "name"];
@@ -179,6 +180,7 @@ fn read_layer_body(
             Some("add `filter: <condition>`, or remove keep_rejected".into()),
         );
     }
+    let maintenance = crate::read_maintenance::read_maintenance(d, section, path);
     Some((
         Layer {
             name: name.value.clone(),
@@ -192,6 +194,7 @@ fn read_layer_body(
             publish,
             side_topics,
             lookup_failure,
+            maintenance,
         },
         schema_ref,
     ))

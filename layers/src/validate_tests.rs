@@ -310,3 +310,44 @@ layers:
     let d = find(&ds, "unknown lookup failure policy `skip`");
     assert_eq!(d.field, "layers.dwd_deals.lookup_failure");
 }
+
+#[test]
+fn maintenance_is_read_per_warehouse_and_per_layer_with_defaults() {
+    let text = GOOD.replace(
+        "layers:\n",
+        "maintenance:\n  min_small_files: 8\n  vacuum_retention: 2d\nlayers:\n",
+    )
+    .replace(
+        "    sql: SELECT * FROM ods_deals\n",
+        "    sql: SELECT * FROM ods_deals\n    maintenance: {vacuum_retention: 1h, interval: off}\n",
+    );
+    let w = parse_str(&text, Path::new("/w/wh.yaml")).unwrap();
+    let day = std::time::Duration::from_secs(86_400);
+    let ods = w.maintenance_for("ods_deals");
+    assert_eq!(ods.min_small_files, 8);
+    assert_eq!(ods.vacuum_retention, 2 * day);
+    assert_eq!(ods.log_retention, 30 * day, "the default");
+    assert!(ods.interval.is_some());
+    let dwd = w.maintenance_for("dwd_deals");
+    assert_eq!(dwd.min_small_files, 8, "the warehouse's");
+    assert_eq!(dwd.vacuum_retention, std::time::Duration::from_secs(3600));
+    assert_eq!(dwd.interval, None);
+}
+
+#[test]
+fn maintenance_problems_point_at_their_line() {
+    let text = GOOD.replace(
+        "layers:\n",
+        "maintenance:\n  vacuum_retention: 1s\n  target_file_size_mb: 0\n  compact: yes\nlayers:\n",
+    );
+    let ds = problems(&text);
+    let short = find(&ds, "maintenance.vacuum_retention");
+    assert_eq!(short.pos.line, 18, "{short}");
+    assert!(
+        short.to_string().contains("still being committed"),
+        "{short}"
+    );
+    find(&ds, "maintenance.target_file_size_mb");
+    let unknown = find(&ds, "compact");
+    assert_eq!(unknown.pos.line, 20, "{unknown}");
+}

@@ -3,6 +3,7 @@
 mod backfill;
 mod dashboard;
 mod gen_events;
+mod maintain;
 mod panel_waits;
 mod query;
 mod replay_progress;
@@ -45,10 +46,19 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
             layers,
             bounded,
             no_serve,
-        } => run::run(&file, &layers, bounded, !no_serve).await,
+            no_wait,
+        } => {
+            let when_held = if no_wait {
+                strata_engine::lease::WhenHeld::Fail
+            } else {
+                strata_engine::lease::WhenHeld::Wait
+            };
+            run::run(&file, &layers, bounded, !no_serve, when_held).await
+        }
         Command::Serve { file } => serve::serve(&file).await,
         Command::Query(args) => query::query(args).await,
         Command::Gen(args) => gen_events::generate(args).await,
         Command::Backfill(args) => backfill::backfill(args).await,
+        Command::Maintain(args) => maintain::run(args).await,
     }
 }

@@ -5,8 +5,11 @@ use std::path::Path;
 
 use strata_engine::Shutdown;
 use strata_engine::dataflow::run_dataflow;
+use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
+use strata_engine::storage::StorageRoot;
 use tracing::{error, info};
 
+use crate::commands::maintain;
 use crate::commands::serve;
 use crate::commands::signals::stop_on_signals;
 use crate::commands::validate::check_queries;
@@ -18,6 +21,7 @@ pub async fn run(
     layers: &[String],
     bounded: bool,
     serve_tables: bool,
+    when_held: WhenHeld,
 ) -> Result<(), Failure> {
     // First: a signal while the layers are being planned stops them cleanly.
     let shutdown = Shutdown::new();
@@ -25,6 +29,7 @@ pub async fn run(
     let warehouse = load_warehouse(file)?;
     let plan = plan_layers(&warehouse, layers, bounded)?;
     check_queries(&warehouse, &plan.dataflow).await?;
+    let lease = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
     let (server, page) = if serve_tables {
         let (server, page) = serve::start_with_dashboard(&warehouse, &shutdown)
             .await
@@ -36,12 +41,17 @@ pub async fn run(
     info!(warehouse = %warehouse.name, layers = plan.dataflow.layers.len(), sources = plan.dataflow.sources.len(), storage = %warehouse.storage.root, "starting");
     // The layers' error is the one that decides the exit code; the
     // servers' are logged (they stop because the layers did).
+    let maintenance = maintain::spawn_background(&warehouse, &plan.dataflow, shutdown.clone());
     let outcome = run_dataflow(plan.dataflow, shutdown.clone()).await;
     if let Ok(report) = &outcome {
         info!(epochs = report.epochs, rows = report.rows, "layers stopped");
     }
     // Bounded runs end by themselves: the server goes with them.
     shutdown.trigger();
+    // A compaction cut short commits nothing (its files go at the next VACUUM).
+    maintenance.abort();
+    let _ = maintenance.await;
+    let released = lease.release().await;
     let mut served = Ok(());
     if let Some(server) = server
         && let Err(e) = server.wait().await
@@ -56,5 +66,21 @@ pub async fn run(
         served = Err(Failure::io(format!("the dashboard failed: {e}")));
     }
     outcome?;
+    released?;
     served
+}
+
+/// One writer per warehouse: takes its lease (waiting for another run to
+/// stop, unless `--no-wait`) and keeps it renewed while this run lives.
+async fn take_lease(
+    root: &StorageRoot,
+    when_held: WhenHeld,
+    shutdown: &Shutdown,
+) -> Result<KeptLease, Failure> {
+    let store = LeaseStore::open(root, lease::DEFAULT_TTL)?;
+    let me = lease::this_process(lease::DEFAULT_TTL);
+    Ok(store
+        .acquire(&me, when_held, shutdown)
+        .await?
+        .keep(shutdown.clone()))
 }

@@ -48,6 +48,10 @@ pub async fn validate(file: &Path, show_plan: bool) -> Result<(), Failure> {
             ));
         }
         print(time)?;
+        print(format!(
+            "    {}",
+            crate::commands::maintain::describe(&w.maintenance_for(&layer.name))
+        ))?;
     }
     if show_plan {
         let planner = StreamingPlanner::new(plan.dataflow.udfs.clone());

@@ -1,0 +1,134 @@
+//! `strata maintain FILE`: compacts each table's small files, cleans up its
+//! log and, with `--vacuum`, removes files no version within the retention
+//! needs (see `strata_engine::maintenance`). Safe while `strata run` runs.
+
+use std::time::Duration;
+
+use strata_engine::maintenance::{MaintainOptions, MaintenanceSpec, maintain, tables_of};
+use strata_engine::sql::program::duration;
+
+use crate::cli::MaintainArgs;
+use crate::commands::{load_warehouse, plan_layers};
+use crate::failure::{Failure, print};
+
+pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
+    let w = load_warehouse(&args.file)?;
+    let plan = plan_layers(&w, &args.layers, false)?;
+    let tables = tables_of(&plan.dataflow).await?;
+    let longest_interval = w
+        .layers
+        .iter()
+        .filter_map(|l| l.checkpoint_interval)
+        .fold(w.checkpoint.interval, Duration::max);
+    let options = MaintainOptions {
+        vacuum: args.vacuum,
+        dry_run: args.dry_run,
+        min_retention: strata_layers::min_vacuum_retention(longest_interval),
+    };
+    let mut failed = None;
+    for table in tables {
+        if !exists(&table.location.url) {
+            print(format!("{}: not created yet", table.name))?;
+            continue;
+        }
+        let spec = w.maintenance_for(&table.layer);
+        match maintain(&table.location, &spec, options).await {
+            Ok(r) => {
+                let mut line = format!(
+                    "{}: {} -> {} files",
+                    table.name, r.files_before, r.files_after
+                );
+                if r.compacted.0 > 0 {
+                    line.push_str(&format!(
+                        " (compacted {} into {})",
+                        r.compacted.0, r.compacted.1
+                    ));
+                }
+                if r.gave_way {
+                    line.push_str(" (compaction gave way to a live commit)");
+                }
+                if r.log_entries_removed > 0 {
+                    line.push_str(&format!(", {} log entries removed", r.log_entries_removed));
+                }
+                if args.vacuum {
+                    let verb = if args.dry_run {
+                        "would remove"
+                    } else {
+                        "removed"
+                    };
+                    line.push_str(&format!(", vacuum {verb} {} file(s)", r.vacuumed.len()));
+                    if args.dry_run {
+                        for f in &r.vacuumed {
+                            line.push_str(&format!("\n  {f}"));
+                        }
+                    }
+                }
+                print(line)?;
+            }
+            // The other tables are still maintained; the first failure is
+            // the command's.
+            Err(e) => {
+                eprintln!("{}: error: {e}", table.name);
+                failed.get_or_insert(e);
+            }
+        }
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Whether a table has been created (has a `_delta_log`).
+fn exists(url: &url::Url) -> bool {
+    match url.to_file_path() {
+        Ok(dir) => dir.join("_delta_log").is_dir(),
+        // Remote tables: maintenance reports a missing one as an error.
+        Err(()) => true,
+    }
+}
+
+/// Starts background maintenance of the tables `dataflow` writes (see
+/// `strata_engine::maintenance::run_background`), until `shutdown`.
+pub fn spawn_background(
+    w: &strata_layers::Warehouse,
+    dataflow: &strata_engine::dataflow::DataflowSpec,
+    shutdown: strata_engine::Shutdown,
+) -> tokio::task::JoinHandle<()> {
+    let dataflow = dataflow.clone();
+    let w = w.clone();
+    tokio::spawn(async move {
+        let tables = match tables_of(&dataflow).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "no background maintenance: the tables could not be listed");
+                return;
+            }
+        };
+        let tables = tables
+            .into_iter()
+            .map(|t| {
+                let spec = w.maintenance_for(&t.layer);
+                (t, spec)
+            })
+            .collect();
+        strata_engine::maintenance::run_background(tables, shutdown).await;
+    })
+}
+
+/// How a layer's tables are maintained, for `strata validate`.
+pub fn describe(spec: &MaintenanceSpec) -> String {
+    let mib = |b: u64| b / (1024 * 1024);
+    format!(
+        "maintenance: compact once {} files are under {} MiB, into {} MiB; vacuum keeps {}; log keeps {}; in the background {}",
+        spec.min_small_files,
+        mib(spec.target_file_size / 2),
+        mib(spec.target_file_size),
+        duration(spec.vacuum_retention.as_micros() as i64),
+        duration(spec.log_retention.as_micros() as i64),
+        spec.interval.map_or("never".to_string(), |i| format!(
+            "every {}",
+            duration(i.as_micros() as i64)
+        ))
+    )
+}

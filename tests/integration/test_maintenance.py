@@ -1,0 +1,148 @@
+"""Table maintenance (`strata maintain`): compaction under a live pipeline
+changes no query result and makes the file count drop; VACUUM removes the
+files of a crashed epoch and keeps every file a version within the
+retention needs; a damaged table is refused.
+
+Needs: the shared broker (memory storage) from scripts/test.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+from deltalake import DeltaTable
+
+from conftest import (
+    Strata, Warehouse, check_exactly_once, create_topic, is_valid, make_records,
+    produce_in_background, unique, wait_until,
+)
+
+RETENTION_S = 30
+
+
+def maintain(strata_bin: str, wh: Warehouse, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([strata_bin, "maintain", str(wh.path), *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def rows_at(path, version: int) -> list[tuple]:
+    t = DeltaTable(str(path), version=version).to_pyarrow_table()
+    cols = [t.column(c).to_pylist() for c in t.column_names]
+    return sorted(zip(*cols), key=repr)
+
+
+def optimize_versions(path) -> list[int]:
+    return [c["version"] for c in DeltaTable(str(path)).history() if c.get("operation") == "OPTIMIZE"]
+
+
+def referenced_files(path) -> set[str]:
+    """Every file any version of the log adds."""
+    out = set()
+    for entry in (path / "_delta_log").glob("*.json"):
+        for line in entry.read_text().splitlines():
+            action = json.loads(line)
+            if "add" in action:
+                out.add(action["add"]["path"])
+    return out
+
+
+def parquet_files(path) -> set[str]:
+    return {str(p.relative_to(path)) for p in path.rglob("*.parquet") if "_delta_log" not in p.parts}
+
+
+def test_compaction_under_a_live_pipeline_changes_no_result_and_drops_the_file_count(
+        tmp_path, strata_bin, kafka, rng):
+    topic = unique("deals")
+    create_topic(kafka, topic, partitions=2)
+    records = make_records(8_000, partitions=2, malformed_every=53, rng=rng)
+    producer, errors = produce_in_background(kafka, topic, records, chunk=200, pause=0.15)
+    wh = Warehouse(tmp_path, kafka, topic, interval="200ms", extra="maintenance:\n  min_small_files: 8\n")
+    strata = Strata(strata_bin, wh).start()
+    wait_until(lambda: (strata.assert_alive(), len(DeltaTable(str(wh.table_path)).files()) >= 20
+                        if (wh.table_path / "_delta_log").exists() else False)[1], 120, "20 small files")
+
+    # Compaction while the pipeline commits epochs and the producer writes.
+    done = maintain(strata_bin, wh, "--layer", wh.layer)
+    assert done.returncode == 0, done.stderr
+    assert "compacted" in done.stdout, done.stdout
+    versions = optimize_versions(wh.table_path)
+    assert versions, done.stdout
+    v = versions[0]
+    # The compaction's commit holds the same rows as the version it was
+    # made on, in fewer files.
+    assert rows_at(wh.table_path, v) == rows_at(wh.table_path, v - 1)
+    files_before = len(DeltaTable(str(wh.table_path), version=v - 1).files())
+    files_after = len(DeltaTable(str(wh.table_path), version=v).files())
+    assert files_after < files_before, (files_before, files_after)
+    strata.assert_alive()
+
+    producer.join()
+    assert not errors, errors
+    n_valid = sum(map(is_valid, records))
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= n_valid)[1], 120, "all valid rows")
+    wait_until(lambda: wh.dead_letter_count() >= len(records) - n_valid, 30, "all dead letters")
+    assert strata.stop() == 0, strata.log()[-3000:]
+    # Every record once: no epoch commit failed or doubled because of it.
+    check_exactly_once(wh, records)
+    assert "ERROR" not in strata.log(), strata.log()[-3000:]
+
+
+def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retention_need(
+        tmp_path, strata_bin, kafka, rng):
+    topic = unique("deals")
+    create_topic(kafka, topic, partitions=2)
+    records = make_records(3_000, partitions=2, malformed_every=41, rng=rng)
+    producer, errors = produce_in_background(kafka, topic, records, chunk=150, pause=0.2)
+    wh = Warehouse(tmp_path, kafka, topic, interval="200ms",
+                   extra=f"maintenance:\n  min_small_files: 4\n  vacuum_retention: {RETENTION_S}s\n")
+    # Epoch 3's files are written, then the process dies before its
+    # manifest: they are in no version of the table.
+    strata = Strata(strata_bin, wh).start(STRATA_FAILPOINT="before_manifest:3")
+    assert strata.wait(timeout=60) == -signal.SIGABRT, strata.log()[-3000:]
+    orphans = parquet_files(wh.table_path) - referenced_files(wh.table_path)
+    assert orphans, "the crashed epoch left no files"
+
+    strata.start()
+    producer.join()
+    assert not errors, errors
+    n_valid = sum(map(is_valid, records))
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= n_valid)[1], 120, "all valid rows")
+
+    # Older than the retention: the crashed epoch's files (a retention is
+    # a time, so the test waits for it to pass).
+    newest = max(os.path.getmtime(wh.table_path / f) for f in orphans)
+    wait_until(lambda: time.time() - newest > RETENTION_S + 1, RETENTION_S + 30, "the orphans to age")
+    # Compaction now: the files it replaces are needed by versions within
+    # the retention.
+    done = maintain(strata_bin, wh, "--layer", wh.layer)
+    assert done.returncode == 0 and "compacted" in done.stdout, done.stdout + done.stderr
+    v = optimize_versions(wh.table_path)[0]
+    before_compaction = rows_at(wh.table_path, v - 1)
+
+    dry = maintain(strata_bin, wh, "--layer", wh.layer, "--vacuum", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert all(o in dry.stdout for o in orphans), dry.stdout
+    assert orphans <= parquet_files(wh.table_path), "a dry run removed files"
+
+    done = maintain(strata_bin, wh, "--layer", wh.layer, "--vacuum")
+    assert done.returncode == 0, done.stderr
+    left = parquet_files(wh.table_path)
+    assert not (orphans & left), orphans & left
+    # Every version since the compaction's parent reads whole.
+    newest_version = DeltaTable(str(wh.table_path)).version()
+    for version in range(v - 1, newest_version + 1):
+        DeltaTable(str(wh.table_path), version=version).to_pyarrow_table()
+    assert rows_at(wh.table_path, v - 1) == before_compaction
+    assert strata.stop() == 0, strata.log()[-3000:]
+    check_exactly_once(wh, records)
+
+    # A table missing a file it names is refused, and nothing is removed.
+    victim = wh.table_path / DeltaTable(str(wh.table_path)).files()[0]
+    victim.unlink()
+    files = parquet_files(wh.table_path)
+    refused = maintain(strata_bin, wh, "--layer", wh.layer, "--vacuum")
+    assert refused.returncode != 0
+    assert "do not exist" in refused.stderr, refused.stderr
+    assert parquet_files(wh.table_path) == files
