@@ -237,32 +237,39 @@ pub(crate) async fn commit_all(
     manifest: &Manifest,
     failpoints: &dyn Failpoints,
 ) -> Result<()> {
-    let mut work: HashMap<&str, &PendingCommit> = HashMap::new();
-    for pending in manifest.sinks.iter().filter(|p| !p.is_empty()) {
-        if !committers.contains_key(&pending.table) {
+    let mut work: HashMap<&str, (usize, &PendingCommit)> = HashMap::new();
+    let mut empty = Vec::new();
+    for (i, pending) in manifest.sinks.iter().enumerate() {
+        if pending.is_empty() {
+            empty.push(i);
+        } else if !committers.contains_key(&pending.table) {
             warn!(table = %pending.table, epoch, "the checkpoint names a table no layer writes any more; skipping it");
-            continue;
+        } else {
+            work.insert(pending.table.as_str(), (i, pending));
         }
-        work.insert(pending.table.as_str(), pending);
     }
     let mut commits: FuturesUnordered<_> = committers
         .iter_mut()
         .filter_map(|(url, committer)| {
-            let pending = *work.get(url.as_str())?;
+            let (i, pending) = *work.get(url.as_str())?;
             Some(async move {
                 let outcome = committer.commit(epoch, pending).await;
-                (pending.table.as_str(), outcome)
+                (i, pending.table.as_str(), outcome)
             })
         })
         .collect();
     let mut done = 0;
-    while let Some((table, outcome)) = commits.next().await {
+    while let Some((i, table, outcome)) = commits.next().await {
         let outcome = outcome?;
         debug!(table, epoch, ?outcome, "table commit");
         done += 1;
         if done == 1 {
             failpoints.hit(Point::BetweenTableCommits, epoch)?;
         }
+        failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
+    }
+    // A table the epoch left empty is "committed" once the others are.
+    for i in empty {
         failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
     }
     Ok(())
