@@ -75,7 +75,8 @@ fn describe(e: FlightError, endpoint: &str) -> String {
     let lower = text.to_lowercase();
     if !(lower.contains("transport error")
         || lower.contains("broken pipe")
-        || lower.contains("connection reset"))
+        || lower.contains("connection reset")
+        || lower.contains("connection closed"))
     {
         return text;
     }

@@ -397,8 +397,8 @@ mod tests {
 
     #[test]
     fn conditions_that_planning_combines_count_together() {
-        let on = vec!["a.x = b.x"; 10].join(" AND ");
-        let filter = vec!["a.y = 1"; 10].join(" AND ");
+        let on = ["a.x = b.x"; 10].join(" AND ");
+        let filter = ["a.y = 1"; 10].join(" AND ");
         let sql = format!("SELECT a.x FROM a JOIN b ON {on} WHERE {filter}");
         assert!(depth(&sql) >= 39, "{}", depth(&sql));
         let unions = vec!["SELECT 1"; 50].join(" UNION ALL ");

@@ -212,8 +212,8 @@ def running(warehouse, strata_bin, kafka, rng):
     """`strata run` with an ODS pipeline fed all along, and its epochs."""
     topic = unique("deals")
     create_topic(kafka, topic, partitions=2)
-    records = make_records(200_000, partitions=2, malformed_every=0, rng=rng)
-    producer, errors = produce_in_background(kafka, topic, records, chunk=500, pause=0.05)
+    records = make_records(40_000, partitions=2, malformed_every=0, rng=rng)
+    producer, errors = produce_in_background(kafka, topic, records, chunk=400, pause=0.1)
     strata = Process(strata_bin, warehouse, "run", topic=topic, kafka=kafka)
     epochs = Epochs(warehouse)
     wait_until(lambda: (strata.assert_alive(), epochs.count() >= 3)[1], 90, "the pipeline's first epochs")
@@ -453,7 +453,8 @@ def test_timeouts_and_a_full_queue(warehouse, strata_bin):
     quick.start()
     wait_until(lambda: server.status()["queued"] == 1, 30, "a query to queue")
     for t in long + [quick]:
-        t.join()
+        t.join(timeout=120)
+        assert not t.is_alive(), "a query outlived its timeout"
     assert [results[f"long{i}"] for i in range(4)] == ["DEADLINE_EXCEEDED"] * 4, results
     assert results["quick"] == 1, results
     server.assert_alive()
