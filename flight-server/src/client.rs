@@ -74,6 +74,7 @@ fn describe(e: FlightError, endpoint: &str) -> String {
     };
     let lower = text.to_lowercase();
     if !(lower.contains("transport error")
+        || lower.contains("transport::error")
         || lower.contains("broken pipe")
         || lower.contains("connection reset")
         || lower.contains("connection closed"))
