@@ -1,11 +1,16 @@
 //! Flight SQL serving, measured over loopback against `strata serve`:
-//! - point queries on a small ADS table (one row by key): latency p50/p99;
+//! - point queries on a small ADS table (one row by key): latency p50/p99,
+//!   from one client, then from `--clients` clients at once (each its own
+//!   connection, as many BI users would be);
 //! - a full scan of a 10M-row table: MB/s and rows/s received by the client,
 //!   and the server's peak RSS (results stream, so it stays far below the
 //!   size of the result).
 //!
+//! `--strata PATH` measures another build of the server (e.g. an older
+//! commit's), so before and after can be compared with the same client.
+//!
 //! ```text
-//! cargo bench --bench flight_sql -- --rows 10000000 --point-queries 2000
+//! cargo bench --bench flight_sql -- --rows 10000000 --point-queries 2000 --clients 32
 //! ```
 
 mod support;
@@ -30,17 +35,24 @@ use support::stats::{Percentile, Samples};
 struct Args {
     rows: u64,
     point_queries: usize,
+    clients: usize,
+    strata: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let flags = Flags::parse(&["rows", "point-queries"])?;
+    let flags = Flags::parse(&["rows", "point-queries", "clients", "strata"])?;
     Ok(Args {
         rows: flags.get("rows", 10_000_000)?,
         point_queries: flags.get("point-queries", 2_000)?,
+        clients: flags.get("clients", 32)?,
+        strata: flags.text("strata").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_strata")),
+            PathBuf::from,
+        ),
     })
 }
 
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
+type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 fn main() -> ExitCode {
     let args = match parse_args() {
@@ -77,9 +89,9 @@ async fn run(args: &Args) -> BenchResult<()> {
             "warehouse: bench\nstorage: {{root: ./data}}\nkafka: {{bootstrap_servers: \"127.0.0.1:1\"}}\nserve: {{listen: \"127.0.0.1:{port}\"}}\nlayers: []\n"
         ),
     )?;
-    let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
+    println!("  server: {}", args.strata.display());
     let server = Measured::spawn(
-        &strata,
+        &args.strata,
         &[
             "--log-format",
             "json",
@@ -91,7 +103,7 @@ async fn run(args: &Args) -> BenchResult<()> {
     let mut client = connect(port).await?;
 
     // Point queries: warm up, then measure each round trip (plan + fetch).
-    let point = |i: usize| {
+    let point = move |i: usize| {
         format!(
             "SELECT gmv, deals FROM ads.gmv_by_city_minute WHERE city = '{}' AND minute = {}",
             CITIES[i % CITIES.len()],
@@ -115,6 +127,42 @@ async fn run(args: &Args) -> BenchResult<()> {
         "[point] {} queries, one row each by key from 8,640 rows: {}",
         args.point_queries,
         latencies.describe(&[Percentile::P50, Percentile::P99], 1000.0, "ms", 2)
+    );
+
+    // The same point queries from many clients at once.
+    let t = Instant::now();
+    let mut tasks = Vec::with_capacity(args.clients);
+    for c in 0..args.clients {
+        let per_client = args.point_queries.div_ceil(args.clients);
+        tasks.push(tokio::spawn(async move {
+            let mut client = connect(port).await?;
+            let mut latencies = Vec::with_capacity(per_client);
+            for q in 0..per_client {
+                let i = c * per_client + q;
+                let t = Instant::now();
+                let rows = query_rows(&mut client, &point(i)).await?;
+                latencies.push(t.elapsed().as_micros() as i64);
+                if rows != 1 {
+                    return Err(format!("point query {i} returned {rows} rows, not 1").into());
+                }
+            }
+            BenchResult::Ok(latencies)
+        }));
+    }
+    let mut latencies_us = Vec::with_capacity(args.point_queries);
+    for task in tasks {
+        latencies_us.extend(task.await??);
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let queries = latencies_us.len();
+    let latencies = Samples::new(latencies_us);
+    println!(
+        "[point x{}] {} queries from {} clients at once: {}; {:.0} queries/s",
+        args.clients,
+        queries,
+        args.clients,
+        latencies.describe(&[Percentile::P50, Percentile::P99], 1000.0, "ms", 2),
+        queries as f64 / secs
     );
 
     // Full scan.

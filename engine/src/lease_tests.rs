@@ -118,7 +118,7 @@ async fn a_holder_whose_lease_was_taken_stops() {
     let kept = lease.keep(stop.clone());
     tokio::time::sleep(TTL).await;
     assert!(stop.is_triggered(), "the run was not stopped");
-    let err = kept.release().await.err().expect("lost").to_string();
+    let err = kept.release().await.expect_err("lost").to_string();
     assert!(err.contains("lost the warehouse's lease"), "{err}");
 }
 

@@ -4,13 +4,16 @@
 //! sends `authorization: Basic ...` with the handshake and gets back
 //! `authorization: Bearer <token>`, which it sends on every later call.
 //! Some clients send Basic on every call instead; that is accepted too.
+//! Basic credentials are accepted in base64 with or without padding: RFC
+//! 7617 clients differ, and ADBC's Go driver leaves the padding out.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tonic::Status;
 use tonic::metadata::MetadataMap;
 
@@ -23,10 +26,23 @@ pub struct Credentials {
     pub password: String,
 }
 
+/// Standard base64, padded or not.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Sessions (bearer tokens) one user may hold at once.
+const TOKENS_PER_USER: usize = 10_000;
+
+/// Who made a call: the user name, or `""` when the server has no users.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller(pub String);
+
 /// Checks credentials and issues and checks bearer tokens.
 pub struct Authenticator {
     users: Vec<Credentials>,
-    tokens: Mutex<HashMap<String, Instant>>,
+    tokens: Mutex<HashMap<String, (String, Instant)>>,
     ttl: Duration,
 }
 
@@ -60,19 +76,34 @@ impl Authenticator {
                 "this server requires a user name and password; configure them in your client (ADBC: username/password options)",
             )
         })?;
-        self.check_basic(header)?;
+        let caller = self.check_basic(header)?;
         let now = Instant::now();
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        tokens.retain(|_, expires| *expires > now);
-        tokens.insert(token.clone(), now + self.ttl);
+        tokens.retain(|_, (_, expires)| *expires > now);
+        // A client that connects in a loop cannot grow the table without
+        // end: past the cap, the user's oldest session goes.
+        let mine: Vec<(&String, Instant)> = tokens
+            .iter()
+            .filter(|(_, (user, _))| *user == caller.0)
+            .map(|(t, (_, expires))| (t, *expires))
+            .collect();
+        if mine.len() >= TOKENS_PER_USER
+            && let Some(oldest) = mine
+                .iter()
+                .min_by_key(|(_, e)| *e)
+                .map(|(t, _)| (*t).clone())
+        {
+            tokens.remove(&oldest);
+        }
+        tokens.insert(token.clone(), (caller.0, now + self.ttl));
         Ok(token)
     }
 
     /// Checks a call's `authorization` header: a live bearer token, or Basic
     /// credentials.
-    pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
+    pub fn check(&self, metadata: &MetadataMap) -> Result<Caller, Status> {
         if !self.enabled() {
-            return Ok(());
+            return Ok(Caller::default());
         }
         let header = authorization(metadata)?.ok_or_else(|| {
             Status::unauthenticated("no credentials: authenticate with the handshake first")
@@ -80,7 +111,7 @@ impl Authenticator {
         if let Some(token) = header.strip_prefix("Bearer ") {
             let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
             return match tokens.get(token.trim()) {
-                Some(expires) if *expires > Instant::now() => Ok(()),
+                Some((user, expires)) if *expires > Instant::now() => Ok(Caller(user.clone())),
                 Some(_) => Err(Status::unauthenticated(
                     "the session token expired; connect again",
                 )),
@@ -92,11 +123,11 @@ impl Authenticator {
         self.check_basic(header)
     }
 
-    fn check_basic(&self, header: &str) -> Result<(), Status> {
+    fn check_basic(&self, header: &str) -> Result<Caller, Status> {
         let encoded = header.strip_prefix("Basic ").ok_or_else(|| {
             Status::unauthenticated("use Basic authentication (user name and password)")
         })?;
-        let decoded = STANDARD
+        let decoded = BASE64
             .decode(encoded.trim())
             .ok()
             .and_then(|b| String::from_utf8(b).ok())
@@ -104,12 +135,13 @@ impl Authenticator {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| Status::unauthenticated("malformed Basic credentials"))?;
-        let ok = self.users.iter().any(|u| {
-            constant_time_eq(u.username.as_bytes(), user.as_bytes())
-                & constant_time_eq(u.password.as_bytes(), password.as_bytes())
+        let ok = self.users.iter().fold(false, |found, u| {
+            found
+                | (constant_time_eq(u.username.as_bytes(), user.as_bytes())
+                    & constant_time_eq(u.password.as_bytes(), password.as_bytes()))
         });
         if ok {
-            Ok(())
+            Ok(Caller(user.to_string()))
         } else {
             Err(Status::unauthenticated("wrong user name or password"))
         }
@@ -138,6 +170,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+
     use super::*;
 
     fn with_header(value: &str) -> MetadataMap {
@@ -167,9 +201,31 @@ mod tests {
     fn handshake_issues_a_token_that_later_calls_use() {
         let a = auth();
         let token = a.handshake(&basic("bi", "s3cret")).unwrap();
-        a.check(&with_header(&format!("Bearer {token}"))).unwrap();
+        let caller = a.check(&with_header(&format!("Bearer {token}"))).unwrap();
+        assert_eq!(caller, Caller("bi".into()));
         assert!(a.check(&with_header("Bearer nope")).is_err());
         a.check(&basic("bi", "s3cret")).unwrap();
+    }
+
+    #[test]
+    fn basic_credentials_with_or_without_padding() {
+        // user:password of every length mod 3: 0, 1 and 2 bytes of padding.
+        for password in ["s3cret", "s3cret1", "s3cret12"] {
+            let a = Authenticator::new(
+                vec![Credentials {
+                    username: "bi".into(),
+                    password: password.into(),
+                }],
+                Duration::from_secs(60),
+            );
+            let pair = format!("bi:{password}");
+            for encoded in [STANDARD.encode(&pair), STANDARD_NO_PAD.encode(&pair)] {
+                let caller = a.check(&with_header(&format!("Basic {encoded}"))).unwrap();
+                assert_eq!(caller, Caller("bi".into()));
+                a.handshake(&with_header(&format!("Basic {encoded}")))
+                    .unwrap();
+            }
+        }
     }
 
     #[test]

@@ -9,9 +9,8 @@ use arrow::record_batch::RecordBatch;
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use futures::TryStreamExt;
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 
-use crate::server::install_crypto_provider;
+use crate::client_tls::connect;
 
 /// Where the server is and how to sign in.
 #[derive(Debug, Clone)]
@@ -20,7 +19,8 @@ pub struct ClientConfig {
     pub endpoint: String,
     /// User name and password, when the server requires them.
     pub credentials: Option<(String, String)>,
-    /// A CA certificate (PEM) to trust for https endpoints.
+    /// A CA certificate (PEM) to trust for https endpoints (a self-signed
+    /// server certificate works too); without one, the system's CAs.
     pub ca: Option<PathBuf>,
 }
 
@@ -28,31 +28,18 @@ pub struct ClientConfig {
 /// one, empty, so the columns are known even when no row matched). Errors
 /// say what failed in a line a user can act on.
 pub async fn run_query(config: &ClientConfig, sql: &str) -> Result<Vec<RecordBatch>, String> {
-    let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-        .map_err(|e| format!("endpoint {}: {e}", config.endpoint))?;
-    if config.endpoint.starts_with("https://") {
-        install_crypto_provider();
-        let mut tls = ClientTlsConfig::new().with_enabled_roots();
-        if let Some(ca) = &config.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("CA file {}: {e}", ca.display()))?;
-            tls = tls.ca_certificate(Certificate::from_pem(pem));
-        }
-        endpoint = endpoint.tls_config(tls).map_err(|e| format!("TLS: {e}"))?;
-    }
-    let channel = endpoint.connect().await.map_err(|e| {
-        format!(
-            "cannot connect to {}: {e}; is `strata serve` (or `strata run`) running there?",
-            config.endpoint
-        )
-    })?;
+    let channel = connect(&config.endpoint, config.ca.as_deref()).await?;
     let mut client = FlightSqlServiceClient::new(channel);
     if let Some((user, password)) = &config.credentials {
-        client.handshake(user, password).await.map_err(describe)?;
+        client
+            .handshake(user, password)
+            .await
+            .map_err(|e| describe(e, &config.endpoint))?;
     }
     let info = client
         .execute(sql.to_string(), None)
         .await
-        .map_err(describe)?;
+        .map_err(|e| describe(e, &config.endpoint))?;
     let schema = info
         .clone()
         .try_decode_schema()
@@ -62,8 +49,14 @@ pub async fn run_query(config: &ClientConfig, sql: &str) -> Result<Vec<RecordBat
         let Some(ticket) = endpoint.ticket else {
             continue;
         };
-        let stream = client.do_get(ticket).await.map_err(describe)?;
-        let mut part: Vec<RecordBatch> = stream.try_collect().await.map_err(describe)?;
+        let stream = client
+            .do_get(ticket)
+            .await
+            .map_err(|e| describe(e, &config.endpoint))?;
+        let mut part: Vec<RecordBatch> = stream
+            .try_collect()
+            .await
+            .map_err(|e| describe(e, &config.endpoint))?;
         batches.append(&mut part);
     }
     if batches.is_empty() {
@@ -72,10 +65,26 @@ pub async fn run_query(config: &ClientConfig, sql: &str) -> Result<Vec<RecordBat
     Ok(batches)
 }
 
-/// Server errors arrive as gRPC statuses; show the code and message only.
-fn describe(e: FlightError) -> String {
-    match e {
+/// Server errors arrive as gRPC statuses: show the code and message; a
+/// broken connection gets a hint at its likely cause.
+fn describe(e: FlightError, endpoint: &str) -> String {
+    let text = match e {
         FlightError::Tonic(status) => format!("{:?}: {}", status.code(), status.message()),
         other => other.to_string(),
+    };
+    let lower = text.to_lowercase();
+    if !(lower.contains("transport error")
+        || lower.contains("transport::error")
+        || lower.contains("broken pipe")
+        || lower.contains("connection reset")
+        || lower.contains("connection closed"))
+    {
+        return text;
     }
+    let hint = if endpoint.starts_with("http://") {
+        "the connection broke: if the server uses TLS, connect with https:// (and --ca for a self-signed certificate)"
+    } else {
+        "the connection broke: check the address and that the server is running"
+    };
+    format!("{text}; {hint}")
 }

@@ -1,68 +1,222 @@
-//! Running statements: planning them read-only with their bound
-//! parameters, and streaming their results.
+//! Running statements: checking their shape, planning them read-only with
+//! their bound parameters, and running them within the limits.
 //!
-//! Results stream: DataFusion produces record batches as it scans, each is
-//! encoded and sent as it comes, so a large result never sits whole in
-//! memory; a client that goes away drops the stream, and with it the query.
+//! Every step that touches a client's SQL or parameters runs on the query
+//! runtime (`query_runtime`), holding a slot (`admission`), within the
+//! query timeout: planning for `GetFlightInfo` and `CreatePreparedStatement`,
+//! decoding parameters for `DoPut`, and planning and running for `DoGet`,
+//! whose results stream (`result_stream`).
 
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use arrow_flight::FlightData;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use datafusion::common::ScalarValue;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::prelude::DataFrame;
-use futures::{Stream, StreamExt, TryStreamExt};
+use prost::bytes::Bytes;
 use tonic::Status;
-use tracing::debug;
 
+use crate::admission::Admission;
+use crate::auth::Caller;
+use crate::bound_params::BoundParams;
 use crate::catalog::WarehouseCatalog;
-use crate::statement::StatementHandle;
+use crate::limits::QueryLimits;
+use crate::memory_budget::MemoryInUse;
+use crate::param_ipc::{IpcPart, decode_parameters, encode_parameters, split_stream};
+use crate::plain_strings::plain_schema;
+use crate::query_runtime::QueryRuntime;
+use crate::result_stream::{DoGetStream, start_stream};
+use crate::sql_shape::{ShapeLimits, placeholder_count, shape};
+use crate::statement::{HandleSigner, StatementHandle};
 use crate::status::query_status;
 
-/// A query result on its way to the client.
-pub(crate) type DoGetStream =
-    Pin<Box<dyn Stream<Item = Result<FlightData, Status>> + Send + 'static>>;
-
-/// Parameters bound by clients that keep using the original prepared
-/// statement handle, by handle id; forgotten on close or after an hour.
-const BOUND_PARAMS_TTL: Duration = Duration::from_secs(3600);
+/// What a prepared statement's creation returns.
+pub(crate) struct Prepared {
+    pub handle: Bytes,
+    pub dataset_schema: SchemaRef,
+    pub parameter_schema: Schema,
+}
 
 /// Plans and runs statements over the warehouse catalog.
+#[derive(Clone)]
 pub(crate) struct QueryRunner {
-    ctx: SessionContext,
-    catalog: Arc<WarehouseCatalog>,
-    bound: Mutex<HashMap<String, (String, Instant)>>,
-    active: Arc<AtomicUsize>,
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub ctx: SessionContext,
+    pub catalog: Arc<WarehouseCatalog>,
+    pub runtime: Arc<QueryRuntime>,
+    pub admission: Admission,
+    pub memory: Arc<MemoryInUse>,
+    pub signer: HandleSigner,
+    pub bound: BoundParams,
+    pub limits: QueryLimits,
+    pub string_view: bool,
 }
 
 impl QueryRunner {
-    pub(crate) fn new(ctx: SessionContext, catalog: Arc<WarehouseCatalog>) -> Self {
+    pub(crate) fn new(inner: Inner) -> Self {
         QueryRunner {
-            ctx,
-            catalog,
-            bound: Mutex::new(HashMap::new()),
-            active: Arc::new(AtomicUsize::new(0)),
+            inner: Arc::new(inner),
         }
     }
 
     pub(crate) fn catalog(&self) -> &WarehouseCatalog {
-        &self.catalog
+        &self.inner.catalog
     }
 
-    /// Queries whose results are still streaming.
-    pub(crate) fn active_queries(&self) -> usize {
-        self.active.load(Ordering::SeqCst)
+    /// Queries holding a slot (planning or running), waiting for one, and
+    /// the bytes of query memory in use.
+    pub(crate) fn load(&self) -> (usize, usize, usize) {
+        let inner = &self.inner;
+        (
+            inner.admission.running(),
+            inner.admission.queued(),
+            inner.memory.bytes(),
+        )
     }
 
+    /// The most bytes a parameter bind may send.
+    pub(crate) fn parameter_limit(&self) -> usize {
+        self.inner.limits.parameter_bytes
+    }
+
+    /// Bytes of parameters kept for clients reusing first handles.
+    pub(crate) fn kept_parameter_bytes(&self) -> usize {
+        self.inner.bound.bytes()
+    }
+
+    pub(crate) fn status(&self, e: DataFusionError, sql: &str) -> Status {
+        self.inner.status(e, sql)
+    }
+
+    /// A statement's handle and result schema (`GetFlightInfo`).
+    pub(crate) async fn statement_info(
+        &self,
+        caller: Caller,
+        sql: String,
+    ) -> Result<(Bytes, SchemaRef), Status> {
+        self.on_query_runtime(move |inner| async move {
+            let shaped = shape(&sql, inner.shape_limits())?;
+            let handle = StatementHandle::new(shaped.sql);
+            let df = inner.plan(&caller, &handle, false).await?;
+            Ok((inner.signer.encode(&handle), inner.result_schema(&df)))
+        })
+        .await
+    }
+
+    /// A new prepared statement (`CreatePreparedStatement`).
+    pub(crate) async fn prepare(&self, caller: Caller, sql: String) -> Result<Prepared, Status> {
+        self.on_query_runtime(move |inner| async move {
+            let shaped = shape(&sql, inner.shape_limits())?;
+            let handle = StatementHandle::new(shaped.sql);
+            let df = inner.plan(&caller, &handle, false).await?;
+            Ok(Prepared {
+                handle: inner.signer.encode(&handle),
+                dataset_schema: inner.result_schema(&df),
+                parameter_schema: inner.parameter_schema(&df, &handle.sql)?,
+            })
+        })
+        .await
+    }
+
+    /// A prepared statement's ticket and result schema
+    /// (`GetFlightInfo`): the ticket carries the parameters bound, so that
+    /// any replica can run it.
+    pub(crate) async fn prepared_info(
+        &self,
+        caller: Caller,
+        handle: Bytes,
+    ) -> Result<(Bytes, SchemaRef), Status> {
+        self.on_query_runtime(move |inner| async move {
+            let mut handle = inner.decode_handle(&handle)?;
+            if handle.params.is_none()
+                && let Some(kept) = inner.bound.get(&caller.0, &handle.id)
+            {
+                handle.params = Some(kept);
+            }
+            let df = inner.plan(&caller, &handle, true).await?;
+            Ok((inner.signer.encode(&handle), inner.result_schema(&df)))
+        })
+        .await
+    }
+
+    /// Binds one row of parameters (`DoPut`): returns the handle that
+    /// carries them, and keeps them for clients that reuse the old one.
+    pub(crate) async fn bind(
+        &self,
+        caller: Caller,
+        handle: Bytes,
+        parts: Vec<IpcPart>,
+    ) -> Result<Bytes, Status> {
+        self.on_query_runtime(move |inner| async move {
+            let handle = inner.decode_handle(&handle)?;
+            let batch = decode_parameters(&parts)?;
+            let wanted = placeholder_count(&handle.sql);
+            check_parameter_count(batch.num_columns(), wanted)?;
+            row_values(&batch)?;
+            let params = encode_parameters(&batch)?;
+            let bound = handle.with_params(params);
+            let encoded = inner.signer.encode(&bound);
+            if let Some(params) = &bound.params {
+                inner.bound.insert(&caller.0, bound.id, params.clone());
+            }
+            Ok(encoded)
+        })
+        .await
+    }
+
+    /// Forgets a closed prepared statement's parameters.
+    pub(crate) fn close(&self, caller: &Caller, handle: &[u8]) {
+        if let Ok(handle) = self.inner.signer.decode(handle) {
+            self.inner.bound.remove(&caller.0, &handle.id);
+        }
+    }
+
+    /// Plans a ticket's statement and streams its result (`DoGet`).
+    pub(crate) async fn execute(
+        &self,
+        caller: Caller,
+        ticket: Bytes,
+    ) -> Result<DoGetStream, Status> {
+        let slot = self.inner.admission.enter().await?;
+        start_stream(self.inner.clone(), caller, ticket, slot).await
+    }
+
+    /// Runs `job` on the query runtime, holding a slot, within the query
+    /// timeout; aborted if the caller stops waiting.
+    async fn on_query_runtime<F, Fut, T>(&self, job: F) -> Result<T, Status>
+    where
+        F: FnOnce(Arc<Inner>) -> Fut,
+        Fut: Future<Output = Result<T, Status>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let slot = self.inner.admission.enter().await?;
+        let timeout = self.inner.limits.query_timeout;
+        let work = job(self.inner.clone());
+        self.inner
+            .runtime
+            .run(async move {
+                let _slot = slot;
+                tokio::time::timeout(timeout, work)
+                    .await
+                    .map_err(|_| deadline_exceeded(timeout))?
+            })
+            .await
+    }
+}
+
+/// The status of a query stopped by `serve.limits.query_timeout`.
+pub(crate) fn deadline_exceeded(timeout: std::time::Duration) -> Status {
+    Status::deadline_exceeded(format!(
+        "the query ran longer than {timeout:?} (serve.limits.query_timeout) and was stopped"
+    ))
+}
+
+impl Inner {
     pub(crate) fn status(&self, e: DataFusionError, sql: &str) -> Status {
         let known: Vec<String> = self
             .catalog
@@ -73,9 +227,39 @@ impl QueryRunner {
         query_status(e, sql, &known)
     }
 
+    fn shape_limits(&self) -> ShapeLimits {
+        ShapeLimits {
+            sql_bytes: self.limits.sql_bytes,
+            expression_depth: self.limits.expression_depth,
+        }
+    }
+
+    pub(crate) fn decode_handle(&self, bytes: &[u8]) -> Result<StatementHandle, Status> {
+        self.signer
+            .decode(bytes)
+            .map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+
+    /// The result schema clients see.
+    pub(crate) fn result_schema(&self, df: &DataFrame) -> SchemaRef {
+        let schema = df.schema().as_arrow();
+        match (self.string_view, plain_schema(schema)) {
+            (false, Some(plain)) => plain,
+            _ => Arc::new(schema.clone()),
+        }
+    }
+
     /// Plans `handle`'s SQL (read-only: no DDL, DML or SET) with its
-    /// parameters bound.
-    pub(crate) async fn plan(&self, handle: &StatementHandle) -> Result<DataFrame, Status> {
+    /// parameters (the handle's, or those kept for its id) bound. With
+    /// `require_values`, a parameter without a value is an error.
+    pub(crate) async fn plan(
+        &self,
+        caller: &Caller,
+        handle: &StatementHandle,
+        require_values: bool,
+    ) -> Result<DataFrame, Status> {
+        // Handles are signed, but replicas may have other limits.
+        shape(&handle.sql, self.shape_limits())?;
         self.catalog
             .refresh()
             .await
@@ -98,88 +282,34 @@ impl QueryRunner {
             }
             Err(e) => return Err(self.status(e, &handle.sql)),
         };
-        let params = match handle
-            .params()
-            .map_err(|e| Status::invalid_argument(e.to_string()))?
-        {
-            Some(batch) => Some(batch),
-            None => self.server_side_params(handle)?,
+        let wanted = parameter_count(&df).map_err(|e| self.status(e, &handle.sql))?;
+        let params = match &handle.params {
+            Some(p) => Some(p.clone()),
+            None => self.bound.get(&caller.0, &handle.id),
         };
-        match params {
-            Some(batch) => df
-                .with_param_values(row_values(&batch)?)
-                .map_err(|e| self.status(e, &handle.sql)),
-            None => Ok(df),
-        }
-    }
-
-    pub(crate) fn server_side_params(
-        &self,
-        handle: &StatementHandle,
-    ) -> Result<Option<RecordBatch>, Status> {
-        let bound = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        let Some((params, _)) = bound.get(&handle.id) else {
-            return Ok(None);
+        let Some(params) = params else {
+            if require_values && wanted > 0 {
+                return Err(Status::invalid_argument(format!(
+                    "the statement has {wanted} parameter{} ($1{}) but no values are bound; bind one value per `?`",
+                    if wanted == 1 { "" } else { "s" },
+                    if wanted > 1 {
+                        format!(" to ${wanted}")
+                    } else {
+                        String::new()
+                    }
+                )));
+            }
+            return Ok(df);
         };
-        let with = StatementHandle {
-            params: Some(params.clone()),
-            ..handle.clone()
-        };
-        with.params().map_err(|e| Status::internal(e.to_string()))
-    }
-
-    /// Runs `df` and streams its batches to the client.
-    pub(crate) async fn stream(&self, df: DataFrame, sql: &str) -> Result<DoGetStream, Status> {
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-        let batches = df.execute_stream().await.map_err(|e| self.status(e, sql))?;
-        let guard = ActiveQuery::start(self.active.clone());
-        let batches = batches.map(move |batch| {
-            let _running = &guard;
-            batch.map_err(|e| FlightError::ExternalError(Box::new(e)))
-        });
-        let flight = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .build(batches)
-            .map_err(Status::from);
-        Ok(Box::pin(flight))
-    }
-
-    /// Plans `handle` and streams its result.
-    pub(crate) async fn execute(&self, handle: &StatementHandle) -> Result<DoGetStream, Status> {
-        let df = self.plan(handle).await?;
-        self.stream(df, &handle.sql).await
-    }
-
-    /// Binds one row of parameters to a prepared statement: the returned
-    /// handle carries them, and they are kept here too for clients that
-    /// keep using the old handle.
-    pub(crate) fn bind(
-        &self,
-        handle: &StatementHandle,
-        batch: &RecordBatch,
-    ) -> Result<StatementHandle, Status> {
-        row_values(batch)?;
-        let bound = handle
-            .with_params(batch)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if let Some(params) = &bound.params {
-            let now = Instant::now();
-            let mut map = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-            map.retain(|_, (_, at)| now.duration_since(*at) < BOUND_PARAMS_TTL);
-            map.insert(handle.id.clone(), (params.clone(), now));
-        }
-        Ok(bound)
-    }
-
-    /// Forgets a closed prepared statement's parameters.
-    pub(crate) fn forget(&self, handle: &StatementHandle) {
-        let mut map = self.bound.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&handle.id);
+        let batch = decode_parameters(&split_stream(&params)?)?;
+        check_parameter_count(batch.num_columns(), wanted)?;
+        df.with_param_values(row_values(&batch)?)
+            .map_err(|e| self.status(e, &handle.sql))
     }
 
     /// The positional parameters (`$1`, `$2`, ...) of a planned statement,
     /// typed where DataFusion could infer a type (else `Null`).
-    pub(crate) fn parameter_schema(&self, df: &DataFrame, sql: &str) -> Result<Schema, Status> {
+    fn parameter_schema(&self, df: &DataFrame, sql: &str) -> Result<Schema, Status> {
         let mut types: Vec<(usize, Option<DataType>)> = df
             .logical_plan()
             .get_parameter_types()
@@ -197,26 +327,40 @@ impl QueryRunner {
     }
 }
 
+/// The highest `$n` the planned statement uses.
+fn parameter_count(df: &DataFrame) -> Result<usize, DataFusionError> {
+    Ok(df
+        .logical_plan()
+        .get_parameter_types()?
+        .keys()
+        .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0))
+}
+
+fn check_parameter_count(bound: usize, wanted: usize) -> Result<(), Status> {
+    if bound == wanted {
+        return Ok(());
+    }
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    Err(Status::invalid_argument(if bound > wanted {
+        format!(
+            "{bound} parameter value{} bound, but the statement has {wanted} placeholder{}: bind one value per `?`",
+            plural(bound),
+            plural(wanted)
+        )
+    } else {
+        format!(
+            "only {bound} parameter value{} bound, but the statement has {wanted} placeholder{}: parameter ${} has no value",
+            plural(bound),
+            plural(wanted),
+            bound + 1
+        )
+    }))
+}
+
 fn is_missing_table(e: &DataFusionError) -> bool {
     matches!(e.find_root(), DataFusionError::Plan(m) if m.contains("' not found"))
-}
-
-/// Counts a streaming query until its stream is dropped: finished, failed,
-/// or abandoned by a client that disconnected.
-struct ActiveQuery(Arc<AtomicUsize>);
-
-impl ActiveQuery {
-    fn start(counter: Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        ActiveQuery(counter)
-    }
-}
-
-impl Drop for ActiveQuery {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        debug!("query stream ended");
-    }
 }
 
 /// The one row of bound parameters as positional values.

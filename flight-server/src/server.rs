@@ -10,6 +10,9 @@ use std::time::Duration;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SessionConfig, SessionContext};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::GreedyMemoryPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::StreamExt;
@@ -18,9 +21,18 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 use url::Url;
 
+use crate::admission::Admission;
 use crate::auth::{Authenticator, Credentials};
+use crate::bound_params::BoundParams;
 use crate::catalog::{CATALOG, WarehouseCatalog};
+use crate::generated_rows::cap_series_functions;
+use crate::guarded_service::GuardedService;
+use crate::limits::QueryLimits;
+use crate::memory_budget::{MemoryInUse, queries_within};
+use crate::query_runner::{Inner, QueryRunner};
+use crate::query_runtime::QueryRuntime;
 use crate::service::StrataFlightSql;
+use crate::statement::HandleSigner;
 
 /// How long a session token from the handshake stays valid.
 const TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -38,6 +50,12 @@ pub struct ServeConfig {
     pub root: Url,
     /// object_store options for the root.
     pub storage_options: HashMap<String, String>,
+    /// What queries may use.
+    pub limits: QueryLimits,
+    /// The key statement handles are signed with; `None`: a random key.
+    pub handle_key: Option<Vec<u8>>,
+    /// Serve strings as `Utf8View` instead of plain `Utf8`.
+    pub string_view: bool,
 }
 
 /// PEM files for TLS.
@@ -68,6 +86,9 @@ pub enum ServeError {
     /// The warehouse catalog could not be opened.
     #[error("catalog: {0}")]
     Catalog(#[from] DataFusionError),
+    /// The query threads could not be started.
+    #[error("cannot start the query threads: {0}")]
+    Runtime(std::io::Error),
     /// The gRPC server failed.
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -113,20 +134,42 @@ pub async fn start(
         config.storage_options.clone(),
     )?);
     catalog.refresh().await?;
-    let session = SessionConfig::new()
-        .with_information_schema(true)
-        .with_create_default_catalog_and_schema(false)
-        .with_default_catalog_and_schema(CATALOG, "ods");
-    let ctx = SessionContext::new_with_config(session);
+    let limits = config.limits.clone();
+    let ctx = session(&limits, config.string_view)?;
     ctx.register_catalog(CATALOG, catalog.provider());
 
-    let auth = Authenticator::new(config.users.clone(), TOKEN_TTL);
+    let auth = Arc::new(Authenticator::new(config.users.clone(), TOKEN_TTL));
     let auth_note = if auth.enabled() {
         format!("basic -> bearer, {} user(s)", config.users.len())
     } else {
         "none (loopback only)".to_string()
     };
-    let service = StrataFlightSql::new(ctx, catalog, auth);
+    if config.handle_key.is_none() {
+        info!(
+            "statement handles are signed with a random key: they work on this process only; set serve.handle_key to share them between replicas"
+        );
+    }
+    let runner = QueryRunner::new(Inner {
+        ctx,
+        catalog,
+        runtime: QueryRuntime::new(limits.query_threads, limits.expression_depth)
+            .map_err(ServeError::Runtime)?,
+        admission: Admission::new(
+            queries_within(
+                limits.memory,
+                limits.query_memory,
+                limits.concurrent_queries,
+            ),
+            limits.queued_queries,
+            limits.queue_timeout,
+        ),
+        memory: Arc::new(MemoryInUse::default()),
+        signer: HandleSigner::new(config.handle_key.as_deref(), limits.handle_bytes()),
+        bound: BoundParams::new(limits.prepared_per_user, limits.prepared_ttl),
+        limits: limits.clone(),
+        string_view: config.string_view,
+    });
+    let service = GuardedService::new(Arc::new(StrataFlightSql::new(runner, auth.clone())), auth);
 
     let listener = TcpListener::bind(listen)
         .await
@@ -153,9 +196,19 @@ pub async fn start(
         address = %local_addr,
         tls = config.tls.is_some(),
         auth = %auth_note,
+        query_threads = limits.query_threads,
+        concurrent_queries =
+            queries_within(limits.memory, limits.query_memory, limits.concurrent_queries),
+        query_memory_mib = limits.query_memory >> 20,
+        memory_mib = limits.memory >> 20,
+        query_timeout = ?limits.query_timeout,
         "Flight SQL server listening (catalog `strata`, schemas ods, dwd, dws, ads)"
     );
-    let router = builder.add_service(FlightServiceServer::new(service));
+    // Handles come back in tickets and commands: a message must hold the
+    // largest handle the server issues.
+    let max_message = limits.handle_bytes().max(4 << 20) + (64 << 10);
+    let router = builder
+        .add_service(FlightServiceServer::new(service).max_decoding_message_size(max_message));
     // Small responses (a point query's one row) would otherwise wait for
     // Nagle's algorithm and the client's delayed ACK: ~40 ms per round trip.
     let incoming = TcpListenerStream::new(listener).map(|conn| {
@@ -173,4 +226,32 @@ pub async fn start(
             .map_err(ServeError::from)
     });
     Ok(RunningServer { local_addr, task })
+}
+
+/// The DataFusion session queries are planned in: read-only catalog,
+/// parallelism of the query threads, plain strings unless asked, spilling
+/// to disk within `serve.limits.spill`, capped series functions.
+fn session(limits: &QueryLimits, string_view: bool) -> Result<SessionContext, ServeError> {
+    let mut session = SessionConfig::new()
+        .with_information_schema(true)
+        .with_create_default_catalog_and_schema(false)
+        .with_default_catalog_and_schema(CATALOG, "ods")
+        .with_target_partitions(limits.query_threads.max(1));
+    let options = session.options_mut();
+    options.execution.parquet.schema_force_view_types = string_view;
+    options.sql_parser.map_string_types_to_utf8view = string_view;
+    let disk = if limits.spill == 0 {
+        DiskManagerBuilder::default().with_mode(DiskManagerMode::Disabled)
+    } else {
+        DiskManagerBuilder::default().with_max_temp_directory_size(limits.spill)
+    };
+    // Queries run with pools of their own (`memory_budget`); this one only
+    // bounds anything that would run without.
+    let runtime = RuntimeEnvBuilder::new()
+        .with_disk_manager_builder(disk)
+        .with_memory_pool(Arc::new(GreedyMemoryPool::new(limits.query_memory)))
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(session, runtime);
+    cap_series_functions(&ctx, limits.generated_rows);
+    Ok(ctx)
 }

@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, RecordBatch, new_empty_array};
-use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::encode::FlightDataEncoderBuilder;
@@ -20,51 +19,42 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse,
-    IpcMessage, SchemaAsIpc, Ticket,
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
-use datafusion::execution::context::SessionContext;
-use futures::{Stream, TryStreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::Authenticator;
-use crate::catalog::{CATALOG, SCHEMAS, WarehouseCatalog};
-use crate::query_runner::{DoGetStream, QueryRunner};
+use crate::catalog::{CATALOG, SCHEMAS};
+use crate::guarded_service::caller;
+use crate::param_ipc::IpcPart;
+use crate::query_runner::QueryRunner;
+use crate::result_stream::DoGetStream;
 use crate::server_info::{SQL_INFO, XDBC_TYPES};
-use crate::statement::{StatementHandle, number_placeholders};
 
-/// The Flight SQL service over a warehouse.
-pub struct StrataFlightSql {
+/// The monitoring actions.
+const ACTIVE_QUERIES: &str = "strata.active_queries";
+const QUERY_STATUS: &str = "strata.query_status";
+
+/// Most messages a parameter bind may send (a schema, a batch, and the
+/// descriptor-only first message some clients send).
+const BIND_MESSAGES: usize = 8;
+
+/// The Flight SQL service over a warehouse (reached through
+/// `GuardedService`, which checks credentials).
+pub(crate) struct StrataFlightSql {
     runner: QueryRunner,
-    auth: Authenticator,
+    auth: Arc<Authenticator>,
 }
 
 impl StrataFlightSql {
-    /// A service querying `catalog` through `ctx`, authenticating with `auth`.
-    pub fn new(ctx: SessionContext, catalog: Arc<WarehouseCatalog>, auth: Authenticator) -> Self {
-        StrataFlightSql {
-            runner: QueryRunner::new(ctx, catalog),
-            auth,
-        }
+    /// A service running queries with `runner`, authenticating with `auth`.
+    pub(crate) fn new(runner: QueryRunner, auth: Arc<Authenticator>) -> Self {
+        StrataFlightSql { runner, auth }
     }
-
-    /// Queries whose results are still streaming.
-    pub fn active_queries(&self) -> usize {
-        self.runner.active_queries()
-    }
-}
-
-/// A handle for a client's SQL, with `?` placeholders numbered.
-fn new_handle(sql: &str) -> Result<StatementHandle, Status> {
-    let sql = number_placeholders(sql)
-        .map_err(|e| Status::invalid_argument(format!("SQL syntax error: {e}")))?;
-    Ok(StatementHandle::new(sql))
-}
-
-fn decode_handle(bytes: &[u8]) -> Result<StatementHandle, Status> {
-    StatementHandle::decode(bytes).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn schema_bytes(schema: &Schema) -> Result<prost::bytes::Bytes, Status> {
@@ -115,6 +105,44 @@ fn unavailable_info() -> Status {
     Status::internal("server metadata could not be built")
 }
 
+/// Reads a bind's messages, refusing more than `limit` bytes in all before
+/// anything is decoded.
+async fn read_bind(stream: PeekableFlightDataStream, limit: usize) -> Result<Vec<IpcPart>, Status> {
+    let mut stream = stream;
+    let mut parts = Vec::new();
+    let mut total = 0usize;
+    while let Some(data) = stream.next().await {
+        let data = data?;
+        total = total
+            .saturating_add(data.data_header.len())
+            .saturating_add(data.data_body.len())
+            .saturating_add(data.app_metadata.len());
+        if total > limit {
+            return Err(Status::invalid_argument(format!(
+                "the bound parameters are over {limit} bytes (serve.limits.parameter_bytes)"
+            )));
+        }
+        if parts.len() == BIND_MESSAGES {
+            return Err(Status::invalid_argument(
+                "too many messages in a parameter bind: send a schema and one batch of one row",
+            ));
+        }
+        parts.push(IpcPart {
+            header: data.data_header,
+            body: data.data_body,
+        });
+    }
+    Ok(parts)
+}
+
+/// An action's one result.
+fn action_result(
+    body: impl Into<prost::bytes::Bytes>,
+) -> Response<<StrataFlightSql as FlightService>::DoActionStream> {
+    let result = arrow_flight::Result { body: body.into() };
+    Response::new(Box::pin(futures::stream::iter([Ok(result)])))
+}
+
 #[tonic::async_trait]
 impl FlightSqlService for StrataFlightSql {
     type FlightService = StrataFlightSql;
@@ -144,14 +172,15 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
-        let handle = new_handle(&query.query)?;
-        let df = self.runner.plan(&handle).await?;
+        let (handle, schema) = self
+            .runner
+            .statement_info(caller(&request)?, query.query)
+            .await?;
         let ticket = TicketStatementQuery {
-            statement_handle: handle.encode().into(),
+            statement_handle: handle,
         };
         flight_info(
-            df.schema().as_arrow(),
+            &schema,
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -162,9 +191,11 @@ impl FlightSqlService for StrataFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
-        let handle = decode_handle(&ticket.statement_handle)?;
-        Ok(Response::new(self.runner.execute(&handle).await?))
+        let stream = self
+            .runner
+            .execute(caller(&request)?, ticket.statement_handle)
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_action_create_prepared_statement(
@@ -172,14 +203,11 @@ impl FlightSqlService for StrataFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        self.auth.check(request.metadata())?;
-        let handle = new_handle(&query.query)?;
-        let df = self.runner.plan(&handle).await?;
-        let parameters = self.runner.parameter_schema(&df, &handle.sql)?;
+        let prepared = self.runner.prepare(caller(&request)?, query.query).await?;
         Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.encode().into(),
-            dataset_schema: schema_bytes(df.schema().as_arrow())?,
-            parameter_schema: schema_bytes(&parameters)?,
+            prepared_statement_handle: prepared.handle,
+            dataset_schema: schema_bytes(&prepared.dataset_schema)?,
+            parameter_schema: schema_bytes(&prepared.parameter_schema)?,
         })
     }
 
@@ -188,25 +216,14 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        self.auth.check(request.metadata())?;
-        let handle = decode_handle(&query.prepared_statement_handle)?;
-        let batches: Vec<RecordBatch> =
-            arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-                request.into_inner().map_err(FlightError::from),
-            )
-            .try_collect()
-            .await
-            .map_err(Status::from)?;
-        let Some(first) = batches.first() else {
-            return Ok(DoPutPreparedStatementResult {
-                prepared_statement_handle: Some(handle.encode().into()),
-            });
-        };
-        let batch = concat_batches(&first.schema(), &batches)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let bound = self.runner.bind(&handle, &batch)?;
+        let who = caller(&request)?;
+        let parts = read_bind(request.into_inner(), self.runner.parameter_limit()).await?;
+        let bound = self
+            .runner
+            .bind(who, query.prepared_statement_handle, parts)
+            .await?;
         Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bound.encode().into()),
+            prepared_statement_handle: Some(bound),
         })
     }
 
@@ -215,22 +232,16 @@ impl FlightSqlService for StrataFlightSql {
         cmd: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
-        let mut handle = decode_handle(&cmd.prepared_statement_handle)?;
-        let df = self.runner.plan(&handle).await?;
+        let (handle, schema) = self
+            .runner
+            .prepared_info(caller(&request)?, cmd.prepared_statement_handle)
+            .await?;
         // The ticket carries the parameters, so executing it needs no state.
-        if handle.params.is_none()
-            && let Some(batch) = self.runner.server_side_params(&handle)?
-        {
-            handle = handle
-                .with_params(&batch)
-                .map_err(|e| Status::internal(e.to_string()))?;
-        }
         let ticket = CommandPreparedStatementQuery {
-            prepared_statement_handle: handle.encode().into(),
+            prepared_statement_handle: handle,
         };
         flight_info(
-            df.schema().as_arrow(),
+            &schema,
             ticket.as_any().encode_to_vec(),
             request.into_inner(),
         )
@@ -241,9 +252,11 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
-        let handle = decode_handle(&query.prepared_statement_handle)?;
-        Ok(Response::new(self.runner.execute(&handle).await?))
+        let stream = self
+            .runner
+            .execute(caller(&request)?, query.prepared_statement_handle)
+            .await?;
+        Ok(Response::new(stream))
     }
 
     async fn do_action_close_prepared_statement(
@@ -251,10 +264,8 @@ impl FlightSqlService for StrataFlightSql {
         query: ActionClosePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<(), Status> {
-        self.auth.check(request.metadata())?;
-        if let Ok(handle) = StatementHandle::decode(&query.prepared_statement_handle) {
-            self.runner.forget(&handle);
-        }
+        self.runner
+            .close(&caller(&request)?, &query.prepared_statement_handle);
         Ok(())
     }
 
@@ -263,7 +274,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let schema = query.into_builder().schema();
         flight_info(
             &schema,
@@ -275,9 +285,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_catalogs(
         &self,
         query: CommandGetCatalogs,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         let mut builder = query.into_builder();
         builder.append(CATALOG);
         Ok(batch_stream(builder.build()))
@@ -288,7 +297,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         flight_info(
             &schema,
@@ -300,9 +308,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_schemas(
         &self,
         query: CommandGetDbSchemas,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         let mut builder = query.into_builder();
         for schema in SCHEMAS {
             builder.append(CATALOG, schema);
@@ -315,7 +322,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let schema = query.clone().into_builder().schema();
         flight_info(
             &schema,
@@ -327,9 +333,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_tables(
         &self,
         query: CommandGetTables,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         self.runner
             .catalog()
             .refresh()
@@ -350,7 +355,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let schema = query.into_builder().schema();
         flight_info(
             &schema,
@@ -362,9 +366,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_table_types(
         &self,
         query: CommandGetTableTypes,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         let mut builder = query.into_builder();
         builder.append("TABLE");
         Ok(batch_stream(builder.build()))
@@ -375,7 +378,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let info = SQL_INFO.as_ref().ok_or_else(unavailable_info)?;
         let schema = query.clone().into_builder(info).schema();
         flight_info(
@@ -388,9 +390,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_sql_info(
         &self,
         query: CommandGetSqlInfo,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         let info = SQL_INFO.as_ref().ok_or_else(unavailable_info)?;
         Ok(batch_stream(query.into_builder(info).build()))
     }
@@ -400,7 +401,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         let types = XDBC_TYPES.as_ref().ok_or_else(unavailable_info)?;
         let schema = query.into_builder(types).schema();
         flight_info(
@@ -413,9 +413,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_xdbc_type_info(
         &self,
         query: CommandGetXdbcTypeInfo,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         let types = XDBC_TYPES.as_ref().ok_or_else(unavailable_info)?;
         Ok(batch_stream(query.into_builder(types).build()))
     }
@@ -425,7 +424,6 @@ impl FlightSqlService for StrataFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.auth.check(request.metadata())?;
         flight_info(
             &primary_keys_schema(),
             query.as_any().encode_to_vec(),
@@ -436,9 +434,8 @@ impl FlightSqlService for StrataFlightSql {
     async fn do_get_primary_keys(
         &self,
         _query: CommandGetPrimaryKeys,
-        request: Request<Ticket>,
+        _request: Request<Ticket>,
     ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
-        self.auth.check(request.metadata())?;
         // Warehouse tables have no declared keys.
         let schema = Arc::new(primary_keys_schema());
         let columns: Vec<ArrayRef> = schema
@@ -453,20 +450,38 @@ impl FlightSqlService for StrataFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        self.auth.check(request.metadata())?;
         let action = request.into_inner();
+        let (running, queued, memory) = self.runner.load();
         match action.r#type.as_str() {
-            // Monitoring: how many result streams are open.
-            "strata.active_queries" => {
-                let body = arrow_flight::Result {
-                    body: self.active_queries().to_string().into_bytes().into(),
-                };
-                Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))))
+            // Monitoring: queries planning or running (their work has not
+            // stopped yet, whatever their clients did).
+            ACTIVE_QUERIES => Ok(action_result(running.to_string().into_bytes())),
+            QUERY_STATUS => {
+                let status = serde_json::json!({
+                    "running": running,
+                    "queued": queued,
+                    "memory_bytes": memory,
+                    "kept_parameter_bytes": self.runner.kept_parameter_bytes(),
+                });
+                Ok(action_result(status.to_string().into_bytes()))
             }
             other => Err(Status::unimplemented(format!(
-                "unknown action `{other}`; this server supports the Flight SQL actions and `strata.active_queries`"
+                "unknown action `{other}`; this server supports the Flight SQL actions, `{ACTIVE_QUERIES}` and `{QUERY_STATUS}`"
             ))),
         }
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![
+            Ok(ActionType {
+                r#type: ACTIVE_QUERIES.into(),
+                description: "How many queries are planning or running (a number, as text)".into(),
+            }),
+            Ok(ActionType {
+                r#type: QUERY_STATUS.into(),
+                description: "Queries running and queued, query memory in use (JSON)".into(),
+            }),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

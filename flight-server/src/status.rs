@@ -2,8 +2,13 @@
 //!
 //! BI tools show the status message as it is, so the message says what went
 //! wrong in the user's terms: where the SQL stops parsing, which table names
-//! are close to a misspelled one.
+//! are close to a misspelled one. The code says whose the problem is: the
+//! statement's (INVALID_ARGUMENT: bad syntax, a division by zero, a failed
+//! CAST, an unbound or surplus parameter), a limit's (RESOURCE_EXHAUSTED:
+//! memory, generated rows), the storage's (UNAVAILABLE), or the server's own
+//! (INTERNAL: a bug).
 
+use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use strata_schemas::closest;
 use tonic::Status;
@@ -12,6 +17,16 @@ use tonic::Status;
 /// qualified names (`ods.ods_deals`) for "did you mean" suggestions.
 pub fn query_status(error: DataFusionError, sql: &str, known_tables: &[String]) -> Status {
     let root = error.find_root();
+    // DataFusion reports a full spill directory as an I/O error.
+    if root
+        .to_string()
+        .contains("disk space during the spilling process")
+    {
+        return Status::resource_exhausted(
+            "the query needs more memory than it may use and more disk than it may spill to \
+             (serve.limits.query_memory, serve.limits.spill); narrow it with filters or aggregate first",
+        );
+    }
     match root {
         DataFusionError::SQL(parser, _) => {
             let mut message = format!("SQL syntax error: {parser}");
@@ -30,7 +45,41 @@ pub fn query_status(error: DataFusionError, sql: &str, known_tables: &[String]) 
         DataFusionError::NotImplemented(m) => Status::unimplemented(format!("not supported: {m}")),
         DataFusionError::ResourcesExhausted(m) => Status::resource_exhausted(m.clone()),
         DataFusionError::ObjectStore(e) => Status::unavailable(format!("storage: {e}")),
+        DataFusionError::IoError(e) => Status::unavailable(format!("storage: {e}")),
+        DataFusionError::ArrowError(e, _) => arrow_status(e),
+        // DataFusion reports bad values met while running (a function's
+        // argument out of range, a string that does not parse) this way;
+        // its own bugs are `Internal`.
+        DataFusionError::Execution(m) | DataFusionError::Configuration(m) => {
+            Status::invalid_argument(m.clone())
+        }
+        DataFusionError::External(e) => match e.downcast_ref::<ArrowError>() {
+            Some(arrow) => arrow_status(arrow),
+            None => Status::internal(root.to_string()),
+        },
         other => Status::internal(other.to_string()),
+    }
+}
+
+/// Arrow's errors while computing: mostly the data's or the statement's.
+fn arrow_status(e: &ArrowError) -> Status {
+    match e {
+        ArrowError::DivideByZero
+        | ArrowError::CastError(_)
+        | ArrowError::ParseError(_)
+        | ArrowError::InvalidArgumentError(_)
+        | ArrowError::ComputeError(_)
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::SchemaError(_)
+        | ArrowError::JsonError(_)
+        | ArrowError::CsvError(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError
+        | ArrowError::OffsetOverflowError(_) => Status::invalid_argument(e.to_string()),
+        ArrowError::MemoryError(_) => Status::resource_exhausted(e.to_string()),
+        ArrowError::NotYetImplemented(m) => Status::unimplemented(format!("not supported: {m}")),
+        ArrowError::IoError(..) => Status::unavailable(format!("storage: {e}")),
+        _ => Status::internal(e.to_string()),
     }
 }
 
@@ -129,6 +178,49 @@ mod tests {
             "{}",
             s.message()
         );
+    }
+
+    #[test]
+    fn the_statements_mistakes_are_invalid_arguments_and_bugs_internal() {
+        let cases = [
+            (
+                DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::ArrowError(
+                    Box::new(ArrowError::CastError("Cannot cast string 'abc'".into())),
+                    None,
+                ),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::Context(
+                    "while running".into(),
+                    Box::new(DataFusionError::Execution("bad regex".into())),
+                ),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                DataFusionError::ResourcesExhausted("memory".into()),
+                tonic::Code::ResourceExhausted,
+            ),
+            (
+                DataFusionError::Internal("a bug".into()),
+                tonic::Code::Internal,
+            ),
+            (
+                DataFusionError::IoError(std::io::Error::other(
+                    "The used disk space during the spilling process has exceeded the allowable limit of 256.0 MB.",
+                )),
+                tonic::Code::ResourceExhausted,
+            ),
+        ];
+        for (e, code) in cases {
+            let text = e.to_string();
+            let s = query_status(e, "SELECT 1", &known());
+            assert_eq!(s.code(), code, "{text}");
+        }
     }
 
     #[test]

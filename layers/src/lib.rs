@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+mod byte_size;
 mod checks;
 mod diagnostic;
 mod duration;
@@ -49,17 +50,20 @@ mod read_maintenance;
 mod read_model;
 mod read_publish;
 mod read_schema;
+mod read_serve;
 mod yaml_tree;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use byte_size::parse_byte_size;
 pub use diagnostic::Diagnostic;
 pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
     Chart, Checkpoint, DEFAULT_LISTEN, Dashboard, Input, Kafka, Layer, LayerBody, LayerKind,
-    Maintenance, Panel, Publish, Serve, Source, SqlLayer, Storage, Tls, User, Warehouse,
+    Maintenance, Panel, Publish, Serve, ServeLimits, Source, SqlLayer, Storage, Tls, User,
+    Warehouse,
 };
 pub use node_reader::Located;
 pub use plan::{Plan, PlanError, plan};

@@ -119,6 +119,81 @@ pub struct Serve {
     pub users: Vec<User>,
     /// TLS certificate and key (PEM files).
     pub tls: Option<Tls>,
+    /// The key statement handles are signed with (`handle_key`); `None`: a
+    /// random key per process (handles then work only on the process that
+    /// issued them).
+    pub handle_key: Option<String>,
+    /// Serve strings as Arrow `Utf8View` (`string_view: true`) instead of
+    /// plain `Utf8`, which every client reads.
+    pub string_view: bool,
+    /// What one query, and serving as a whole, may use (`limits:`).
+    pub limits: ServeLimits,
+}
+
+/// `serve.limits`: what queries may use, so that no request can stop the
+/// server or starve the pipelines running in the same process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeLimits {
+    /// Worker threads running queries, apart from the pipelines' threads
+    /// (default: half the cores, at least 1).
+    pub query_threads: usize,
+    /// Queries running at once, and no more than `memory / query_memory`;
+    /// more wait in the queue (default 8).
+    pub concurrent_queries: usize,
+    /// Queries waiting for a slot; more are refused with UNAVAILABLE
+    /// (default 64).
+    pub queued_queries: usize,
+    /// How long a query waits for a slot before UNAVAILABLE (default 10 s).
+    pub queue_timeout: Duration,
+    /// How long a query may run, streaming included, before
+    /// DEADLINE_EXCEEDED (default 5 min).
+    pub query_timeout: Duration,
+    /// Memory one query may hold (sorts, joins and aggregations spill to
+    /// disk, then fail with RESOURCE_EXHAUSTED); default 256 MiB.
+    pub query_memory: u64,
+    /// Memory all queries together may hold (default 1 GiB): each running
+    /// query may fill its `query_memory`, so at most `memory / query_memory`
+    /// run at once.
+    pub memory: u64,
+    /// Disk all queries together may fill with spill files (default 10 GiB).
+    pub spill: u64,
+    /// Rows `generate_series` / `range` may produce in one query (default
+    /// 100,000,000).
+    pub generated_rows: u64,
+    /// How deeply one SQL expression may nest, counted as its operators
+    /// (default 1,000).
+    pub expression_depth: usize,
+    /// Longest SQL text accepted, in bytes (default 1 MiB).
+    pub sql_bytes: u64,
+    /// Largest set of bound parameters, in bytes of Arrow IPC (default 1 MiB).
+    pub parameter_bytes: u64,
+    /// Parameter sets the server keeps per user for clients that reuse a
+    /// prepared statement's first handle (default 64).
+    pub prepared_per_user: usize,
+    /// How long such a parameter set is kept after its last use (default 10 min).
+    pub prepared_ttl: Duration,
+}
+
+impl Default for ServeLimits {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        ServeLimits {
+            query_threads: cores.div_ceil(2),
+            concurrent_queries: 8,
+            queued_queries: 64,
+            queue_timeout: Duration::from_secs(10),
+            query_timeout: Duration::from_secs(300),
+            query_memory: 256 << 20,
+            memory: 1 << 30,
+            spill: 10 << 30,
+            generated_rows: 100_000_000,
+            expression_depth: 1_000,
+            sql_bytes: 1 << 20,
+            parameter_bytes: 1 << 20,
+            prepared_per_user: 64,
+            prepared_ttl: Duration::from_secs(600),
+        }
+    }
 }
 
 /// The dashboard page (`dashboard:`): charts of SQL queries, refreshed.

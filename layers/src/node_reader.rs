@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::byte_size::parse_byte_size;
 use crate::diagnostic::Diagnostics;
 use crate::duration::parse_duration;
 use crate::interpolate::interpolate;
@@ -177,6 +178,27 @@ impl<'n> MapReader<'n> {
                     &self.path_of(key),
                     format!("`{}` is not a positive duration", text.value),
                     Some("write a number and a unit: `500ms`, `1s`, `5m` or `1h`".into()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A size in bytes under `key` (`256MiB`, `1GiB`; a bare integer is
+    /// bytes).
+    pub(crate) fn byte_size(&self, d: &mut Diagnostics, key: &str) -> Option<Located<u64>> {
+        let text = self.string(d, key)?;
+        match parse_byte_size(&text.value) {
+            Some(value) => Some(Located {
+                value,
+                pos: text.pos,
+            }),
+            None => {
+                d.error(
+                    text.pos,
+                    &self.path_of(key),
+                    format!("`{}` is not a size", text.value),
+                    Some("write a number and a unit: `512KiB`, `256MiB` or `1GiB`".into()),
                 );
                 None
             }

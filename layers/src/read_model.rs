@@ -9,11 +9,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::diagnostic::Diagnostics;
-use crate::model::{Checkpoint, DEFAULT_LISTEN, Kafka, Serve, Storage, Tls, User, Warehouse};
+use crate::model::{Checkpoint, Kafka, Storage, Warehouse};
 use crate::names::check_name;
 use crate::node_reader::{Located, MapReader};
 use crate::read_layer::read_layer;
 use crate::read_schema::read_schemas;
+use crate::read_serve::read_serve;
 use crate::yaml_tree::Node;
 
 const TOP_KEYS: &[&str] = &[
@@ -29,9 +30,6 @@ const TOP_KEYS: &[&str] = &[
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
-const SERVE_KEYS: &[&str] = &["listen", "users", "tls"];
-const USER_KEYS: &[&str] = &["username", "password"];
-const TLS_KEYS: &[&str] = &["cert", "key"];
 const KAFKA_KEYS: &[&str] = &["bootstrap_servers", "properties"];
 const CHECKPOINT_KEYS: &[&str] = &["interval", "retain"];
 /// What the reader could make of the file, with the positions that the
@@ -142,7 +140,7 @@ fn read_storage(d: &mut Diagnostics, top: &MapReader<'_>, file: &Path) -> Storag
     }
 }
 
-fn base_dir(file: &Path) -> PathBuf {
+pub(crate) fn base_dir(file: &Path) -> PathBuf {
     // `warehouse.yaml` has the parent "", which is the current directory.
     let dir = match file.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -199,93 +197,6 @@ fn resolve_root(d: &mut Diagnostics, root: &Located<String>, file: &Path) -> Opt
         return None;
     }
     Some(file_url(&base_dir(file).join(text)))
-}
-
-fn read_serve(d: &mut Diagnostics, top: &MapReader<'_>, file: &Path) -> Serve {
-    let mut serve = Serve {
-        listen: DEFAULT_LISTEN
-            .parse()
-            .unwrap_or(std::net::SocketAddr::from(([127, 0, 0, 1], 50051))),
-        users: Vec::new(),
-        tls: None,
-    };
-    let Some(section) = top
-        .node("serve")
-        .and_then(|n| MapReader::new(d, n, "serve", SERVE_KEYS))
-    else {
-        return serve;
-    };
-    if let Some(listen) = section.string(d, "listen") {
-        match listen.value.parse() {
-            Ok(addr) => serve.listen = addr,
-            Err(_) => d.error(
-                listen.pos,
-                "serve.listen",
-                format!("`{}` is not an ip:port address", listen.value),
-                Some("write e.g. `127.0.0.1:50051`, or `0.0.0.0:50051` to accept other hosts (needs `users`)".into()),
-            ),
-        }
-    }
-    for (i, item) in section
-        .seq(d, "users")
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-    {
-        let path = format!("serve.users[{i}]");
-        let Some(user) = MapReader::new(d, item, &path, USER_KEYS) else {
-            continue;
-        };
-        let name = user.required_string(d, "username", "write `username: bi`");
-        let password = user.required_string(
-            d,
-            "password",
-            "write `password: ${STRATA_BI_PASSWORD}` to take it from the environment",
-        );
-        if let (Some(name), Some(password)) = (name, password) {
-            if password.value.is_empty() {
-                d.error(
-                    password.pos,
-                    &format!("{path}.password"),
-                    "the password is empty",
-                    Some("set a password, or remove the user".into()),
-                );
-            }
-            serve.users.push(User {
-                username: name.value,
-                password: password.value,
-            });
-        }
-    }
-    if let Some(tls) = section
-        .node("tls")
-        .and_then(|n| MapReader::new(d, n, "serve.tls", TLS_KEYS))
-    {
-        let mut file_of = |key: &str| {
-            let value = tls.required_string(
-                d,
-                key,
-                &format!(
-                    "write `{key}: path/to/server.{}`",
-                    if key == "cert" { "crt" } else { "key" }
-                ),
-            )?;
-            let path = base_dir(file).join(&value.value);
-            if !path.is_file() {
-                d.error(
-                    value.pos,
-                    &format!("serve.tls.{key}"),
-                    format!("{} does not exist", path.display()),
-                    Some("paths are relative to the warehouse file; point at a PEM file".into()),
-                );
-            }
-            Some(path)
-        };
-        if let (Some(cert), Some(key)) = (file_of("cert"), file_of("key")) {
-            serve.tls = Some(Tls { cert, key });
-        }
-    }
-    serve
 }
 
 fn read_kafka(d: &mut Diagnostics, top: &MapReader<'_>) -> Kafka {

@@ -351,3 +351,57 @@ fn maintenance_problems_point_at_their_line() {
     let unknown = find(&ds, "compact");
     assert_eq!(unknown.pos.line, 20, "{unknown}");
 }
+
+#[test]
+fn serve_limits_are_read_with_defaults_and_checked() {
+    let with = |serve: &str| GOOD.replace("layers:\n", &format!("serve:\n{serve}layers:\n"));
+    let w = parse_str(GOOD, Path::new("/w/wh.yaml")).unwrap();
+    assert_eq!(w.serve.limits, ServeLimits::default());
+    assert!(!w.serve.string_view);
+    assert!(w.serve.handle_key.is_none());
+
+    let w = parse_str(
+        &with(
+            "  string_view: true\n  handle_key: 0123456789abcdef0123456789abcdef\n  limits:\n    query_threads: 3\n    query_memory: 64MiB\n    memory: 512MiB\n    query_timeout: 30s\n    concurrent_queries: 2\n    queued_queries: 0\n    expression_depth: 200\n    spill: 0\n",
+        ),
+        Path::new("/w/wh.yaml"),
+    )
+    .unwrap();
+    let l = &w.serve.limits;
+    assert!(w.serve.string_view);
+    assert_eq!(w.serve.handle_key.as_deref().map(str::len), Some(32));
+    assert_eq!(
+        (l.query_threads, l.query_memory, l.memory, l.spill),
+        (3, 64 << 20, 512 << 20, 0)
+    );
+    assert_eq!(l.query_timeout, std::time::Duration::from_secs(30));
+    assert_eq!((l.concurrent_queries, l.queued_queries), (2, 0));
+    assert_eq!(l.expression_depth, 200);
+
+    let ds = problems(&with(
+        "  handle_key: short\n  limits:\n    query_memory: 2GiB\n    memory: 1GiB\n    query_threads: 0\n    expression_depth: 1000000\n    sql_bytes: 3MiB\n    query_timeout: soon\n    memory_limit: 1GiB\n",
+    ));
+    let d = find(&ds, "serve.handle_key: the handle key has 5 characters");
+    assert_eq!(d.pos.line, 18, "{d}");
+    let d = find(
+        &ds,
+        "one query may use 2048.0 MiB but all queries together only 1024.0 MiB",
+    );
+    assert_eq!(
+        (d.pos.line, d.field.as_str()),
+        (20, "serve.limits.query_memory")
+    );
+    find(&ds, "query_threads is 0; it must be between 1");
+    find(
+        &ds,
+        "expression_depth is 1000000; it must be between 8 and 10000",
+    );
+    find(&ds, "a statement handle carries both");
+    find(&ds, "`soon` is not a positive duration");
+    let d = find(&ds, "unknown key `memory_limit`");
+    assert_eq!(d.field, "serve.limits.memory_limit");
+    find(
+        &problems(&with("  limits:\n    memory: lots\n")),
+        "`lots` is not a size",
+    );
+}

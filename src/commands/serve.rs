@@ -2,7 +2,9 @@
 
 use std::path::Path;
 
-use strata_flight_server::{Credentials, RunningServer, ServeConfig, ServeError, TlsFiles};
+use strata_flight_server::{
+    Credentials, QueryLimits, RunningServer, ServeConfig, ServeError, TlsFiles,
+};
 use strata_layers::Warehouse;
 use tracing::error;
 
@@ -42,7 +44,34 @@ pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
         }),
         root: storage.url().clone(),
         storage_options: storage.options().clone(),
+        limits: limits(&warehouse.serve.limits),
+        handle_key: warehouse
+            .serve
+            .handle_key
+            .as_ref()
+            .map(|k| k.as_bytes().to_vec()),
+        string_view: warehouse.serve.string_view,
     })
+}
+
+fn limits(l: &strata_layers::ServeLimits) -> QueryLimits {
+    let bytes = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+    QueryLimits {
+        query_threads: l.query_threads,
+        concurrent_queries: l.concurrent_queries,
+        queued_queries: l.queued_queries,
+        queue_timeout: l.queue_timeout,
+        query_timeout: l.query_timeout,
+        query_memory: bytes(l.query_memory),
+        memory: bytes(l.memory),
+        spill: l.spill,
+        generated_rows: l.generated_rows,
+        expression_depth: l.expression_depth,
+        sql_bytes: bytes(l.sql_bytes),
+        parameter_bytes: bytes(l.parameter_bytes),
+        prepared_per_user: l.prepared_per_user,
+        prepared_ttl: l.prepared_ttl,
+    }
 }
 
 /// Starts the server for `warehouse`, stopping when `stop` resolves.

@@ -36,14 +36,21 @@ CITIES = pa.table({
 
 
 class Server:
-    """`strata serve` over a warehouse directory."""
+    """`strata serve` over a warehouse directory. `users` maps user names to
+    passwords (default: USER with PASSWORD); `serve` is extra YAML for the
+    `serve:` section."""
 
-    def __init__(self, strata_bin, dir, users=True, listen_host="127.0.0.1", tls=None):
+    def __init__(self, strata_bin, dir, users=True, listen_host="127.0.0.1", tls=None, serve="", dashboard=""):
         self.dir = dir
         self.port = free_port()
+        if users is True:
+            users = {USER: PASSWORD}
+        env = {f"TEST_FLIGHT_PASSWORD_{i}": pw for i, pw in enumerate((users or {}).values())}
+        users_yaml = "".join(
+            f"""
+    - {{username: {name}, password: "${{TEST_FLIGHT_PASSWORD_{i}}}"}}""" for i, name in enumerate(users or {}))
         users_yaml = f"""
-  users:
-    - {{username: {USER}, password: "${{TEST_FLIGHT_PASSWORD}}"}}""" if users else ""
+  users:{users_yaml}""" if users else ""
         tls_yaml = f"""
   tls: {{cert: {tls[0]}, key: {tls[1]}}}""" if tls else ""
         (dir / "warehouse.yaml").write_text(f"""warehouse: served
@@ -52,18 +59,18 @@ storage:
 kafka:
   bootstrap_servers: 127.0.0.1:1
 serve:
-  listen: {listen_host}:{self.port}{users_yaml}{tls_yaml}
+  listen: {listen_host}:{self.port}{users_yaml}{tls_yaml}{serve}
 schemas:
   s:
     event_time: t
     fields: [{{name: t, type: timestamp}}]
-layers: []
+layers: []{dashboard}
 """)
         self.log = dir / "serve.log"
         self.proc = subprocess.Popen(
             [strata_bin, "--log-format", "json", "serve", str(dir / "warehouse.yaml")],
             stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-            env={**os.environ, "TEST_FLIGHT_PASSWORD": PASSWORD},
+            env={**os.environ, **env},
         )
         _STARTED.append(self.proc)
 
@@ -234,13 +241,30 @@ def test_without_users_the_server_listens_on_loopback_only(tmp_path, strata_bin)
             socket.create_connection((ip, server.port), timeout=1).close()
 
 
-def test_tls(tmp_path, strata_bin):
-    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+def self_signed(dir):
+    """A certificate as `openssl req -x509` makes it: self-signed, marked
+    as a CA (basicConstraints CA:TRUE), for 127.0.0.1 and localhost."""
+    cert, key = dir / "server.crt", dir / "server.key"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )
+    text = subprocess.run(["openssl", "x509", "-in", str(cert), "-noout", "-text"],
+                          check=True, capture_output=True, text=True).stdout
+    assert "CA:TRUE" in text, text
+    return cert, key
+
+
+def strata_query(strata_bin, endpoint, sql, *extra):
+    return subprocess.run(
+        [strata_bin, "query", "--endpoint", endpoint, "--user", USER, *extra, sql],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "STRATA_PASSWORD": PASSWORD},
+    )
+
+
+def test_tls(tmp_path, strata_bin):
+    cert, key = self_signed(tmp_path)
     write_deltalake(str(tmp_path / "data" / "ads" / "gmv_by_city"), CITIES)
     server = Server(strata_bin, tmp_path, tls=(cert, key))
     uri = f"grpc+tls://127.0.0.1:{server.port}"
@@ -253,6 +277,119 @@ def test_tls(tmp_path, strata_bin):
     with pytest.raises(adbc_driver_flightsql.dbapi.Error):
         with server.connect() as conn, conn.cursor() as cur:
             cur.execute("SELECT 1")
+    # Our own client trusts the same self-signed certificate given with --ca,
+    # by IP address and by name.
+    for host in ["127.0.0.1", "localhost"]:
+        out = strata_query(strata_bin, f"https://{host}:{server.port}", "SELECT count(*) AS n FROM ads.gmv_by_city",
+                           "--ca", str(cert))
+        assert out.returncode == 0, out.stderr
+        assert "| 5 |" in out.stdout, out.stdout
+    # Without it, the error says what failed and what to do.
+    out = strata_query(strata_bin, f"https://127.0.0.1:{server.port}", "SELECT 1")
+    assert out.returncode != 0
+    assert "self-signed CA certificate" in out.stderr and "--ca" in out.stderr, out.stderr
+    # Another self-signed certificate is not the server's.
+    (tmp_path / "other").mkdir()
+    other, _ = self_signed(tmp_path / "other")
+    out = strata_query(strata_bin, f"https://127.0.0.1:{server.port}", "SELECT 1", "--ca", str(other))
+    assert out.returncode != 0 and "invalid peer certificate" in out.stderr, out.stderr
+    # Plain text against TLS, and TLS against plain text, say so.
+    out = strata_query(strata_bin, f"http://127.0.0.1:{server.port}", "SELECT 1")
+    assert out.returncode != 0 and "https://" in out.stderr, out.stderr
+
+
+def test_dashboard_reads_through_tls_with_the_self_signed_certificate(tmp_path, strata_bin):
+    import json
+    import urllib.request
+
+    cert, key = self_signed(tmp_path)
+    write_deltalake(str(tmp_path / "data" / "ads" / "gmv_by_city"), CITIES)
+    page_port = free_port()
+    Server(strata_bin, tmp_path, tls=(cert, key), dashboard=f"""
+dashboard:
+  listen: 127.0.0.1:{page_port}
+  refresh: 1s
+  panels:
+    - {{title: GMV, chart: bar, label: city, value: gmv, sql: "SELECT city, gmv FROM ads.gmv_by_city ORDER BY gmv DESC"}}
+""")
+
+    def panel():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{page_port}/api/panels/0", timeout=30) as r:
+                return json.loads(r.read())
+        except OSError:
+            return None
+
+    data = wait_until(panel, 30, "the dashboard to answer")
+    assert "error" not in data, data
+    assert len(data["rows"]) == 5, data
+
+
+def test_adbc_logs_in_with_passwords_of_every_length_mod_3(tmp_path, strata_bin):
+    """ADBC (Go) sends Basic credentials without base64 padding; the server
+    accepts both forms, whatever the length of user:password."""
+    users = {"bi": "pw3456", "bi1": "pw34567", "bi22": "pw345678"}
+    assert {len(f"{u}:{p}") % 3 for u, p in users.items()} == {0, 1, 2}
+    write_deltalake(str(tmp_path / "data" / "ads" / "gmv_by_city"), CITIES)
+    server = Server(strata_bin, tmp_path, users=users)
+    for user, password in users.items():
+        with server.connect(user=user, password=password) as conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ads.gmv_by_city")
+            assert cur.fetchone() == (5,), user
+        with pytest.raises(adbc_driver_flightsql.dbapi.Error) as err:
+            with server.connect(user=user, password=password + "x") as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        assert "nauthenticated" in str(err.value) or "UNAUTHENTICATED" in str(err.value), err.value
+
+
+def test_every_call_but_the_handshake_needs_credentials(served):
+    client = flight.FlightClient(served.uri)
+    for call in [lambda o: list(client.list_actions(o)),
+                 lambda o: list(client.do_action(flight.Action("strata.active_queries", b""), o)),
+                 lambda o: list(client.list_flights(options=o)),
+                 lambda o: client.get_flight_info(flight.FlightDescriptor.for_command(b"x"), o)]:
+        with pytest.raises(flight.FlightUnauthenticatedError):
+            call(flight.FlightCallOptions())
+    options = flight.FlightCallOptions(headers=[client.authenticate_basic_token(USER, PASSWORD)])
+    actions = {a.type for a in client.list_actions(options)}
+    assert {"CreatePreparedStatement", "strata.active_queries", "strata.query_status"} <= actions, actions
+
+
+def test_strings_are_plain_utf8_and_sort_in_pyarrow(served, tmp_path, strata_bin):
+    with served.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT city, upper(city) AS u, deals FROM ads.gmv_by_city")
+        table = cur.fetch_arrow_table()
+    assert table.schema.field("city").type == pa.string(), table.schema
+    assert table.schema.field("u").type == pa.string(), table.schema
+    ordered = table.sort_by([("city", "ascending")])
+    assert ordered.column("city").to_pylist() == sorted(CITIES["city"].to_pylist())
+    assert table.take([0]).num_rows == 1
+    # string_view: true serves Arrow's view type to the clients that want it.
+    viewed = tmp_path / "viewed"
+    viewed.mkdir()
+    write_deltalake(str(viewed / "data" / "ads" / "gmv_by_city"), CITIES)
+    server = Server(strata_bin, viewed, serve="\n  string_view: true")
+    with server.connect() as conn, conn.cursor() as cur:
+        cur.execute("SELECT city FROM ads.gmv_by_city")
+        assert cur.fetch_arrow_table().schema.field("city").type == pa.string_view()
+
+
+def test_user_mistakes_are_invalid_arguments(served):
+    with served.connect() as conn, conn.cursor() as cur:
+        for sql, params, says in [
+            ("SELECT 1/0", None, "Divide by zero"),
+            ("SELECT CAST('abc' AS INT)", None, "abc"),
+            ("SELECT city FROM ads.gmv_by_city WHERE deals > ?", None, "no values are bound"),
+            ("SELECT city FROM ads.gmv_by_city WHERE deals > ?", (1, 2), "2 parameter values bound"),
+        ]:
+            with pytest.raises(adbc_driver_flightsql.dbapi.Error) as err:
+                cur.execute(sql, parameters=params)
+                cur.fetchall()
+            message = str(err.value)
+            assert "INVALID_ARGUMENT" in message or "InvalidArgument" in message, (sql, message)
+            assert says in message, (sql, message)
+        cur.execute("SELECT 1")
+        assert cur.fetchone() == (1,)
 
 
 def test_queries_during_commits_see_whole_epochs(tmp_path, strata_bin, kafka, rng):
