@@ -16,6 +16,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("checkpoint", &["sql", "operators", "dataflow", "backfill"]),
     ("operators", &["dataflow", "checkpoint", "backfill"]),
     ("dataflow", &["backfill"]),
+    (
+        "metrics",
+        &["sql", "operators", "dataflow", "checkpoint", "backfill"],
+    ),
 ];
 
 /// The longest a source file may be.

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod auth;
+mod call_metrics;
 mod catalog;
 mod client;
 mod latest_table;
@@ -29,6 +30,7 @@ mod statement;
 mod status;
 
 pub use auth::{Authenticator, Credentials};
+pub use call_metrics::{CallObserver, observe_calls};
 pub use catalog::{CATALOG, SCHEMAS, WarehouseCatalog};
 pub use client::{ClientConfig, run_query};
 pub use latest_table::LatestDeltaTable;

@@ -155,7 +155,9 @@ pub async fn start(
         auth = %auth_note,
         "Flight SQL server listening (catalog `strata`, schemas ods, dwd, dws, ads)"
     );
-    let router = builder.add_service(FlightServiceServer::new(service));
+    let router = builder
+        .layer(crate::call_metrics::CallsLayer)
+        .add_service(FlightServiceServer::new(service));
     // Small responses (a point query's one row) would otherwise wait for
     // Nagle's algorithm and the client's delayed ACK: ~40 ms per round trip.
     let incoming = TcpListenerStream::new(listener).map(|conn| {

@@ -45,6 +45,7 @@ mod plan;
 mod read_dashboard;
 mod read_dimensions;
 mod read_layer;
+mod read_metrics;
 mod read_model;
 mod read_publish;
 mod read_schema;
@@ -57,8 +58,8 @@ pub use diagnostic::Diagnostic;
 pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
-    Chart, Checkpoint, DEFAULT_LISTEN, Dashboard, Input, Kafka, Layer, LayerBody, LayerKind, Panel,
-    Publish, Serve, Source, SqlLayer, Storage, Tls, User, Warehouse,
+    Chart, Checkpoint, DEFAULT_LISTEN, Dashboard, Input, Kafka, Layer, LayerBody, LayerKind,
+    Metrics, Panel, Publish, Serve, Source, SqlLayer, Storage, Tls, User, Warehouse,
 };
 pub use node_reader::Located;
 pub use plan::{Plan, PlanError, plan};

@@ -36,6 +36,8 @@ pub struct Warehouse {
     pub dimensions: Vec<Dimension>,
     /// The dashboard page `strata run` serves (`dashboard:`), if any.
     pub dashboard: Option<Dashboard>,
+    /// The metrics and health endpoint (`metrics:`), if any.
+    pub metrics: Option<Metrics>,
 }
 
 impl Warehouse {
@@ -107,6 +109,16 @@ pub struct Serve {
     pub users: Vec<User>,
     /// TLS certificate and key (PEM files).
     pub tls: Option<Tls>,
+}
+
+/// `metrics:`: the Prometheus metrics and health endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// `ip:port` of the HTTP server (default `127.0.0.1:9464`).
+    pub listen: std::net::SocketAddr,
+    /// `/readyz` fails when the pipeline made no progress for this long
+    /// (default: three checkpoint intervals, at least 10 s).
+    pub stale_after: Option<Duration>,
 }
 
 /// The dashboard page (`dashboard:`): charts of SQL queries, refreshed.

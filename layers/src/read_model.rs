@@ -25,6 +25,7 @@ const TOP_KEYS: &[&str] = &[
     "schemas",
     "dimensions",
     "dashboard",
+    "metrics",
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
@@ -67,6 +68,7 @@ pub(crate) fn read_warehouse(
     let serve = read_serve(d, &top, file);
     let dimensions = crate::read_dimensions::read_dimensions(d, &top);
     let dashboard = crate::read_dashboard::read_dashboard(d, &top);
+    let metrics = crate::read_metrics::read_metrics(d, &top);
     let mut layer_names = Vec::new();
     let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
@@ -107,6 +109,7 @@ pub(crate) fn read_warehouse(
             layers,
             dimensions,
             dashboard,
+            metrics,
         },
         layer_names,
         all_layer_names,

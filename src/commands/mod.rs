@@ -2,12 +2,16 @@
 
 mod backfill;
 mod dashboard;
+mod flight_metrics;
 mod gen_events;
+mod metrics_endpoint;
 mod query;
 mod replay_progress;
 mod run;
 mod serve;
 mod signals;
+mod status;
+mod status_scrape;
 mod time_arg;
 mod validate;
 
@@ -46,6 +50,7 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
             no_serve,
         } => run::run(&file, &layers, bounded, !no_serve).await,
         Command::Serve { file } => serve::serve(&file).await,
+        Command::Status { file, json } => status::status(&file, json).await,
         Command::Query(args) => query::query(args).await,
         Command::Gen(args) => gen_events::generate(args).await,
         Command::Backfill(args) => backfill::backfill(args).await,
