@@ -271,7 +271,12 @@ def test_status_of_a_running_and_a_stopped_warehouse(tmp_path, strata_bin, kafka
     assert by_layer["dwd_deals"]["lag_records"] is None  # it reads a layer, not a topic
 
     assert strata.stop() == 0, strata.log()[-3000:]
-    more = produce(kafka, qs.topic, make_records(37, 2, malformed_every=0, rng=rng, first=400))
+    more = make_records(37, 2, malformed_every=0, rng=rng, first=400)
+    # nisshi's memory storage answers a ListOffsets(latest) with the base
+    # offset of a partition's last batch + 1: so the last record of each
+    # partition goes in a batch of its own (a broker bug, worked around here).
+    produce(kafka, qs.topic, more[:-2])
+    produce(kafka, qs.topic, more[-2:])
     stopped = qs.status(strata_bin)
     assert stopped["running"] is False
     ods = stopped["layers"][0]
