@@ -326,8 +326,8 @@ fn metrics_section_defaults_and_bad_values_have_positions() {
     );
     let ds = problems(&bad);
     let d = find(&ds, "`nowhere` is not an ip:port address");
-    assert_eq!((d.pos.line, d.field.as_str()), (23, "metrics.listen"));
+    assert_eq!((d.pos.line, d.field.as_str()), (18, "metrics.listen"));
     let d = find(&ds, "`soon` is not a positive duration");
-    assert_eq!(d.pos.line, 24);
+    assert_eq!(d.pos.line, 19);
     find(&ds, "unknown key `port`");
 }
