@@ -26,20 +26,14 @@ use crate::failure::{Failure, print};
 /// How long to wait for the broker's end offsets.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
 
-pub async fn status(file: &Path, as_json: bool) -> ExitCode {
-    let Some(warehouse) = load_warehouse(file) else {
-        return ExitCode::FAILURE;
-    };
-    let manifest = match newest_manifest(&warehouse).await {
-        Ok(m) => m,
-        Err(e) => {
-            eprintln!(
-                "error: reading the checkpoints of `{}`: {e}",
-                warehouse.name
-            );
-            return ExitCode::FAILURE;
-        }
-    };
+pub async fn status(file: &Path, as_json: bool) -> Result<(), Failure> {
+    let warehouse = load_warehouse(file)?;
+    let manifest = newest_manifest(&warehouse).await.map_err(|e| {
+        Failure::io(format!(
+            "reading the checkpoints of `{}`: {e}",
+            warehouse.name
+        ))
+    })?;
     let live = match &warehouse.metrics {
         Some(m) => scrape(local(m.listen)).await,
         None => None,
