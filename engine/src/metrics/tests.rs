@@ -50,10 +50,9 @@ fn readiness_follows_the_heartbeat() {
     m.dataflow_running("wh", true, Duration::from_secs(1));
     assert_eq!(m.readiness(None), Readiness::Ready);
     // A heartbeat older than the limit: not ready.
-    m.live()
-        .dataflows
-        .get_mut("wh")
-        .map(|d| d.heartbeat_at = Some(now_seconds() - 60.0));
+    if let Some(d) = m.live().dataflows.get_mut("wh") {
+        d.heartbeat_at = Some(now_seconds() - 60.0);
+    }
     assert!(matches!(m.readiness(None), Readiness::NotReady(_)));
     m.heartbeat("wh");
     assert_eq!(m.readiness(None), Readiness::Ready);
