@@ -62,6 +62,16 @@ pub enum Command {
         /// The warehouse YAML file.
         file: PathBuf,
     },
+    /// One row per layer: running or stopped, lag, watermark and its
+    /// delay, last epoch and its age (from the checkpoints, and from the
+    /// live metrics endpoint when the warehouse runs).
+    Status {
+        /// The warehouse YAML file.
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a SQL query through the Flight SQL server and print the result.
     Query(QueryArgs),
     /// Produce generated events to Kafka (sample data, tests, benchmarks).

@@ -20,6 +20,10 @@ const FORBIDDEN: &[(&str, &[&str])] = &[
     ("dataflow", &["backfill", "maintenance"]),
     ("maintenance", &["backfill"]),
     (
+        "metrics",
+        &["sql", "operators", "dataflow", "checkpoint", "backfill"],
+    ),
+    (
         "lease",
         &[
             "sql",

@@ -28,6 +28,7 @@
 mod admission;
 mod auth;
 mod bound_params;
+mod call_metrics;
 mod catalog;
 mod client;
 mod client_tls;
@@ -56,6 +57,7 @@ mod hostile_request_tests;
 mod test_server;
 
 pub use auth::{Authenticator, Caller, Credentials};
+pub use call_metrics::{CallObserver, observe_calls};
 pub use catalog::{CATALOG, SCHEMAS, WarehouseCatalog};
 pub use client::{ClientConfig, run_query};
 pub use latest_table::LatestDeltaTable;

@@ -208,6 +208,7 @@ pub async fn start(
     // largest handle the server issues.
     let max_message = limits.handle_bytes().max(4 << 20) + (64 << 10);
     let router = builder
+        .layer(crate::call_metrics::CallsLayer)
         .add_service(FlightServiceServer::new(service).max_decoding_message_size(max_message));
     // Small responses (a point query's one row) would otherwise wait for
     // Nagle's algorithm and the client's delayed ACK: ~40 ms per round trip.

@@ -47,6 +47,7 @@ mod read_dashboard;
 mod read_dimensions;
 mod read_layer;
 mod read_maintenance;
+mod read_metrics;
 mod read_model;
 mod read_publish;
 mod read_schema;
@@ -62,7 +63,7 @@ pub use duration::parse_duration;
 pub use interpolate::interpolate;
 pub use model::{
     Chart, Checkpoint, DEFAULT_LISTEN, Dashboard, Input, Kafka, Layer, LayerBody, LayerKind,
-    Maintenance, Panel, Publish, Serve, ServeLimits, Source, SqlLayer, Storage, Tls, User,
+    Maintenance, Metrics, Panel, Publish, Serve, ServeLimits, Source, SqlLayer, Storage, Tls, User,
     Warehouse,
 };
 pub use node_reader::Located;

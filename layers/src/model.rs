@@ -38,6 +38,8 @@ pub struct Warehouse {
     pub dashboard: Option<Dashboard>,
     /// How tables are maintained (`maintenance:`), for every layer.
     pub maintenance: Maintenance,
+    /// The metrics and health endpoint (`metrics:`), if any.
+    pub metrics: Option<Metrics>,
 }
 
 impl Warehouse {
@@ -194,6 +196,16 @@ impl Default for ServeLimits {
             prepared_ttl: Duration::from_secs(600),
         }
     }
+}
+
+/// `metrics:`: the Prometheus metrics and health endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// `ip:port` of the HTTP server (default `127.0.0.1:9464`).
+    pub listen: std::net::SocketAddr,
+    /// `/readyz` fails when the pipeline made no progress for this long
+    /// (default: three checkpoint intervals, at least 10 s).
+    pub stale_after: Option<Duration>,
 }
 
 /// The dashboard page (`dashboard:`): charts of SQL queries, refreshed.

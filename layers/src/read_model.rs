@@ -27,6 +27,7 @@ const TOP_KEYS: &[&str] = &[
     "dimensions",
     "dashboard",
     "maintenance",
+    "metrics",
     "layers",
 ];
 const STORAGE_KEYS: &[&str] = &["root", "options"];
@@ -67,6 +68,7 @@ pub(crate) fn read_warehouse(
     let dimensions = crate::read_dimensions::read_dimensions(d, &top);
     let dashboard = crate::read_dashboard::read_dashboard(d, &top);
     let maintenance = crate::read_maintenance::read_maintenance(d, &top, "");
+    let metrics = crate::read_metrics::read_metrics(d, &top);
     let mut layer_names = Vec::new();
     let mut all_layer_names = Vec::new();
     let mut source_schemas = Vec::new();
@@ -108,6 +110,7 @@ pub(crate) fn read_warehouse(
             dimensions,
             dashboard,
             maintenance,
+            metrics,
         },
         layer_names,
         all_layer_names,

@@ -405,3 +405,24 @@ fn serve_limits_are_read_with_defaults_and_checked() {
         "`lots` is not a size",
     );
 }
+
+#[test]
+fn metrics_section_defaults_and_bad_values_have_positions() {
+    let w = parse_str(GOOD, Path::new("/w/wh.yaml")).unwrap();
+    assert_eq!(w.metrics, None);
+    let with = GOOD.replace("layers:\n", "metrics:\n  listen: 127.0.0.1:9999\nlayers:\n");
+    let w = parse_str(&with, Path::new("/w/wh.yaml")).unwrap();
+    let m = w.metrics.unwrap();
+    assert_eq!(m.listen.port(), 9999);
+    assert_eq!(m.stale_after, None);
+    let bad = GOOD.replace(
+        "layers:\n",
+        "metrics:\n  listen: nowhere\n  stale_after: soon\n  port: 1\nlayers:\n",
+    );
+    let ds = problems(&bad);
+    let d = find(&ds, "`nowhere` is not an ip:port address");
+    assert_eq!((d.pos.line, d.field.as_str()), (18, "metrics.listen"));
+    let d = find(&ds, "`soon` is not a positive duration");
+    assert_eq!(d.pos.line, 19);
+    find(&ds, "unknown key `port`");
+}

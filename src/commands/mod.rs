@@ -2,14 +2,18 @@
 
 mod backfill;
 mod dashboard;
+mod flight_metrics;
 mod gen_events;
 mod maintain;
+mod metrics_endpoint;
 mod panel_waits;
 mod query;
 mod replay_progress;
 mod run;
 mod serve;
 mod signals;
+mod status;
+mod status_scrape;
 mod time_arg;
 mod validate;
 
@@ -56,6 +60,7 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
             run::run(&file, &layers, bounded, !no_serve, when_held).await
         }
         Command::Serve { file } => serve::serve(&file).await,
+        Command::Status { file, json } => status::status(&file, json).await,
         Command::Query(args) => query::query(args).await,
         Command::Gen(args) => gen_events::generate(args).await,
         Command::Backfill(args) => backfill::backfill(args).await,

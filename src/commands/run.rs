@@ -3,16 +3,16 @@
 
 use std::path::Path;
 
-use strata_engine::Shutdown;
-use strata_engine::dataflow::run_dataflow;
+use strata_engine::dataflow::run_dataflow_observed;
 use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
 use strata_engine::storage::StorageRoot;
+use strata_engine::{Metrics, Shutdown};
 use tracing::{error, info};
 
 use crate::commands::maintain;
-use crate::commands::serve;
 use crate::commands::signals::stop_on_signals;
 use crate::commands::validate::check_queries;
+use crate::commands::{flight_metrics, metrics_endpoint, serve};
 use crate::commands::{load_warehouse, plan_layers};
 use crate::failure::Failure;
 
@@ -30,6 +30,8 @@ pub async fn run(
     let plan = plan_layers(&warehouse, layers, bounded)?;
     check_queries(&warehouse, &plan.dataflow).await?;
     let lease = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
+    let metrics = Metrics::new();
+    flight_metrics::observe(&metrics);
     let (server, page) = if serve_tables {
         let (server, page) = serve::start_with_dashboard(&warehouse, &shutdown)
             .await
@@ -38,11 +40,20 @@ pub async fn run(
     } else {
         (None, None)
     };
+    let flight = server.as_ref().map(|s| s.local_addr);
+    let endpoint =
+        match metrics_endpoint::start(&warehouse, &metrics, flight, shutdown.wait()).await {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                shutdown.trigger();
+                return Err(Failure::io(e));
+            }
+        };
     info!(warehouse = %warehouse.name, layers = plan.dataflow.layers.len(), sources = plan.dataflow.sources.len(), storage = %warehouse.storage.root, "starting");
     // The layers' error is the one that decides the exit code; the
     // servers' are logged (they stop because the layers did).
     let maintenance = maintain::spawn_background(&warehouse, &plan.dataflow, shutdown.clone());
-    let outcome = run_dataflow(plan.dataflow, shutdown.clone()).await;
+    let outcome = run_dataflow_observed(plan.dataflow, shutdown.clone(), metrics).await;
     if let Ok(report) = &outcome {
         info!(epochs = report.epochs, rows = report.rows, "layers stopped");
     }
@@ -64,6 +75,12 @@ pub async fn run(
     {
         error!(error = %e, "the dashboard failed");
         served = Err(Failure::io(format!("the dashboard failed: {e}")));
+    }
+    if let Some(endpoint) = endpoint
+        && let Err(e) = endpoint.wait().await
+    {
+        error!(error = %e, "the metrics endpoint failed");
+        served = Err(Failure::io(e));
     }
     outcome?;
     released?;

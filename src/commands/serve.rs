@@ -16,6 +16,7 @@ use strata_dashboard::RunningDashboard;
 use crate::commands::dashboard;
 use crate::commands::load_warehouse;
 use crate::commands::signals::stop_on_signals;
+use crate::commands::{flight_metrics, metrics_endpoint};
 use crate::failure::Failure;
 
 /// The server settings of `warehouse`.
@@ -100,10 +101,30 @@ pub async fn serve(file: &Path) -> Result<(), Failure> {
     let warehouse = load_warehouse(file)?;
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
+    let metrics = strata_engine::Metrics::new();
+    flight_metrics::observe(&metrics);
     let (server, page) = start_with_dashboard(&warehouse, &shutdown)
         .await
         .map_err(Failure::io)?;
+    let endpoint = match metrics_endpoint::start(
+        &warehouse,
+        &metrics,
+        Some(server.local_addr),
+        shutdown.wait(),
+    )
+    .await
+    {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            shutdown.trigger();
+            return Err(Failure::io(e));
+        }
+    };
     let mut outcome = Ok(());
+    if let Some(Err(e)) = futures::future::OptionFuture::from(endpoint.map(|p| p.wait())).await {
+        error!(error = %e, "the metrics endpoint failed");
+        outcome = Err(Failure::io(e));
+    }
     if let Err(e) = server.wait().await {
         error!(error = %e, "the Flight SQL server failed");
         outcome = Err(Failure::io(format!("the Flight SQL server failed: {e}")));

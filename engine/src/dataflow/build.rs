@@ -156,6 +156,7 @@ pub(crate) async fn build_layer(
         acks: cx.acks.clone(),
         sources: Vec::new(),
         rows_in_epoch: 0,
+        received_in_epoch: 0,
         name,
     };
     Ok(BuiltLayer {

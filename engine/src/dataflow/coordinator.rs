@@ -27,14 +27,19 @@ use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::io::{Failpoints, TableCommit};
 use crate::dataflow::message::Ack;
 use crate::dataflow::source::{EpochControl, SourceStatus};
+use crate::delta::table_committer::CommitOutcome;
 use crate::error::{EngineError, Result};
 use crate::failpoint::Point;
 use crate::kafka::offsets::SourceOffsets;
 use crate::kafka::publisher::PublishCommitter;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 
 /// How often a running dataflow logs its progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+/// How recent a source's broker contact must be for an idle dataflow to
+/// count as alive (sources probe every 2 s).
+const IDLE_CONTACT: Duration = Duration::from_secs(5);
 
 /// Totals of one run of a dataflow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -68,6 +73,7 @@ pub(crate) struct Coordinator {
     pub(crate) next_epoch: u64,
     pub(crate) bounded: bool,
     pub(crate) shutdown: Shutdown,
+    pub(crate) metrics: Metrics,
 }
 
 impl Coordinator {
@@ -93,7 +99,7 @@ impl Coordinator {
                     match self.trigger(stopping) {
                         Some(epoch) => in_flight = Some((epoch, Vec::new(), Instant::now())),
                         None if stopping => return Ok(report),
-                        None => {}
+                        None => self.idle_heartbeat(),
                     }
                 }
                 _ = &mut stop_requested, if !stopping => {
@@ -126,7 +132,7 @@ impl Coordinator {
                         let acks = std::mem::take(acks);
                         in_flight = None;
                         let slowest = acks.iter().filter_map(|a| a.layer.watermark).min();
-                        let rows = self.complete(epoch, acks).await?;
+                        let rows = self.complete(epoch, acks, started).await?;
                         report.epochs += 1;
                         report.rows += rows;
                         progress.tick(&self.dataflow, epoch, &report, started.elapsed(), slowest);
@@ -168,11 +174,31 @@ impl Coordinator {
         Some(epoch)
     }
 
+    /// With nothing to commit, the dataflow is alive if every source
+    /// reached its broker lately (a quiet topic, not a lost broker).
+    fn idle_heartbeat(&self) {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let fresh = (self.interval * 3).max(IDLE_CONTACT).as_millis() as i64;
+        let reached = self
+            .sources
+            .iter()
+            .all(|s| now_ms - s.status.last_contact_ms.load(Ordering::SeqCst) <= fresh);
+        if reached {
+            self.metrics.heartbeat(&self.dataflow);
+        }
+    }
+
     /// Writes the manifest and commits every table; returns the rows the
     /// layers wrote in the epoch.
-    async fn complete(&mut self, epoch: u64, acks: Vec<Ack>) -> Result<u64> {
+    async fn complete(
+        &mut self,
+        epoch: u64,
+        acks: Vec<Ack>,
+        epoch_started: Instant,
+    ) -> Result<u64> {
         let started = Instant::now();
         let rows = acks.iter().map(|a| a.rows).sum();
+        let observed: Vec<EpochCounts> = acks.iter().map(EpochCounts::of).collect();
         let mut manifest = Manifest {
             format: MANIFEST_FORMAT,
             dataflow: self.dataflow.clone(),
@@ -195,6 +221,7 @@ impl Coordinator {
             epoch,
             &manifest,
             self.failpoints.as_ref(),
+            &self.metrics,
         )
         .await?;
         if manifest
@@ -216,7 +243,13 @@ impl Coordinator {
         if let Err(e) = self.store.prune(self.retain).await {
             warn!(dataflow = %self.dataflow, error = %e, "could not prune old checkpoints");
         }
-        debug!(dataflow = %self.dataflow, epoch, rows, commit_ms = started.elapsed().as_millis() as u64, "epoch committed");
+        let commit = started.elapsed();
+        for counts in &observed {
+            counts.report(&self.metrics);
+        }
+        self.metrics
+            .epoch_committed(&self.dataflow, epoch, epoch_started.elapsed(), commit);
+        debug!(dataflow = %self.dataflow, epoch, rows, commit_ms = commit.as_millis() as u64, "epoch committed");
         Ok(rows)
     }
 }
@@ -236,6 +269,7 @@ pub(crate) async fn commit_all(
     epoch: u64,
     manifest: &Manifest,
     failpoints: &dyn Failpoints,
+    metrics: &Metrics,
 ) -> Result<()> {
     let mut work: HashMap<&str, (usize, &PendingCommit)> = HashMap::new();
     let mut empty = Vec::new();
@@ -266,6 +300,18 @@ pub(crate) async fn commit_all(
         if done == 1 {
             failpoints.hit(Point::BetweenTableCommits, epoch)?;
         }
+        if let CommitOutcome::Committed { version } = outcome
+            && let Some((_, pending)) = work.get(table)
+        {
+            let bytes = pending.adds.iter().map(|a| a.size.max(0) as u64).sum();
+            metrics.table_committed(
+                table_name(table),
+                version,
+                pending.rows,
+                pending.adds.len() as u64,
+                bytes,
+            );
+        }
         failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
     }
     // A table the epoch left empty is "committed" once the others are.
@@ -273,6 +319,57 @@ pub(crate) async fn commit_all(
         failpoints.hit(Point::AfterTableCommit(i + 1), epoch)?;
     }
     Ok(())
+}
+
+/// A table's name: the last segment of its URL.
+pub(crate) fn table_name(url: &str) -> &str {
+    url.trim_end_matches('/').rsplit('/').next().unwrap_or(url)
+}
+
+/// What one layer did in an epoch, kept from its ack for the metrics
+/// (reported once the epoch is committed).
+struct EpochCounts {
+    layer: String,
+    rows_in: u64,
+    rows_out: u64,
+    watermark: Option<i64>,
+    /// (side kind, table, rows).
+    sides: Vec<(&'static str, String, u64)>,
+    lookups: Vec<crate::lookup::metrics::LookupStats>,
+}
+
+impl EpochCounts {
+    fn of(ack: &Ack) -> Self {
+        let layer = ack.layer.name.clone();
+        let sides = ack
+            .sinks
+            .iter()
+            .filter_map(|p| {
+                let table = table_name(&p.table);
+                let rest = table.strip_prefix(layer.as_str())?;
+                let kind = ["late", "future", "rejected", "dead_letter"]
+                    .into_iter()
+                    .find(|k| rest.ends_with(&format!("_{k}")))?;
+                Some((kind, table.to_string(), p.rows))
+            })
+            .collect();
+        EpochCounts {
+            rows_in: ack.rows_in,
+            rows_out: ack.rows,
+            watermark: ack.layer.watermark,
+            sides,
+            lookups: ack.layer.lookups.clone(),
+            layer,
+        }
+    }
+
+    fn report(&self, metrics: &Metrics) {
+        metrics.layer_epoch(&self.layer, self.rows_in, self.rows_out, self.watermark);
+        for (kind, table, rows) in &self.sides {
+            metrics.side_rows(&self.layer, kind, table, *rows);
+        }
+        metrics.lookups(&self.layer, &self.lookups);
+    }
 }
 
 /// Periodic progress lines, so a long catch-up shows it moves and a slow

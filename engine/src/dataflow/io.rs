@@ -27,6 +27,7 @@ use crate::delta::table_committer::CommitOutcome;
 use crate::error::Result;
 use crate::failpoint::Point;
 use crate::kafka::offsets::SourceOffsets;
+use crate::metrics::Metrics;
 
 /// Phase one of a table: an epoch's rows written, not yet committed.
 #[async_trait]
@@ -81,6 +82,8 @@ pub struct SourceContext {
     pub control: Arc<EpochControl>,
     /// What it tells the coordinator.
     pub status: Arc<SourceStatus>,
+    /// Where it reports lag and broker contact.
+    pub metrics: Metrics,
 }
 
 /// A started source.
@@ -116,4 +119,6 @@ pub struct DataflowIo {
     pub checkpoints: Arc<CheckpointStore>,
     /// Where crashes are injected.
     pub failpoints: Arc<dyn Failpoints>,
+    /// Where it reports what it does.
+    pub metrics: Metrics,
 }

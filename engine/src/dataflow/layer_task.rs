@@ -116,6 +116,8 @@ pub(crate) struct LayerTask {
     pub(crate) acks: mpsc::Sender<Ack>,
     pub(crate) sources: Vec<SourceCheckpoint>,
     pub(crate) rows_in_epoch: u64,
+    /// Rows received in the epoch (for metrics).
+    pub(crate) received_in_epoch: u64,
 }
 
 impl LayerTask {
@@ -183,6 +185,7 @@ impl LayerTask {
 
     async fn on_rows(&mut self, input: usize, rows: RecordBatch) -> Result<()> {
         let now = now_micros();
+        self.received_in_epoch += rows.num_rows() as u64;
         let mut rows = rows;
         if let Some(filter) = &self.filter {
             let keep = filter
@@ -372,6 +375,7 @@ impl LayerTask {
             sources: std::mem::take(&mut self.sources),
             sinks,
             rows: std::mem::take(&mut self.rows_in_epoch),
+            rows_in: std::mem::take(&mut self.received_in_epoch),
         };
         debug!(layer = %self.name, epoch, "barrier aligned");
         self.acks

@@ -39,4 +39,6 @@ pub struct Ack {
     pub sinks: Vec<PendingCommit>,
     /// Rows the layer wrote in the epoch (for progress logs).
     pub rows: u64,
+    /// Rows the layer received in the epoch (for metrics).
+    pub rows_in: u64,
 }

@@ -29,6 +29,6 @@ pub(crate) mod table_source;
 pub mod watermark;
 
 pub use coordinator::DataflowReport;
-pub use run::{run_dataflow, run_dataflow_with};
+pub use run::{run_dataflow, run_dataflow_observed, run_dataflow_with};
 pub use spec::{DataflowSpec, Delivery, InputFrom, LayerInput, LayerSpec, PublishSpec, SourceSpec};
 pub use watermark::WatermarkSpec;

@@ -22,6 +22,7 @@ use crate::dataflow::spec::DataflowSpec;
 use crate::error::{EngineError, Result};
 use crate::failpoint::ProcessFailpoints;
 use crate::kafka::publisher::PublishCommitter;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
 
@@ -29,11 +30,21 @@ use crate::sql::planner::StreamingPlanner;
 /// up), committing a last epoch on the way out: Kafka sources, Delta
 /// tables, checkpoints under the storage root.
 pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<DataflowReport> {
+    run_dataflow_observed(spec, shutdown, Metrics::new()).await
+}
+
+/// Runs `spec` as [`run_dataflow`] does, reporting to `metrics`.
+pub async fn run_dataflow_observed(
+    spec: DataflowSpec,
+    shutdown: Shutdown,
+    metrics: Metrics,
+) -> Result<DataflowReport> {
     let io = DataflowIo {
         tables: Arc::new(DeltaTables),
         sources: Arc::new(KafkaSources),
         checkpoints: Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?),
         failpoints: Arc::new(ProcessFailpoints),
+        metrics,
     };
     run_dataflow_with(spec, io, shutdown).await
 }
@@ -76,7 +87,14 @@ pub async fn run_dataflow_with(
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
         Some(m) => {
-            commit_all(&mut committers, m.epoch, m, io.failpoints.as_ref()).await?;
+            commit_all(
+                &mut committers,
+                m.epoch,
+                m,
+                io.failpoints.as_ref(),
+                &io.metrics,
+            )
+            .await?;
             recover_publishers(&publishers, &mut committers, m).await?;
             restore_layers(&mut built, m, &store).await?;
             info!(dataflow = %spec.id, epoch = m.epoch, "resuming from checkpoint");
@@ -114,6 +132,7 @@ pub async fn run_dataflow_with(
                 out,
                 control: control.clone(),
                 status: status.clone(),
+                metrics: io.metrics.clone(),
             },
         )?;
         handles.push(SourceHandle {
@@ -146,7 +165,11 @@ pub async fn run_dataflow_with(
         next_epoch,
         bounded: spec.bounded,
         shutdown: shutdown.clone(),
+        metrics: io.metrics.clone(),
     };
+    io.metrics
+        .dataflow_running(&spec.id, true, spec.checkpoint_interval);
+    let _stopped = Stopped(&io.metrics, &spec.id);
     // Aborted if this future is dropped (a test "kills" the dataflow so),
     // as the tasks and sources in their join sets are.
     let mut coordinator = AbortOnDrop(tokio::spawn(coordinator.run()));
@@ -209,6 +232,16 @@ pub async fn run_dataflow_with(
             info!(dataflow = %spec.id, epochs = report.epochs, rows = report.rows, "stopped");
             Ok(report)
         }
+    }
+}
+
+/// Marks the dataflow stopped in the metrics however the run ends.
+struct Stopped<'a>(&'a Metrics, &'a str);
+
+impl Drop for Stopped<'_> {
+    fn drop(&mut self) {
+        self.0
+            .dataflow_running(self.1, false, std::time::Duration::ZERO);
     }
 }
 

@@ -136,6 +136,7 @@ impl Harness {
             }),
             checkpoints: self.checkpoints.clone(),
             failpoints: crash.clone(),
+            metrics: crate::metrics::Metrics::default(),
         }
     }
 

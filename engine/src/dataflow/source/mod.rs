@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -31,6 +31,7 @@ use crate::error::{EngineError, Result};
 use crate::kafka::offsets::{SourceOffsets, TopicPartition};
 use crate::ods::{RecordStage, SourceRecord};
 
+mod health;
 mod partitions;
 
 /// Rows per batch handed to the layer.
@@ -67,6 +68,8 @@ pub struct SourceStatus {
     pub progress: AtomicBool,
     /// Bounded runs: caught up with the end offsets as of the start.
     pub done: AtomicBool,
+    /// When the broker last answered the source (Unix ms; 0: never).
+    pub last_contact_ms: AtomicI64,
 }
 
 /// Everything a source thread needs.
@@ -91,6 +94,7 @@ pub(crate) struct SourceTask {
     committed: std_mpsc::Receiver<SourceOffsets>,
     control: Arc<EpochControl>,
     status: Arc<SourceStatus>,
+    health: health::SourceHealth,
 }
 
 impl SourceTask {
@@ -109,6 +113,7 @@ impl SourceTask {
             out,
             control,
             status,
+            metrics,
         } = cx;
         let stage = RecordStage::new(&spec.layer, &spec.schema)?;
         let now = Instant::now();
@@ -158,6 +163,7 @@ impl SourceTask {
             committed,
             control,
             status,
+            health: health::SourceHealth::new(metrics),
             spec,
         })
     }
@@ -227,6 +233,7 @@ impl SourceTask {
                 }
             }
             self.commit_group_offsets();
+            self.probe_broker(now);
             if now >= next_refresh {
                 self.add_new_partitions();
                 next_refresh = now + PARTITION_REFRESH;
@@ -253,6 +260,7 @@ impl SourceTask {
         let mut staged = self.stage.take(cutoff)?;
         for (tp, time) in &staged.event_times {
             self.watermarks.observe(tp, *time, now);
+            self.health.newest_event(tp, *time);
         }
         self.mark_backlogged_active(now);
         if let (Some(column), Some(replay)) = (self.replay_time_column, &self.spec.replay)

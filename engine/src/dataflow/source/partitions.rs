@@ -240,5 +240,6 @@ impl SourceTask {
                 self.watermarks.keep_active(tp, now);
             }
         }
+        self.report_lag(&assignment);
     }
 }

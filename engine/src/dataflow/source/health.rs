@@ -1,0 +1,106 @@
+//! What a source tells operators: how far behind each partition is, and
+//! whether its broker answers.
+//!
+//! Lag is measured where the source already looks every flush (its
+//! position against the high watermark of its last fetch, no round trip).
+//! Broker contact needs a round trip, so it is probed every
+//! [`PROBE_EVERY`]: an idle source cannot otherwise tell a quiet topic from
+//! an unreachable broker, and the dataflow's heartbeat (and readiness)
+//! depend on that difference.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::Consumer;
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use super::{SourceTask, now_micros};
+use crate::kafka::fetched_end::fetched_end;
+use crate::kafka::offsets::{TopicPartition, listed_offset};
+use crate::metrics::Metrics;
+
+/// How often the broker is asked whether it is there.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// How long a probe waits (it holds up the poll loop only while the broker
+/// does not answer, when there is nothing to read anyway).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) struct SourceHealth {
+    metrics: Metrics,
+    /// The newest event time read from each partition, microseconds.
+    newest: HashMap<TopicPartition, i64>,
+    /// The position each partition had at the last report.
+    reported: HashMap<TopicPartition, i64>,
+    next_probe: Option<Instant>,
+}
+
+impl SourceHealth {
+    pub(super) fn new(metrics: Metrics) -> Self {
+        SourceHealth {
+            metrics,
+            newest: HashMap::new(),
+            reported: HashMap::new(),
+            next_probe: None,
+        }
+    }
+
+    pub(super) fn newest_event(&mut self, tp: &TopicPartition, micros: i64) {
+        match self.newest.get_mut(tp) {
+            Some(t) => *t = (*t).max(micros),
+            None => {
+                self.newest.insert(tp.clone(), micros);
+            }
+        }
+    }
+}
+
+impl SourceTask {
+    /// Reports every partition's lag (records and seconds) and the records
+    /// read since the last report.
+    pub(super) fn report_lag(&mut self, assignment: &TopicPartitionList) {
+        let now = now_micros();
+        for tp in &self.partitions {
+            let ours = self.positions.get(&tp.topic, tp.partition).unwrap_or(0);
+            let theirs = listed_offset(assignment, &tp.topic, tp.partition).unwrap_or(0);
+            let read_up_to = ours.max(theirs);
+            let lag = fetched_end(&self.consumer, &tp.topic, tp.partition)
+                .map_or(0, |high| (high - read_up_to).max(0));
+            let lag_seconds = match self.health.newest.get(tp) {
+                Some(t) if lag > 0 => ((now - t) as f64 / 1e6).max(0.0),
+                _ => 0.0,
+            };
+            let before = self.health.reported.insert(tp.clone(), ours);
+            let read = before.map_or(0, |b| (ours - b).max(0)) as u64;
+            self.health.metrics.partition(
+                &self.spec.id,
+                &tp.topic,
+                tp.partition,
+                read,
+                lag,
+                lag_seconds,
+            );
+        }
+    }
+
+    /// Every [`PROBE_EVERY`], asks the broker for one partition's offsets.
+    pub(super) fn probe_broker(&mut self, now: Instant) {
+        if self.health.next_probe.is_some_and(|t| now < t) {
+            return;
+        }
+        self.health.next_probe = Some(now + PROBE_EVERY);
+        let Some(tp) = self.partitions.iter().next() else {
+            return;
+        };
+        let reached = self
+            .consumer
+            .fetch_watermarks(&tp.topic, tp.partition, PROBE_TIMEOUT)
+            .is_ok();
+        if reached {
+            self.status
+                .last_contact_ms
+                .store(now_micros() / 1000, Ordering::SeqCst);
+        }
+        self.health.metrics.broker_contact(&self.spec.id, reached);
+    }
+}
