@@ -36,6 +36,7 @@ mod predicate;
 mod shutdown;
 pub mod sql;
 pub mod storage;
+pub mod versions;
 
 #[cfg(test)]
 mod architecture_tests;

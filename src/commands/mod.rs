@@ -3,6 +3,7 @@
 mod backfill;
 mod dashboard;
 mod gen_events;
+mod history;
 mod maintain;
 mod panel_waits;
 mod query;
@@ -60,5 +61,6 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Gen(args) => gen_events::generate(args).await,
         Command::Backfill(args) => backfill::backfill(args).await,
         Command::Maintain(args) => maintain::run(args).await,
+        Command::History { file, json } => history::history(&file, json).await,
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Coordinator {
     pub(crate) next_epoch: u64,
     pub(crate) bounded: bool,
     pub(crate) shutdown: Shutdown,
+    /// The hash of the warehouse file the manifests name.
+    pub(crate) version: Option<String>,
 }
 
 impl Coordinator {
@@ -181,6 +183,7 @@ impl Coordinator {
             sources: Vec::new(),
             layers: Vec::new(),
             sinks: Vec::new(),
+            version: self.version.clone(),
         };
         for ack in acks {
             manifest.sources.extend(ack.sources);

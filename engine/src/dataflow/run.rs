@@ -24,6 +24,7 @@ use crate::failpoint::ProcessFailpoints;
 use crate::kafka::publisher::PublishCommitter;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
+use crate::versions::VersionStore;
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
 /// up), committing a last epoch on the way out: Kafka sources, Delta
@@ -87,6 +88,12 @@ pub async fn run_dataflow_with(
             1
         }
     };
+    if let Some(version) = &spec.version {
+        VersionStore::open(&spec.storage, &spec.id)?
+            .record(version, next_epoch)
+            .await?;
+        info!(dataflow = %spec.id, version = %version.short(), first_epoch = next_epoch, "warehouse version recorded");
+    }
 
     let control = Arc::new(EpochControl::default());
     // A source that fails must fail the dataflow at once (its layer only
@@ -146,6 +153,7 @@ pub async fn run_dataflow_with(
         next_epoch,
         bounded: spec.bounded,
         shutdown: shutdown.clone(),
+        version: spec.version.as_ref().map(|v| v.hash.clone()),
     };
     // Aborted if this future is dropped (a test "kills" the dataflow so),
     // as the tasks and sources in their join sets are.
