@@ -84,6 +84,15 @@ pub enum Command {
     /// --vacuum, also remove files no version within the retention needs
     /// (safe while `strata run` runs).
     Maintain(MaintainArgs),
+    /// List the versions of the warehouse file that ran (each `strata run`
+    /// records its file), when each was deployed and the epochs it committed.
+    History {
+        /// The warehouse YAML file (names the warehouse and its storage root).
+        file: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Arguments of `strata maintain`.

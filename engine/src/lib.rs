@@ -37,6 +37,7 @@ mod predicate;
 mod shutdown;
 pub mod sql;
 pub mod storage;
+pub mod versions;
 
 #[cfg(test)]
 mod architecture_tests;

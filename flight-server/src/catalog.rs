@@ -5,7 +5,9 @@
 //! table (and its side tables) can be queried as soon as its pipeline has
 //! created it, and the server needs nothing from the engine. The listing is
 //! refreshed at most once a second, before a request plans a query or lists
-//! tables.
+//! tables; a table whose schema changed since (columns merged in by a
+//! restarted pipeline) is opened anew then, so clients see the new columns
+//! without a server restart.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -97,14 +99,20 @@ impl WarehouseCatalog {
             return Ok(());
         }
         let mut added = Vec::new();
+        let mut changed = Vec::new();
         for schema in SCHEMAS {
             for name in self.list_dirs(&self.prefix.clone().join(schema)).await? {
                 let known = {
                     let tables = self.tables.read().unwrap_or_else(|p| p.into_inner());
-                    tables.get(schema).is_some_and(|t| t.contains_key(&name))
+                    tables.get(schema).and_then(|t| t.get(&name)).cloned()
                 };
-                if known {
-                    continue;
+                if let Some(table) = known {
+                    // A merged schema (new columns) is served as soon as it
+                    // is committed; the rest of the table is as it was.
+                    if !table.schema_changed().await? {
+                        continue;
+                    }
+                    changed.push(format!("{schema}.{name}"));
                 }
                 if let Some(table) = self.open(schema, &name).await? {
                     debug!(table = %format!("{CATALOG}.{schema}.{name}"), url = %table.url(), "serving table");
@@ -117,6 +125,10 @@ impl WarehouseCatalog {
                 }
             }
         }
+        if !changed.is_empty() {
+            info!(tables = changed.len(), names = %changed.join(", "), "serving tables whose schema changed");
+        }
+        added.retain(|t| !changed.contains(t));
         if !added.is_empty() {
             info!(tables = added.len(), names = %added.join(", "), "serving new tables");
         }

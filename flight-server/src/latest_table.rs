@@ -23,6 +23,9 @@ use tokio::sync::Mutex;
 pub struct LatestDeltaTable {
     table: Mutex<DeltaTable>,
     schema: SchemaRef,
+    /// The table's schema as its log says, when it was opened: the
+    /// catalog compares it with the newest to notice a merged schema.
+    log_schema: SchemaRef,
     url: String,
 }
 
@@ -44,9 +47,15 @@ impl LatestDeltaTable {
         let url = table.table_url().to_string();
         let provider = table.table_provider().build().await?;
         let schema = provider.schema();
+        let log_schema = table
+            .snapshot()
+            .map_err(delta_error)?
+            .snapshot()
+            .arrow_schema();
         Ok(LatestDeltaTable {
             table: Mutex::new(table),
             schema,
+            log_schema,
             url,
         })
     }
@@ -54,6 +63,20 @@ impl LatestDeltaTable {
     /// The table's URL.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Whether the table's newest version has another schema than the one
+    /// it was opened with (columns added while the server runs): the
+    /// catalog then serves it anew.
+    pub async fn schema_changed(&self) -> Result<bool> {
+        let mut table = self.table.lock().await;
+        table.update_state().await.map_err(delta_error)?;
+        let newest = table
+            .snapshot()
+            .map_err(delta_error)?
+            .snapshot()
+            .arrow_schema();
+        Ok(newest.fields() != self.log_schema.fields())
     }
 
     /// The committed version the next scan would read, after catching up.
@@ -100,7 +123,7 @@ impl TableProvider for LatestDeltaTable {
         };
         if provider.schema().fields() != self.schema.fields() {
             return Err(DataFusionError::Plan(format!(
-                "the table at {} changed its schema since the server started; restart the server to see the new columns",
+                "the table at {} changed its schema while this query was planned; run it again",
                 self.url
             )));
         }

@@ -204,6 +204,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
             layers,
             udfs: Vec::new(),
             dimensions,
+            version: None,
         },
     })
 }

@@ -4,6 +4,7 @@ mod backfill;
 mod dashboard;
 mod flight_metrics;
 mod gen_events;
+mod history;
 mod maintain;
 mod metrics_endpoint;
 mod panel_waits;
@@ -65,5 +66,6 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Gen(args) => gen_events::generate(args).await,
         Command::Backfill(args) => backfill::backfill(args).await,
         Command::Maintain(args) => maintain::run(args).await,
+        Command::History { file, json } => history::history(&file, json).await,
     }
 }

@@ -7,6 +7,7 @@ use strata_engine::dataflow::run_dataflow_observed;
 use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
 use strata_engine::storage::StorageRoot;
 use strata_engine::{Metrics, Shutdown};
+use strata_engine::versions::WarehouseVersion;
 use tracing::{error, info};
 
 use crate::commands::maintain;
@@ -27,7 +28,10 @@ pub async fn run(
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
     let warehouse = load_warehouse(file)?;
-    let plan = plan_layers(&warehouse, layers, bounded)?;
+    let mut plan = plan_layers(&warehouse, layers, bounded)?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
+    plan.dataflow.version = Some(WarehouseVersion::of(text, &file.display().to_string()));
     check_queries(&warehouse, &plan.dataflow).await?;
     let lease = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
     let metrics = Metrics::new();

@@ -8,6 +8,7 @@ Needs: the shared broker (memory storage) from scripts/test.
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import time
@@ -60,7 +61,7 @@ def test_compaction_under_a_live_pipeline_changes_no_result_and_drops_the_file_c
     producer, errors = produce_in_background(kafka, topic, records, chunk=200, pause=0.15)
     wh = Warehouse(tmp_path, kafka, topic, interval="200ms", extra="maintenance:\n  min_small_files: 8\n")
     strata = Strata(strata_bin, wh).start()
-    wait_until(lambda: (strata.assert_alive(), len(DeltaTable(str(wh.table_path)).files()) >= 20
+    wait_until(lambda: (strata.assert_alive(), len(DeltaTable(str(wh.table_path)).file_uris()) >= 20
                         if (wh.table_path / "_delta_log").exists() else False)[1], 120, "20 small files")
 
     # Compaction while the pipeline commits epochs and the producer writes.
@@ -73,8 +74,8 @@ def test_compaction_under_a_live_pipeline_changes_no_result_and_drops_the_file_c
     # The compaction's commit holds the same rows as the version it was
     # made on, in fewer files.
     assert rows_at(wh.table_path, v) == rows_at(wh.table_path, v - 1)
-    files_before = len(DeltaTable(str(wh.table_path), version=v - 1).files())
-    files_after = len(DeltaTable(str(wh.table_path), version=v).files())
+    files_before = len(DeltaTable(str(wh.table_path), version=v - 1).file_uris())
+    files_after = len(DeltaTable(str(wh.table_path), version=v).file_uris())
     assert files_after < files_before, (files_before, files_after)
     strata.assert_alive()
 
@@ -139,7 +140,7 @@ def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retent
     check_exactly_once(wh, records)
 
     # A table missing a file it names is refused, and nothing is removed.
-    victim = wh.table_path / DeltaTable(str(wh.table_path)).files()[0]
+    victim = pathlib.Path(DeltaTable(str(wh.table_path)).file_uris()[0].removeprefix("file://"))
     victim.unlink()
     files = parquet_files(wh.table_path)
     refused = maintain(strata_bin, wh, "--layer", wh.layer, "--vacuum")

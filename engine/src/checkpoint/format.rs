@@ -88,6 +88,9 @@ struct ManifestV2 {
     sources: Vec<SourceV2>,
     layers: Vec<LayerV2>,
     sinks: Vec<SinkV2>,
+    /// Added within format 2: older manifests have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -252,6 +255,7 @@ impl From<ManifestV2> for Manifest {
                     }),
                 })
                 .collect(),
+            version: m.version,
         }
     }
 }
@@ -344,6 +348,7 @@ impl From<&Manifest> for ManifestV2 {
                     }),
                 })
                 .collect(),
+            version: m.version.clone(),
         }
     }
 }

@@ -36,6 +36,9 @@ pub struct Manifest {
     pub layers: Vec<LayerCheckpoint>,
     /// Each table's work for this epoch.
     pub sinks: Vec<PendingCommit>,
+    /// sha256 of the warehouse file the epoch ran (see `crate::versions`);
+    /// none in manifests of runs that did not record it.
+    pub version: Option<String>,
 }
 
 /// A source's position after an epoch.
@@ -164,6 +167,7 @@ mod tests {
                 rows: 0,
                 upsert: None,
             }],
+            version: Some("ab12".into()),
         };
         let bytes = crate::checkpoint::format::encode(&m).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();

@@ -74,6 +74,8 @@ pub(crate) struct Coordinator {
     pub(crate) bounded: bool,
     pub(crate) shutdown: Shutdown,
     pub(crate) metrics: Metrics,
+    /// The hash of the warehouse file the manifests name.
+    pub(crate) version: Option<String>,
 }
 
 impl Coordinator {
@@ -207,6 +209,7 @@ impl Coordinator {
             sources: Vec::new(),
             layers: Vec::new(),
             sinks: Vec::new(),
+            version: self.version.clone(),
         };
         for ack in acks {
             manifest.sources.extend(ack.sources);

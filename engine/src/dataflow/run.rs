@@ -25,6 +25,7 @@ use crate::kafka::publisher::PublishCommitter;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
+use crate::versions::VersionStore;
 
 /// Runs `spec` until `shutdown` (or, when bounded, until every source caught
 /// up), committing a last epoch on the way out: Kafka sources, Delta
@@ -105,6 +106,12 @@ pub async fn run_dataflow_with(
             1
         }
     };
+    if let Some(version) = &spec.version {
+        VersionStore::open(&spec.storage, &spec.id)?
+            .record(version, next_epoch)
+            .await?;
+        info!(dataflow = %spec.id, version = %version.short(), first_epoch = next_epoch, "warehouse version recorded");
+    }
 
     let control = Arc::new(EpochControl::default());
     // A source that fails must fail the dataflow at once (its layer only
@@ -166,6 +173,7 @@ pub async fn run_dataflow_with(
         bounded: spec.bounded,
         shutdown: shutdown.clone(),
         metrics: io.metrics.clone(),
+        version: spec.version.as_ref().map(|v| v.hash.clone()),
     };
     io.metrics
         .dataflow_running(&spec.id, true, spec.checkpoint_interval);

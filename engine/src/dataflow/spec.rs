@@ -12,6 +12,7 @@ use crate::kafka::client_config::KafkaConfig;
 use crate::kafka::start_position::StartPosition;
 use crate::lookup::{DimensionSpec, LookupFailurePolicy};
 use crate::storage::StorageRoot;
+use crate::versions::WarehouseVersion;
 
 /// A set of layers run in one process, with one checkpoint epoch.
 #[derive(Debug, Clone)]
@@ -35,6 +36,9 @@ pub struct DataflowSpec {
     pub udfs: Vec<ScalarUDF>,
     /// Dimensions layers may join `FOR SYSTEM_TIME AS OF`.
     pub dimensions: Vec<DimensionSpec>,
+    /// The warehouse file this run deploys: recorded beside the
+    /// checkpoints and named by each manifest (none: not recorded).
+    pub version: Option<WarehouseVersion>,
 }
 
 /// A Kafka topic set decoded with a schema, feeding one layer.

@@ -5,6 +5,7 @@
 pub mod commit_race;
 pub mod epoch_rows;
 pub mod merge_predicate;
+pub mod schema_change;
 pub mod storable;
 pub mod table;
 pub mod table_committer;

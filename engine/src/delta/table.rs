@@ -8,13 +8,15 @@ use datafusion::prelude::DataFrame;
 use deltalake::kernel::StructType;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::delta::schema_change::{SchemaChange, schema_change};
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
 /// Loads the table at `location`, or creates it with `schema`, partitioned
-/// by `partition_columns`. An existing table must have the schema's columns.
+/// by `partition_columns`. An existing table gains the schema's new nullable
+/// columns; other differences are refused.
 pub async fn open_or_create(
     location: &TableLocation,
     schema: &SchemaRef,
@@ -33,10 +35,7 @@ pub async fn open_or_create(
         .build()
         .map_err(EngineError::delta(&url, "opening the table"))?;
     match table.load().await {
-        Ok(()) => {
-            check_schema(&table, schema, &url)?;
-            Ok(table)
-        }
+        Ok(()) => evolve_schema(table, schema, &url).await,
         Err(DeltaTableError::NotATable(_)) => {
             let kernel_schema: StructType = schema
                 .as_ref()
@@ -99,25 +98,33 @@ pub async fn read_existing(location: &TableLocation, ctx: &SessionContext) -> Re
         .map_err(|e| EngineError::datafusion(&url, "reading the table")(e))
 }
 
-/// An existing table must have the columns the pipeline writes; otherwise
-/// every write would fail later with a less helpful message.
-fn check_schema(table: &DeltaTable, expected: &SchemaRef, url: &str) -> Result<()> {
-    let snapshot = table
+/// An existing table must have the columns the pipeline writes; new
+/// nullable ones are added to it (see [`schema_change`]), anything else is
+/// refused here, rather than by every write later with a less helpful
+/// message.
+async fn evolve_schema(table: DeltaTable, expected: &SchemaRef, url: &str) -> Result<DeltaTable> {
+    let actual = table
         .snapshot()
-        .map_err(EngineError::delta(url, "reading the table state"))?;
-    let actual: Arc<arrow::datatypes::Schema> = snapshot.snapshot().arrow_schema();
-    let missing: Vec<&str> = expected
-        .fields()
-        .iter()
-        .filter(|f| actual.field_with_name(f.name()).is_err())
-        .map(|f| f.name().as_str())
-        .collect();
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::Config(format!(
-            "table {url} exists without column(s) {}; the layer's output changed since the table was created. Move the table aside to rebuild it (backfill), or restore the old query",
-            missing.join(", ")
-        )))
+        .map_err(EngineError::delta(url, "reading the table state"))?
+        .schema();
+    let wanted: StructType = expected
+        .as_ref()
+        .try_into_kernel()
+        .map_err(|e| EngineError::delta(url, "converting the schema")(e.into()))?;
+    match schema_change(&actual, &wanted) {
+        Ok(SchemaChange::Unchanged) => Ok(table),
+        Ok(SchemaChange::AddColumns(fields)) => {
+            let names: Vec<String> = fields.iter().map(|f| f.name().clone()).collect();
+            let table = table
+                .add_columns()
+                .with_fields(fields)
+                .await
+                .map_err(EngineError::delta(url, "adding the layer's new columns"))?;
+            info!(table = %url, columns = %names.join(", "), "added the layer's new nullable columns to the table (older rows read them as null)");
+            Ok(table)
+        }
+        Err(reason) => Err(EngineError::Config(format!(
+            "table {url} cannot take the layer's output as it is now: {reason}"
+        ))),
     }
 }

@@ -124,6 +124,7 @@ impl Harness {
                 layers: specs,
                 udfs: Vec::new(),
                 dimensions: Vec::new(),
+                version: None,
             },
         }
     }

@@ -1,0 +1,138 @@
+//! What to do when a layer now writes other columns than its table has.
+//!
+//! Warehouses change while they run: a topic's records gain a field, a layer
+//! gains a column. Moving the table aside to rebuild it would lose the ODS
+//! history older than Kafka's retention, so a change Delta can take in place
+//! is merged into the table's schema on start (a new nullable column: old
+//! rows read as null). What would change the meaning of rows already
+//! written (a type change, a new NOT NULL column, a rename) is refused with
+//! what to do instead.
+//!
+//! Types are compared as Delta types (the kernel's), the form both the table
+//! and the layer's Arrow schema convert to, so an Arrow spelling Delta does
+//! not keep (string views, timestamp units) is no change.
+
+use deltalake::kernel::{StructField, StructType};
+
+/// How a table's schema must change for a layer's output.
+#[derive(Debug, PartialEq)]
+pub enum SchemaChange {
+    /// The table has every column the layer writes, with its type.
+    Unchanged,
+    /// New nullable columns to add to the table.
+    AddColumns(Vec<StructField>),
+}
+
+/// Compares the table's schema with what the layer writes; an `Err` says
+/// why the change cannot be applied in place, and what to do.
+pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaChange, String> {
+    let mut added = Vec::new();
+    let mut problems = Vec::new();
+    for field in layer.fields() {
+        match table.field(field.name()) {
+            Some(existing) if existing.data_type() != field.data_type() => problems.push(format!(
+                "column `{}` is {} in the table but the layer now writes {} (a type change is not applied in place: restore the type, or write it as a new column)",
+                field.name(),
+                existing.data_type(),
+                field.data_type()
+            )),
+            Some(_) => {}
+            None if !field.is_nullable() => problems.push(format!(
+                "new column `{}` is NOT NULL, but the rows already written have no value for it (make it nullable)",
+                field.name()
+            )),
+            None => added.push(field.clone()),
+        }
+    }
+    let gone: Vec<&str> = table
+        .fields()
+        .filter(|f| layer.field(f.name()).is_none())
+        .map(|f| f.name().as_str())
+        .collect();
+    if !added.is_empty() && !gone.is_empty() {
+        problems.push(format!(
+            "the table's column(s) {} are no longer written while {} are new: renames and drops are not applied in place (keep the old name, e.g. `new AS old`, or backfill the layer into a new table)",
+            gone.join(", "),
+            added
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    Ok(if added.is_empty() {
+        SchemaChange::Unchanged
+    } else {
+        SchemaChange::AddColumns(added)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::kernel::DataType;
+
+    use super::*;
+
+    fn schema(fields: &[(&str, DataType, bool)]) -> StructType {
+        StructType::try_new(
+            fields
+                .iter()
+                .map(|(n, t, nullable)| StructField::new(*n, t.clone(), *nullable)),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_new_nullable_column_is_added() {
+        let table = schema(&[("id", DataType::STRING, false)]);
+        let layer = schema(&[
+            ("id", DataType::STRING, false),
+            ("agent", DataType::STRING, true),
+        ]);
+        assert_eq!(
+            schema_change(&table, &layer),
+            Ok(SchemaChange::AddColumns(vec![StructField::new(
+                "agent",
+                DataType::STRING,
+                true
+            )]))
+        );
+        assert_eq!(schema_change(&layer, &layer), Ok(SchemaChange::Unchanged));
+    }
+
+    #[test]
+    fn type_changes_not_null_columns_and_renames_are_refused() {
+        let table = schema(&[
+            ("id", DataType::STRING, false),
+            ("n", DataType::INTEGER, true),
+        ]);
+        let retyped = schema(&[
+            ("id", DataType::STRING, false),
+            ("n", DataType::STRING, true),
+        ]);
+        let e = schema_change(&table, &retyped).unwrap_err();
+        assert!(
+            e.contains("column `n` is integer") && e.contains("type change"),
+            "{e}"
+        );
+        let not_null = schema(&[
+            ("id", DataType::STRING, false),
+            ("n", DataType::INTEGER, true),
+            ("m", DataType::LONG, false),
+        ]);
+        let e = schema_change(&table, &not_null).unwrap_err();
+        assert!(e.contains("new column `m` is NOT NULL"), "{e}");
+        let renamed = schema(&[
+            ("id", DataType::STRING, false),
+            ("count", DataType::INTEGER, true),
+        ]);
+        let e = schema_change(&table, &renamed).unwrap_err();
+        assert!(
+            e.contains("n are no longer written while count are new"),
+            "{e}"
+        );
+    }
+}
