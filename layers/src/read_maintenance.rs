@@ -43,7 +43,8 @@ pub(crate) fn read_maintenance(
         return m;
     };
     if let Some(text) = s.string(d, "interval") {
-        if text.value.trim() == "off" {
+        // YAML 1.1 reads an unquoted `off` as the boolean false.
+        if matches!(text.value.trim(), "off" | "false") {
             m.interval = Some(None);
         } else if let Some(i) = s.duration(d, "interval") {
             m.interval = Some(Some(i.value));

@@ -6,8 +6,8 @@ use std::path::Path;
 use strata_engine::dataflow::run_dataflow_observed;
 use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
 use strata_engine::storage::StorageRoot;
-use strata_engine::{Metrics, Shutdown};
 use strata_engine::versions::WarehouseVersion;
+use strata_engine::{Metrics, Shutdown};
 use tracing::{error, info};
 
 use crate::commands::maintain;
