@@ -85,7 +85,10 @@ impl SourceTask {
 
     /// Every [`PROBE_EVERY`], asks the broker for one partition's offsets.
     pub(super) fn probe_broker(&mut self, now: Instant) {
-        if self.health.next_probe.is_some_and(|t| now < t) {
+        // A replay (backfill) or bounded run reads to a known end: no
+        // health to report, and the probe's ListOffsets queued behind its
+        // fetches stalled backfill replays on the sqlite broker.
+        if self.bounded || self.health.next_probe.is_some_and(|t| now < t) {
             return;
         }
         self.health.next_probe = Some(now + PROBE_EVERY);
