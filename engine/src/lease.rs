@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::error::{EngineError, Result};
+use crate::fence::Fence;
 use crate::shutdown::Shutdown;
 use crate::storage::StorageRoot;
 
@@ -220,6 +221,7 @@ impl LeaseStore {
             if free {
                 let mut holder = me.clone();
                 holder.renewed_at_ms = chrono::Utc::now().timestamp_millis();
+                let started = Instant::now();
                 if self.create(next, &holder).await? {
                     if let Some(Current {
                         holder: Some(h), ..
@@ -234,6 +236,7 @@ impl LeaseStore {
                         store: self.clone(),
                         holder,
                         n: next,
+                        fence: Fence::held(self.ttl, started),
                     });
                 }
                 // Someone else wrote it first: look again.
@@ -273,9 +276,15 @@ pub struct Lease {
     store: LeaseStore,
     holder: Holder,
     n: u64,
+    fence: Fence,
 }
 
 impl Lease {
+    /// The fence commits check: open while this lease is surely held.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
+    }
+
     /// Renews the lease every third of its time to live. If the lease is
     /// lost (another run took it: this one was stalled past the time to
     /// live) or cannot be renewed for a whole time to live, it triggers
@@ -317,9 +326,11 @@ impl Lease {
 
     async fn renew(&mut self) -> Result<bool> {
         self.holder.renewed_at_ms = chrono::Utc::now().timestamp_millis();
+        let started = Instant::now();
         if !self.store.create(self.n + 1, &self.holder).await? {
             return Ok(false);
         }
+        self.fence.renewed(started);
         self.n += 1;
         self.store.delete_before(self.n).await;
         Ok(true)

@@ -26,6 +26,7 @@ pub mod delta;
 mod error;
 pub mod event_time;
 pub mod failpoint;
+pub mod fence;
 pub mod kafka;
 pub mod lease;
 pub mod lookup;

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use strata_engine::dataflow::run_dataflow_observed;
+use strata_engine::fence::Fence;
 use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
 use strata_engine::storage::StorageRoot;
 use strata_engine::versions::WarehouseVersion;
@@ -33,7 +34,7 @@ pub async fn run(
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
     plan.dataflow.version = Some(WarehouseVersion::of(text, &file.display().to_string()));
     check_queries(&warehouse, &plan.dataflow).await?;
-    let lease = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
+    let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
     let metrics = Metrics::new();
     flight_metrics::observe(&metrics);
     let (server, page) = if serve_tables {
@@ -57,7 +58,7 @@ pub async fn run(
     // The layers' error is the one that decides the exit code; the
     // servers' are logged (they stop because the layers did).
     let maintenance = maintain::spawn_background(&warehouse, &plan.dataflow, shutdown.clone());
-    let outcome = run_dataflow_observed(plan.dataflow, shutdown.clone(), metrics).await;
+    let outcome = run_dataflow_observed(plan.dataflow, shutdown.clone(), metrics, fence).await;
     if let Ok(report) = &outcome {
         info!(epochs = report.epochs, rows = report.rows, "layers stopped");
     }
@@ -92,16 +93,16 @@ pub async fn run(
 }
 
 /// One writer per warehouse: takes its lease (waiting for another run to
-/// stop, unless `--no-wait`) and keeps it renewed while this run lives.
+/// stop, unless `--no-wait`) and keeps it renewed while this run lives;
+/// the fence the pipelines check before each commit.
 async fn take_lease(
     root: &StorageRoot,
     when_held: WhenHeld,
     shutdown: &Shutdown,
-) -> Result<KeptLease, Failure> {
+) -> Result<(KeptLease, Fence), Failure> {
     let store = LeaseStore::open(root, lease::DEFAULT_TTL)?;
     let me = lease::this_process(lease::DEFAULT_TTL);
-    Ok(store
-        .acquire(&me, when_held, shutdown)
-        .await?
-        .keep(shutdown.clone()))
+    let lease = store.acquire(&me, when_held, shutdown).await?;
+    let fence = lease.fence();
+    Ok((lease.keep(shutdown.clone()), fence))
 }

@@ -4,6 +4,11 @@
 //! atomic (a local rename, an S3 conditional put), so a manifest is either
 //! whole or absent, and a second process running the same pipeline fails
 //! loudly instead of interleaving epochs with the first.
+//!
+//! State files are create-only too, and named by epoch *and run*: a run
+//! that lost its lease while stalled can never overwrite a state file the
+//! next run's manifest names, even for the same epoch (the manifest is the
+//! commit point; only the files it names are read).
 
 use std::sync::Arc;
 
@@ -27,6 +32,8 @@ pub struct CheckpointStore {
     prefix: Path,
     location: String,
     dataflow: String,
+    /// This process's run, in the names of the state files it writes.
+    run: String,
 }
 
 impl CheckpointStore {
@@ -51,7 +58,19 @@ impl CheckpointStore {
             prefix,
             location: location.to_string(),
             dataflow: dataflow.to_string(),
+            run: uuid::Uuid::new_v4().simple().to_string()[..12].to_string(),
         }
+    }
+
+    /// The same checkpoints, for a new run of the dataflow: the state files
+    /// it writes carry a run id of their own.
+    pub fn for_run(&self) -> Self {
+        Self::new(
+            self.store.clone(),
+            self.prefix.clone(),
+            &self.location,
+            &self.dataflow,
+        )
     }
 
     fn err(&self, context: &str) -> impl FnOnce(object_store::Error) -> EngineError {
@@ -153,7 +172,7 @@ impl CheckpointStore {
         layer: &str,
         state: &RecordBatch,
     ) -> Result<String> {
-        let name = format!("state/{epoch:020}-{layer}.arrow");
+        let name = format!("state/{epoch:020}-{}-{layer}.arrow", self.run);
         let mut bytes = Vec::new();
         {
             let mut writer = StreamWriter::try_new(&mut bytes, &state.schema())
@@ -170,8 +189,12 @@ impl CheckpointStore {
             .clone()
             .join("state")
             .join(name.trim_start_matches("state/"));
+        let create = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
         self.store
-            .put(&path, PutPayload::from(bytes))
+            .put_opts(&path, PutPayload::from(bytes), create)
             .await
             .map_err(self.err("writing operator state"))?;
         Ok(name)
@@ -239,5 +262,52 @@ impl CheckpointStore {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::record_batch::RecordBatch;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::CheckpointStore;
+
+    fn batch(v: i64) -> RecordBatch {
+        RecordBatch::try_from_iter([(
+            "v",
+            Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef,
+        )])
+        .unwrap_or_else(|e| panic!("a batch: {e}"))
+    }
+
+    #[tokio::test]
+    async fn two_runs_writing_the_same_epochs_state_never_overwrite_each_other() {
+        let memory: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let open = || CheckpointStore::new(memory.clone(), Path::from("c"), "memory://c/", "w");
+        let (stalled, next) = (open(), open());
+        let theirs = next.write_state(7, "dws", &batch(1)).await;
+        let mine = stalled.write_state(7, "dws", &batch(2)).await;
+        let (theirs, mine) = (
+            theirs.unwrap_or_else(|e| panic!("{e}")),
+            mine.unwrap_or_else(|e| panic!("{e}")),
+        );
+        assert_ne!(theirs, mine);
+        let read = next
+            .read_state(&theirs)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(read, batch(1));
+        // One run never writes a state file twice: a second write fails.
+        assert!(next.write_state(7, "dws", &batch(3)).await.is_err());
+        assert_eq!(
+            next.read_state(&theirs)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+            batch(1)
+        );
     }
 }

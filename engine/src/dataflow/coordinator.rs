@@ -30,6 +30,7 @@ use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::delta::table_committer::CommitOutcome;
 use crate::error::{EngineError, Result};
 use crate::failpoint::Point;
+use crate::fence::Fence;
 use crate::kafka::offsets::SourceOffsets;
 use crate::kafka::publisher::PublishCommitter;
 use crate::metrics::Metrics;
@@ -76,6 +77,9 @@ pub(crate) struct Coordinator {
     pub(crate) metrics: Metrics,
     /// The hash of the warehouse file the manifests name.
     pub(crate) version: Option<String>,
+    /// Checked at each commit point: a run that may have lost its lease
+    /// stops instead of committing.
+    pub(crate) fence: Fence,
 }
 
 impl Coordinator {
@@ -217,8 +221,12 @@ impl Coordinator {
             manifest.sinks.extend(ack.sinks);
         }
         self.failpoints.hit(Point::BeforeManifest, epoch)?;
+        self.fence.check(&self.dataflow, epoch)?;
         self.store.write(&manifest).await?;
         self.failpoints.hit(Point::AfterManifest, epoch)?;
+        // The manifest write may have been slow: the tables are a commit
+        // point of their own.
+        self.fence.check(&self.dataflow, epoch)?;
         commit_all(
             &mut self.committers,
             epoch,

@@ -26,6 +26,7 @@ use crate::dataflow::spec::SourceSpec;
 use crate::delta::table_committer::CommitOutcome;
 use crate::error::Result;
 use crate::failpoint::Point;
+use crate::fence::Fence;
 use crate::kafka::offsets::SourceOffsets;
 use crate::metrics::Metrics;
 
@@ -121,4 +122,7 @@ pub struct DataflowIo {
     pub failpoints: Arc<dyn Failpoints>,
     /// Where it reports what it does.
     pub metrics: Metrics,
+    /// Checked before every commit point: open while this run surely holds
+    /// the warehouse's lease.
+    pub fence: Fence,
 }

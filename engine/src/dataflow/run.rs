@@ -21,6 +21,7 @@ use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::DataflowSpec;
 use crate::error::{EngineError, Result};
 use crate::failpoint::ProcessFailpoints;
+use crate::fence::Fence;
 use crate::kafka::publisher::PublishCommitter;
 use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
@@ -31,14 +32,16 @@ use crate::versions::VersionStore;
 /// up), committing a last epoch on the way out: Kafka sources, Delta
 /// tables, checkpoints under the storage root.
 pub async fn run_dataflow(spec: DataflowSpec, shutdown: Shutdown) -> Result<DataflowReport> {
-    run_dataflow_observed(spec, shutdown, Metrics::new()).await
+    run_dataflow_observed(spec, shutdown, Metrics::new(), Fence::unfenced()).await
 }
 
-/// Runs `spec` as [`run_dataflow`] does, reporting to `metrics`.
+/// Runs `spec` as [`run_dataflow`] does, reporting to `metrics`, and
+/// committing only while `fence` (the warehouse's lease) is open.
 pub async fn run_dataflow_observed(
     spec: DataflowSpec,
     shutdown: Shutdown,
     metrics: Metrics,
+    fence: Fence,
 ) -> Result<DataflowReport> {
     let io = DataflowIo {
         tables: Arc::new(DeltaTables),
@@ -46,6 +49,7 @@ pub async fn run_dataflow_observed(
         checkpoints: Arc::new(CheckpointStore::open(&spec.storage, &spec.id)?),
         failpoints: Arc::new(ProcessFailpoints),
         metrics,
+        fence,
     };
     run_dataflow_with(spec, io, shutdown).await
 }
@@ -56,6 +60,9 @@ pub async fn run_dataflow_with(
     io: DataflowIo,
     shutdown: Shutdown,
 ) -> Result<DataflowReport> {
+    // State files are named per run: this run never overwrites another's.
+    let mut io = io;
+    io.checkpoints = Arc::new(io.checkpoints.for_run());
     let planner = StreamingPlanner::new(spec.udfs.clone());
     // Every layer's SQL and tables are planned before anything is opened.
     let plan = DataflowPlan::new(&spec, &planner).await?;
@@ -88,6 +95,7 @@ pub async fn run_dataflow_with(
     check_checkpoint_covers_tables(&spec, manifest.as_ref(), &committers)?;
     let next_epoch = match &manifest {
         Some(m) => {
+            io.fence.check(&spec.id, m.epoch)?;
             commit_all(
                 &mut committers,
                 m.epoch,
@@ -174,6 +182,7 @@ pub async fn run_dataflow_with(
         shutdown: shutdown.clone(),
         metrics: io.metrics.clone(),
         version: spec.version.as_ref().map(|v| v.hash.clone()),
+        fence: io.fence.clone(),
     };
     io.metrics
         .dataflow_running(&spec.id, true, spec.checkpoint_interval);

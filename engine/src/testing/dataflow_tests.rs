@@ -374,3 +374,31 @@ async fn an_idle_partition_stops_holding_time_back_and_a_slow_one_does_not() {
     assert_eq!(got.get(&(BASE + MIN, "x".to_string())), Some(&(120, 120)));
     assert!(h.rows("per_minute_late").is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_run_whose_lease_may_be_lost_commits_nothing_and_the_next_run_commits_all() {
+    // A fence closed from the start: a run stalled past half its lease's
+    // time to live, which another run may take over.
+    let mut h = Harness::new(
+        &[("deals", 2)],
+        Duration::from_secs(2),
+        &[("per_minute", &["ods_deals"], PER_MINUTE)],
+    );
+    let want = produce_deals(&h, &mut StdRng::seed_from_u64(11), 300, 1);
+    h.fence = crate::fence::Fence::held(Duration::ZERO, tokio::time::Instant::now());
+    let (fenced, _) = h.run(None).await;
+    let err = fenced
+        .map(|_| ())
+        .expect_err("a fenced run must not finish");
+    assert!(err.to_string().contains("was not committed"), "{err}");
+    assert!(h.manifests().await.is_empty());
+    assert!(h.commits("ods_deals").is_empty());
+    assert!(h.commits("per_minute").is_empty());
+
+    // The run that holds the lease next commits every epoch, once.
+    h.fence = crate::fence::Fence::unfenced();
+    let (result, _) = h.run(None).await;
+    result.expect("the unfenced run");
+    assert_eq!(ids(&h.rows("ods_deals")).len(), 302);
+    assert_eq!(windows(&h.rows("per_minute")), want);
+}

@@ -54,6 +54,8 @@ pub(crate) struct Harness {
     pub(crate) tables: MemoryTables,
     pub(crate) checkpoints: Arc<CheckpointStore>,
     pub(crate) spec: DataflowSpec,
+    /// The lease's fence the runs check (none by default).
+    pub(crate) fence: crate::fence::Fence,
 }
 
 impl Harness {
@@ -105,6 +107,7 @@ impl Harness {
         }
         let store: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
         Harness {
+            fence: crate::fence::Fence::unfenced(),
             log,
             tables: MemoryTables::default(),
             checkpoints: Arc::new(CheckpointStore::new(
@@ -138,6 +141,7 @@ impl Harness {
             checkpoints: self.checkpoints.clone(),
             failpoints: crash.clone(),
             metrics: crate::metrics::Metrics::default(),
+            fence: self.fence.clone(),
         }
     }
 
