@@ -337,6 +337,9 @@ pub struct Layer {
     pub lookup_failure: LookupFailurePolicy,
     /// How its tables are maintained (overrides the warehouse's).
     pub maintenance: Maintenance,
+    /// A GROUP BY without windows forgets groups not updated for this long
+    /// (`state_ttl:`, as Flink's `table.exec.state.ttl`).
+    pub state_ttl: Option<Duration>,
 }
 
 /// `maintenance:` as written (unset keys inherit; see

@@ -176,6 +176,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
                 })
                 .collect(),
             lookup_failure: layer.lookup_failure,
+            state_ttl: layer.state_ttl,
             // On a layer reading layers, the delay adds to theirs; on a layer
             // reading topics it is applied by its sources.
             delay: if reads_layers {

@@ -28,6 +28,7 @@ const LAYER_KEYS: &[&str] = &[
     "side_topics",
     "lookup_failure",
     "maintenance",
+    "state_ttl",
 ];
 const SOURCE_KEYS: &[&str] = &["topic", "topics", "format", "schema", "start", "group_id"];
 const INPUT_KEYS: &[&str] = &["topic", "schema", "name"];
@@ -99,6 +100,7 @@ fn read_layer_body(
         }
     };
     let checkpoint_interval = section.duration(d, "checkpoint_interval").map(|l| l.value);
+    let state_ttl = section.duration(d, "state_ttl").map(|l| l.value);
     let mut schema_ref = None;
     let body = if kind == LayerKind::Ods {
         for key in ["sql", "inputs"] {
@@ -195,6 +197,7 @@ fn read_layer_body(
             side_topics,
             lookup_failure,
             maintenance,
+            state_ttl,
         },
         schema_ref,
     ))

@@ -100,6 +100,24 @@ def test_sql_errors_point_at_the_layers_sql_line(strata_bin, tmp_path):
             assert not (tmp_path / "data").exists(), command
 
 
+def test_state_ttl_is_planned_for_a_group_by_without_windows_and_refused_elsewhere(strata_bin, tmp_path):
+    wh = tmp_path / "wh.yaml"
+    wh.write_text(SQL_WAREHOUSE % "SELECT city, COUNT(*) AS deals FROM ods_deals GROUP BY city" + "    state_ttl: 7d\n")
+    out = run(strata_bin, "validate", "--plan", str(wh))
+    assert out.returncode == 0, out.stderr
+    assert "upserted by city; groups not updated for 7d are forgotten (state_ttl)" in out.stdout, out.stdout
+
+    wh.write_text(
+        SQL_WAREHOUSE
+        % "SELECT window_start, city, COUNT(*) AS deals FROM TABLE(TUMBLE(TABLE ods_deals, DESCRIPTOR(ts), INTERVAL '1' MINUTE)) GROUP BY window_start, window_end, city"
+        + "    state_ttl: 7d\n"
+    )
+    out = run(strata_bin, "validate", str(wh))
+    assert out.returncode == CONFIG, out.stderr
+    assert "`state_ttl` applies to a GROUP BY without windows" in out.stderr, out.stderr
+    assert "window aggregate: TUMBLE 1m" in out.stderr, out.stderr
+
+
 def test_validate_prints_what_a_chain_of_windows_costs_in_freshness(strata_bin):
     """Each layer's watermark lag: the reference warehouse's 1-second dedup
     window forwards a watermark 1 s behind its own, so the per-minute layer

@@ -30,7 +30,7 @@ pub struct Selection {
 /// #     LayerSpec { name: name.into(), kind: "dws".into(),
 /// #         inputs: from.iter().map(|f| LayerInput { name: f.to_string(), from: InputFrom::Layer(f.to_string()) }).collect(),
 /// #         sql: None, filter: None, keep_rejected: false, delay: Default::default(), publish: None,
-/// #         side_topics: vec![], lookup_failure: Default::default() }
+/// #         side_topics: vec![], lookup_failure: Default::default(), state_ttl: None }
 /// # }
 /// let layers = vec![layer("ods", &[]), layer("dwd", &["ods"]), layer("dws", &["dwd"]), layer("other", &["ods"])];
 /// let s = select_layers(&layers, "dwd", true).unwrap();
@@ -107,6 +107,7 @@ mod tests {
             publish: None,
             side_topics: vec![],
             lookup_failure: Default::default(),
+            state_ttl: None,
         }
     }
 

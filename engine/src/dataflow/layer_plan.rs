@@ -96,14 +96,20 @@ pub async fn plan_layers(
                     dimensions: dimensions.clone(),
                     handling: Arc::new(LookupHandling::new(&layer.name, layer.lookup_failure)),
                 };
-                Some(
-                    planner
-                        .plan_with_lookups(sql, &inputs, Some(&lookups))
-                        .await
-                        .map_err(|e| config(layer, e.to_string()))?,
-                )
+                let mut query = planner
+                    .plan_with_lookups(sql, &inputs, Some(&lookups))
+                    .await
+                    .map_err(|e| config(layer, e.to_string()))?;
+                set_state_ttl(layer, &mut query.program)?;
+                Some(query)
             }
         };
+        if layer.sql.is_none() && layer.state_ttl.is_some() {
+            return Err(config(
+                layer,
+                "`state_ttl` applies to a layer whose SQL is a GROUP BY without windows; an ods layer keeps no state: remove it".into(),
+            ));
+        }
         let output = match &query {
             None => inputs
                 .first()
@@ -224,6 +230,28 @@ fn source_rows(source: &SourceSpec) -> SchemaRef {
         ods_schema(&source.schema.to_arrow()),
         source.schema.event_time.as_deref(),
     )
+}
+
+/// Gives an updating aggregate the layer's `state_ttl`; refuses one on
+/// any other query (windowed state is freed when its window closes, join
+/// state when the watermark passes it).
+fn set_state_ttl(layer: &LayerSpec, program: &mut Program) -> Result<()> {
+    let Some(ttl) = layer.state_ttl else {
+        return Ok(());
+    };
+    match program {
+        Program::Updating { state_ttl, .. } => {
+            *state_ttl = Some(ttl);
+            Ok(())
+        }
+        other => Err(config(
+            layer,
+            format!(
+                "`state_ttl` applies to a GROUP BY without windows, whose groups never close; this layer runs {} (what state it keeps is freed as the watermark passes): remove `state_ttl`",
+                other.describe()
+            ),
+        )),
+    }
 }
 
 fn plan_filter(layer: &LayerSpec, text: &str, schema: &SchemaRef) -> Result<RowFilter> {

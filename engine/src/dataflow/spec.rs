@@ -93,6 +93,9 @@ pub struct LayerSpec {
     pub side_topics: Vec<(String, PublishSpec)>,
     /// What a failed dimension lookup does.
     pub lookup_failure: LookupFailurePolicy,
+    /// A `GROUP BY` without windows forgets groups not updated for this
+    /// long (`state_ttl:`; `None`: kept forever).
+    pub state_ttl: Option<Duration>,
 }
 
 /// A layer's rows published to a Kafka topic, one JSON object per row.

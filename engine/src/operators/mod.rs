@@ -17,6 +17,9 @@ pub mod over_window;
 pub mod session_operator;
 pub mod session_window;
 pub mod slicing;
+pub mod state_ttl;
+#[cfg(test)]
+mod state_ttl_tests;
 pub mod stateless;
 pub mod stream_join;
 pub mod updating_aggregate;

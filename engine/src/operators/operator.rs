@@ -67,8 +67,11 @@ pub fn build(program: Program, ctx: Arc<TaskContext>) -> Result<Box<dyn Operator
             below,
             aggregate,
             above,
+            state_ttl,
             ..
-        } => Box::new(UpdatingOperator::new(below, &aggregate, above, ctx)?),
+        } => Box::new(UpdatingOperator::new(
+            below, &aggregate, above, state_ttl, ctx,
+        )?),
         Program::Session {
             below,
             closed,

@@ -439,6 +439,29 @@ impl WindowAggregate {
         Ok(Some(arrow::compute::filter_record_batch(&all, &mask)?))
     }
 
+    /// Plain `GROUP BY`: which groups (by id, the order of
+    /// [`snapshot`](Self::snapshot) rows) changed since the last
+    /// [`take_changed`](Self::take_changed).
+    pub fn changed_flags(&self) -> &[bool] {
+        &self.changed
+    }
+
+    /// Plain `GROUP BY`: keeps only the groups `keep` marks (by id, as the
+    /// rows of [`snapshot`](Self::snapshot)); the kept ones are renumbered in
+    /// order. Call after [`take_changed`](Self::take_changed).
+    pub fn retain_groups(&mut self, keep: &BooleanArray) -> Result<()> {
+        let Some(snapshot) = self.snapshot()? else {
+            return Ok(());
+        };
+        let kept = arrow::compute::filter_record_batch(&snapshot, keep)?;
+        self.windows.clear();
+        self.changed.clear();
+        if kept.num_rows() > 0 {
+            self.restore(&kept)?;
+        }
+        Ok(())
+    }
+
     fn emit(&self, mut groups: Groups) -> Result<RecordBatch> {
         let mut columns = groups.values.emit(EmitTo::All)?;
         for acc in &mut groups.accumulators {

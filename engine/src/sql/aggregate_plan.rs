@@ -164,6 +164,7 @@ pub(crate) fn plan_aggregate(
                 aggregate: node.clone(),
                 above,
                 keys,
+                state_ttl: None,
             }
         }
     };

@@ -79,6 +79,8 @@ pub enum Program {
         above: Segment,
         /// Output columns that identify a row (the GROUP BY keys).
         keys: Vec<String>,
+        /// Groups not updated for this long are forgotten (`state_ttl:`).
+        state_ttl: Option<std::time::Duration>,
     },
     /// A join of two streams on windows or event-time intervals.
     Join(Box<StreamJoin>),
@@ -207,9 +209,15 @@ impl Program {
                 duration(*gap_us),
                 keys.join(", ")
             ),
-            Program::Updating { keys, .. } => format!(
-                "updating aggregate (GROUP BY without windows), upserted by {}",
-                keys.join(", ")
+            Program::Updating {
+                keys, state_ttl, ..
+            } => format!(
+                "updating aggregate (GROUP BY without windows), upserted by {}{}",
+                keys.join(", "),
+                state_ttl.map_or_else(String::new, |ttl| format!(
+                    "; groups not updated for {} are forgotten (state_ttl)",
+                    duration(ttl.as_micros() as i64)
+                ))
             ),
             Program::Join(j) => match &j.kind {
                 StreamJoinKind::Window { size_us } => format!(

@@ -214,5 +214,6 @@ fn layer_spec(
         publish: None,
         side_topics: Vec::new(),
         lookup_failure: Default::default(),
+        state_ttl: None,
     }
 }
