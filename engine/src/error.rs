@@ -194,6 +194,19 @@ impl EngineError {
         move |source| EngineError::Io { context, source }
     }
 
+    /// An object store failure at `location` while doing `context`.
+    pub(crate) fn object_store(
+        location: impl Into<String>,
+        context: impl Into<String>,
+    ) -> impl FnOnce(object_store::Error) -> EngineError {
+        let (location, context) = (location.into(), context.into());
+        move |source| EngineError::ObjectStore {
+            location,
+            context,
+            source,
+        }
+    }
+
     pub(crate) fn kafka(context: impl Into<String>) -> impl FnOnce(KafkaError) -> EngineError {
         let context = context.into();
         move |source| EngineError::Kafka { context, source }

@@ -22,7 +22,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
@@ -33,7 +32,7 @@ use tracing::{info, warn};
 use crate::error::{EngineError, Result};
 use crate::fence::Fence;
 use crate::shutdown::Shutdown;
-use crate::storage::StorageRoot;
+use crate::storage::{StorageRoot, numbered_objects};
 
 /// How long a lease lives without renewal before another run may take it.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
@@ -111,13 +110,7 @@ impl LeaseStore {
     }
 
     fn err(&self, context: &str) -> impl FnOnce(object_store::Error) -> EngineError {
-        let location = self.location.clone();
-        let context = context.to_string();
-        move |source| EngineError::ObjectStore {
-            location,
-            context,
-            source,
-        }
+        EngineError::object_store(&self.location, context)
     }
 
     fn path(&self, n: u64) -> Path {
@@ -126,18 +119,11 @@ impl LeaseStore {
 
     /// Every lease object's number, oldest first.
     async fn numbers(&self) -> Result<Vec<u64>> {
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
-            .await
-            .map_err(self.err("listing the lease"))?;
-        let mut numbers: Vec<u64> = objects
-            .iter()
-            .filter_map(|o| o.location.filename()?.strip_suffix(".json")?.parse().ok())
-            .collect();
-        numbers.sort_unstable();
-        Ok(numbers)
+        numbered_objects(self.store.as_ref(), &self.prefix, |name| {
+            name.strip_suffix(".json")?.parse().ok()
+        })
+        .await
+        .map_err(self.err("listing the lease"))
     }
 
     async fn current(&self) -> Result<Option<Current>> {

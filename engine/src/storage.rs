@@ -126,11 +126,7 @@ impl StorageRoot {
         }
         let (store, path) =
             object_store::parse_url_opts(&url, self.options.iter()).map_err(|source| {
-                EngineError::ObjectStore {
-                    location: url.to_string(),
-                    context: "opening the object store".into(),
-                    source,
-                }
+                EngineError::object_store(url.to_string(), "opening the object store")(source)
             })?;
         Ok((Arc::from(store), path))
     }
@@ -157,6 +153,23 @@ fn with_aws_environment(
             options.insert(key.as_ref().to_string(), value);
         }
     }
+}
+
+/// The numbers of the objects directly under `prefix` whose file names
+/// `number_of` reads (manifests, lease objects), ascending.
+pub(crate) async fn numbered_objects(
+    store: &dyn ObjectStore,
+    prefix: &Path,
+    number_of: impl Fn(&str) -> Option<u64>,
+) -> std::result::Result<Vec<u64>, object_store::Error> {
+    use futures::TryStreamExt;
+    let objects: Vec<_> = store.list(Some(prefix)).try_collect().await?;
+    let mut numbers: Vec<u64> = objects
+        .iter()
+        .filter_map(|o| o.location.filename().and_then(&number_of))
+        .collect();
+    numbers.sort_unstable();
+    Ok(numbers)
 }
 
 #[cfg(test)]

@@ -111,13 +111,7 @@ impl VersionStore {
     }
 
     fn err(&self, context: &str) -> impl FnOnce(object_store::Error) -> EngineError {
-        let location = self.location.clone();
-        let context = context.to_string();
-        move |source| EngineError::ObjectStore {
-            location,
-            context,
-            source,
-        }
+        EngineError::object_store(&self.location, context)
     }
 
     /// Records that `version` runs from `first_epoch` on. A run restarted

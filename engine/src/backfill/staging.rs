@@ -109,10 +109,11 @@ pub(crate) async fn remove_staging(staging: &StorageRoot) {
 
 async fn remove_objects(staging: &StorageRoot) -> crate::error::Result<usize> {
     let (store, prefix) = staging.object_store("")?;
-    let failed = |source| crate::error::EngineError::ObjectStore {
-        location: staging.url().to_string(),
-        context: "removing a backfill's staging".into(),
-        source,
+    let failed = |source| {
+        crate::error::EngineError::object_store(
+            staging.url().to_string(),
+            "removing a backfill's staging",
+        )(source)
     };
     let locations = store
         .list(Some(&prefix))

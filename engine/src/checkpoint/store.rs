@@ -22,7 +22,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload}
 use crate::checkpoint::format::{FormatError, decode, encode};
 use crate::checkpoint::manifest::Manifest;
 use crate::error::{EngineError, Result};
-use crate::storage::StorageRoot;
+use crate::storage::{StorageRoot, numbered_objects};
 
 /// The checkpoints of one dataflow, under
 /// `<root>/_strata/checkpoints/<dataflow>/`: a manifest per epoch, and the
@@ -74,29 +74,14 @@ impl CheckpointStore {
     }
 
     fn err(&self, context: &str) -> impl FnOnce(object_store::Error) -> EngineError {
-        let location = self.location.clone();
-        let context = context.to_string();
-        move |source| EngineError::ObjectStore {
-            location,
-            context,
-            source,
-        }
+        EngineError::object_store(&self.location, context)
     }
 
     /// The epochs that have a manifest, oldest first.
     pub async fn epochs(&self) -> Result<Vec<u64>> {
-        let objects: Vec<_> = self
-            .store
-            .list(Some(&self.prefix))
-            .try_collect()
+        numbered_objects(self.store.as_ref(), &self.prefix, Manifest::epoch_of)
             .await
-            .map_err(self.err("listing manifests"))?;
-        let mut epochs: Vec<u64> = objects
-            .iter()
-            .filter_map(|o| o.location.filename().and_then(Manifest::epoch_of))
-            .collect();
-        epochs.sort_unstable();
-        Ok(epochs)
+            .map_err(self.err("listing manifests"))
     }
 
     /// The newest manifest, if the pipeline has committed any epoch.

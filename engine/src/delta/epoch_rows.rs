@@ -110,11 +110,8 @@ async fn read_files(table: &DeltaTable, url: &str, paths: &[String]) -> Result<V
             ))
         })?;
         // An epoch's files are the size of one checkpoint interval's output.
-        let unreadable = |e| EngineError::ObjectStore {
-            location: format!("{url}{path}"),
-            context: "reading an epoch's file".into(),
-            source: e,
-        };
+        let unreadable =
+            |e| EngineError::object_store(format!("{url}{path}"), "reading an epoch's file")(e);
         let got = store.get(&location).await.map_err(unreadable)?;
         let bytes = got.bytes().await.map_err(unreadable)?;
         let failed = |e: parquet::errors::ParquetError| {

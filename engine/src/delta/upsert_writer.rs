@@ -73,11 +73,7 @@ impl UpsertWriter {
                 self.store
                     .put(&Path::from(name.as_str()), buffer.into())
                     .await
-                    .map_err(|source| EngineError::ObjectStore {
-                        location: self.url.clone(),
-                        context: "staging upserts".into(),
-                        source,
-                    })?;
+                    .map_err(EngineError::object_store(&self.url, "staging upserts"))?;
                 Some(name)
             }
         };

@@ -31,11 +31,10 @@ pub(crate) async fn every_file_present(table: &DeltaTable, url: &str) -> Result<
         .map_ok(|o| o.location)
         .try_collect()
         .await
-        .map_err(|source| EngineError::ObjectStore {
-            location: url.to_string(),
-            context: "listing the table's files".into(),
-            source,
-        })?;
+        .map_err(EngineError::object_store(
+            url.to_string(),
+            "listing the table's files",
+        ))?;
     let missing: Vec<String> = active_files(table, url)?
         .into_iter()
         .filter(|(p, _)| !present.contains(p))

@@ -70,21 +70,19 @@ pub async fn vacuum(
         .map_ok(|o| o.location)
         .try_collect()
         .await
-        .map_err(|source| EngineError::ObjectStore {
-            location: format!("{url}{STAGING_DIR}"),
-            context: "listing staged upserts".into(),
-            source,
-        })?;
+        .map_err(EngineError::object_store(
+            format!("{url}{STAGING_DIR}"),
+            "listing staged upserts",
+        ))?;
     for path in stale {
         if !options.dry_run {
             store
                 .delete(&path)
                 .await
-                .map_err(|source| EngineError::ObjectStore {
-                    location: format!("{url}{path}"),
-                    context: "removing a staged upsert of a crashed epoch".into(),
-                    source,
-                })?;
+                .map_err(EngineError::object_store(
+                    format!("{url}{path}"),
+                    "removing a staged upsert of a crashed epoch",
+                ))?;
         }
         removed.push(path.to_string());
     }
