@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 
 import pyarrow as pa
 
 from conftest import Sent, Strata, create_topic, produce, unique, wait_until
-from dimension_dbs import Postgres, postgres, redis_server  # noqa: F401 (fixtures)
+from dimension_dbs import postgres, redis_server  # noqa: F401 (fixtures)
 from layered import BASE_US, LayeredWarehouse, as_sent, disordered_deals, iso
 from test_lookup_join import AGENTS, DIM_SCHEMAS, PARTITIONS, agent_rows, enriched, load_agents, lookups
 
