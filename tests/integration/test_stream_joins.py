@@ -1,6 +1,6 @@
 """Joins of two streams (deals and agents' showings), each checked against a
-plain-Python join of the same records across SIGKILLs: a window join (inner
-and left) and an interval join.
+plain-Python join of the same records across SIGKILLs: window joins (inner,
+left, right and full) and an interval join.
 
 Needs: the shared broker (memory storage) from scripts/test.
 """
@@ -51,6 +51,29 @@ WINDOW_JOINS = """
       ON d.window_start = s.window_start AND d.window_end = s.window_end AND d.agent = s.agent
 """
 
+# Deals' agents a000-a029, showings' a020-a049 (see `showings_apart`): both
+# sides have many rows the other lacks.
+OUTER_WINDOW_JOINS = """
+  - name: dwd_showings_right
+    kind: dwd
+    inputs: [ods_deals, ods_showings]
+    sql: >
+      SELECT s.window_start, s.window_end, s.agent, d.deal_id, s.showing_id
+      FROM TABLE(TUMBLE(TABLE ods_deals, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) d
+      RIGHT JOIN TABLE(TUMBLE(TABLE ods_showings, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) s
+      ON d.window_start = s.window_start AND d.window_end = s.window_end AND d.agent = s.agent
+  - name: dwd_deals_full
+    kind: dwd
+    inputs: [ods_deals, ods_showings]
+    sql: >
+      SELECT COALESCE(d.window_start, s.window_start) AS window_start,
+             COALESCE(d.window_end, s.window_end) AS window_end,
+             COALESCE(d.agent, s.agent) AS agent, d.deal_id, s.showing_id
+      FROM TABLE(TUMBLE(TABLE ods_deals, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) d
+      FULL JOIN TABLE(TUMBLE(TABLE ods_showings, DESCRIPTOR(event_time), INTERVAL '1' MINUTE)) s
+      ON d.window_start = s.window_start AND d.window_end = s.window_end AND d.agent = s.agent
+"""
+
 INTERVAL_JOIN = """
   - name: dwd_deal_visits
     kind: dwd
@@ -78,15 +101,23 @@ def showings_like(deals, rng) -> list[Showing]:
             for i, d in enumerate(deals)]
 
 
-def run_killed(tmp_path, strata_bin, kafka, rng, layers: str, tables: list[tuple[str, int]]):
-    """Produces deals and showings while strata is SIGKILLed at random
-    moments, then runs it to the end; returns deals, showings and each
-    table's rows (agents other than the sentinels')."""
+def showings_apart(deals, rng) -> list[Showing]:
+    """One showing per deal, near its time, by agents a020-a049: agents
+    a000-a019 have deals only, a030-a049 showings only."""
+    return [Showing(f"s{i:07d}", f"a{rng.randrange(20, 50):03d}", d.ts + rng.randint(-3 * SECOND, 3 * SECOND))
+            for i, d in enumerate(deals)]
+
+
+def run_killed(tmp_path, strata_bin, kafka, rng, layers: str, tables: list[tuple[str, int]],
+               showings_of=showings_like):
+    """Produces deals and showings (`showings_of(deals, rng)`) while strata
+    is SIGKILLed at random moments, then runs it to the end; returns deals,
+    showings and the warehouse."""
     deals_topic, showings_topic = unique("deals"), unique("showings")
     create_topic(kafka, deals_topic, PARTITIONS)
     create_topic(kafka, showings_topic, PARTITIONS)
     deals = disordered_deals(1_500, rng, step_us=150_000, jitter_us=5 * SECOND, agents=AGENTS)
-    showings = showings_like(deals, rng)
+    showings = showings_of(deals, rng)
     wh = LayeredWarehouse(tmp_path, kafka, deals_topic, ODS_SHOWINGS.format(topic=showings_topic) + layers,
                           interval="300ms", watermark="{delay: 10s, idle_timeout: 60s}",
                           extra_schemas=SHOWING_SCHEMA)
@@ -136,6 +167,32 @@ def window_pairs(deals, showings):
     return inner, left
 
 
+def outer_pairs(deals, showings):
+    """Window RIGHT and FULL joins as SQL defines them: the inner pairs, plus
+    each showing (right) or each deal and each showing (full) that no row of
+    the other side matched, with nulls for the other side."""
+    deals_by, shows_by = defaultdict(list), defaultdict(list)
+    for d in deals:
+        deals_by[(d.ts - d.ts % MINUTE, d.agent)].append(d.deal_id)
+    for s in showings:
+        shows_by[(s.ts - s.ts % MINUTE, s.agent)].append(s.showing_id)
+    right, full = Counter(), Counter()
+    for (start, agent), sids in shows_by.items():
+        dids = deals_by.get((start, agent), [])
+        for sid in sids:
+            for did in dids:
+                right[(start, agent, did, sid)] += 1
+                full[(start, agent, did, sid)] += 1
+            if not dids:
+                right[(start, agent, None, sid)] += 1
+                full[(start, agent, None, sid)] += 1
+    for (start, agent), dids in deals_by.items():
+        if (start, agent) not in shows_by:
+            for did in dids:
+                full[(start, agent, did, None)] += 1
+    return right, full
+
+
 def table_pairs(wh, name) -> Counter:
     t = wh.table("dwd", name)
     return Counter((s, a, d, sid) for s, a, d, sid in zip(
@@ -160,6 +217,27 @@ def test_window_joins_equal_a_reference_across_sigkills(tmp_path, strata_bin, ka
     assert any(sid is None for (_, _, _, sid) in left_want), "some deals have no showing in their minute"
     for name in ("dwd_deal_showings_late_ods_deals", "dwd_deal_showings_late_ods_showings"):
         assert wh.count("dwd", name) == 0, name
+
+
+def test_window_right_and_full_joins_keep_unmatched_rows_equal_to_a_reference_across_sigkills(
+        tmp_path, strata_bin, kafka, rng):
+    state = rng.getstate()
+    deals = disordered_deals(1_500, rng, step_us=150_000, jitter_us=5 * SECOND, agents=AGENTS)
+    right_want, full_want = outer_pairs(deals, showings_apart(deals, rng))
+    rng.setstate(state)
+    # Both sides' unmatched rows are there to be kept (and many pairs).
+    assert sum(n for (_, _, did, _), n in right_want.items() if did is None) > 100
+    assert sum(n for (_, _, _, sid), n in full_want.items() if sid is None) > 100
+    assert sum(n for (_, _, did, sid), n in full_want.items() if did and sid) > 1_000
+    _, _, wh = run_killed(tmp_path, strata_bin, kafka, rng, OUTER_WINDOW_JOINS,
+                          [("dwd_showings_right", sum(right_want.values())),
+                           ("dwd_deals_full", sum(full_want.values()))],
+                          showings_of=showings_apart)
+    assert table_pairs(wh, "dwd_showings_right") == right_want
+    assert table_pairs(wh, "dwd_deals_full") == full_want
+    for name in ("dwd_showings_right", "dwd_deals_full"):
+        for side in ("ods_deals", "ods_showings"):
+            assert wh.count("dwd", f"{name}_late_{side}") == 0, (name, side)
 
 
 def test_an_interval_join_equals_a_reference_across_sigkills(tmp_path, strata_bin, kafka, rng):
