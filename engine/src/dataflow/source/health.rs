@@ -6,24 +6,28 @@
 //! Broker contact needs a round trip, so it is probed every
 //! [`PROBE_EVERY`]: an idle source cannot otherwise tell a quiet topic from
 //! an unreachable broker, and the dataflow's heartbeat (and readiness)
-//! depend on that difference.
+//! depend on that difference. The probe runs on a thread and a client of
+//! its own: a ListOffsets on the source's consumer would hold up its poll
+//! loop for as long as the broker takes to answer, and queues behind the
+//! consumer's own fetches.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
 
-use rdkafka::consumer::Consumer;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::topic_partition_list::TopicPartitionList;
 
-use super::{SourceTask, now_micros};
+use super::{SourceStatus, SourceTask, now_micros};
 use crate::kafka::fetched_end::fetched_end;
 use crate::kafka::offsets::{TopicPartition, listed_offset};
 use crate::metrics::Metrics;
 
 /// How often the broker is asked whether it is there.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
-/// How long a probe waits (it holds up the poll loop only while the broker
-/// does not answer, when there is nothing to read anyway).
+/// How long a probe waits for the broker's answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 pub(super) struct SourceHealth {
@@ -32,7 +36,6 @@ pub(super) struct SourceHealth {
     newest: HashMap<TopicPartition, i64>,
     /// The position each partition had at the last report.
     reported: HashMap<TopicPartition, i64>,
-    next_probe: Option<Instant>,
 }
 
 impl SourceHealth {
@@ -41,7 +44,6 @@ impl SourceHealth {
             metrics,
             newest: HashMap::new(),
             reported: HashMap::new(),
-            next_probe: None,
         }
     }
 
@@ -82,28 +84,36 @@ impl SourceTask {
             );
         }
     }
+}
 
-    /// Every [`PROBE_EVERY`], asks the broker for one partition's offsets.
-    pub(super) fn probe_broker(&mut self, now: Instant) {
-        // A replay (backfill) or bounded run reads to a known end: no
-        // health to report, and the probe's ListOffsets queued behind its
-        // fetches stalled backfill replays on the sqlite broker.
-        if self.bounded || self.health.next_probe.is_some_and(|t| now < t) {
-            return;
-        }
-        self.health.next_probe = Some(now + PROBE_EVERY);
-        let Some(tp) = self.partitions.iter().next() else {
-            return;
-        };
-        let reached = self
-            .consumer
-            .fetch_watermarks(&tp.topic, tp.partition, PROBE_TIMEOUT)
-            .is_ok();
-        if reached {
-            self.status
-                .last_contact_ms
-                .store(now_micros() / 1000, Ordering::SeqCst);
-        }
-        self.health.metrics.broker_contact(&self.spec.id, reached);
-    }
+/// Probes the broker on a thread of its own with `client` until the
+/// returned sender is dropped: every [`PROBE_EVERY`], one ListOffsets for
+/// partition 0 of `topic`, recording contact in `status` and `metrics`.
+pub(crate) fn spawn_broker_probe(
+    source: &str,
+    client: BaseConsumer,
+    topic: String,
+    status: Arc<SourceStatus>,
+    metrics: Metrics,
+) -> std::io::Result<std_mpsc::Sender<()>> {
+    let (stop, stopped) = std_mpsc::channel::<()>();
+    let id = source.to_string();
+    std::thread::Builder::new()
+        .name(format!("probe-{source}"))
+        .spawn(move || {
+            loop {
+                let reached = client.fetch_watermarks(&topic, 0, PROBE_TIMEOUT).is_ok();
+                if reached {
+                    status
+                        .last_contact_ms
+                        .store(now_micros() / 1000, Ordering::SeqCst);
+                }
+                metrics.broker_contact(&id, reached);
+                match stopped.recv_timeout(PROBE_EVERY) {
+                    Err(std_mpsc::RecvTimeoutError::Timeout) => continue,
+                    _ => return,
+                }
+            }
+        })?;
+    Ok(stop)
 }

@@ -32,6 +32,7 @@ use crate::kafka::offsets::{SourceOffsets, TopicPartition};
 use crate::ods::{RecordStage, SourceRecord};
 
 mod health;
+pub(crate) use health::spawn_broker_probe;
 mod partitions;
 
 /// Rows per batch handed to the layer.
@@ -233,7 +234,6 @@ impl SourceTask {
                 }
             }
             self.commit_group_offsets();
-            self.probe_broker(now);
             if now >= next_refresh {
                 self.add_new_partitions();
                 next_refresh = now + PARTITION_REFRESH;
