@@ -7,8 +7,10 @@
 //! Two measurements, each with its own `strata run` process:
 //! - catch-up: N events already in the topic; first the broker alone (one
 //!   consumer fetching all N, no Strata: what the broker can serve), then
-//!   time from process start until all N are committed in Delta; events/s
-//!   and the process's peak RSS.
+//!   time from process start until all N are committed in Delta; events/s,
+//!   the process's peak RSS, and the time between consecutive epochs'
+//!   manifests (the checkpoint interval while epochs keep up with it, an
+//!   epoch's duration when a backlog makes it longer).
 //! - steady: events produced at a fixed rate while the pipeline runs; the
 //!   latency of each event from its Kafka create time to the moment the Delta
 //!   commit holding it became visible (the commit file's mtime), as
@@ -40,6 +42,7 @@ use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
 use support::endpoints::bench_kafka;
 use support::flags::Flags;
+use support::manifests::ManifestTimes;
 use support::stats::{Percentile, Samples};
 
 use rdkafka::ClientConfig;
@@ -201,10 +204,12 @@ fn spawn_run(strata: &Path, warehouse: &Path, dir: &Path) -> std::io::Result<Mea
     )
 }
 
-/// Committed records in both of the layer's tables.
+/// Committed records in both of the layer's tables, and the epochs'
+/// manifests.
 struct Committed {
     rows: LogReader,
     dead: LogReader,
+    manifests: ManifestTimes,
 }
 
 impl Committed {
@@ -212,6 +217,7 @@ impl Committed {
         Committed {
             rows: LogReader::new(&dir.join("data/ods/ods_deals")),
             dead: LogReader::new(&dir.join("data/ods/ods_deals_dead_letter")),
+            manifests: ManifestTimes::new(&dir.join("data"), "quickstart"),
         }
     }
 
@@ -223,6 +229,7 @@ impl Committed {
     fn wait_for(&mut self, target: u64, started: Instant, timeout: Duration) -> BenchResult<()> {
         let mut last_print = Instant::now();
         loop {
+            self.manifests.refresh();
             let done = self.total()?;
             if done >= target {
                 return Ok(());
@@ -280,6 +287,16 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
     println!(
         "  (includes process start, table creation and the last checkpoint interval; {} Delta commits)",
         committed.rows.commits().len()
+    );
+    committed.manifests.refresh();
+    println!(
+        "  epochs: {} manifests; between consecutive ones (checkpoint interval {}): {}",
+        committed.manifests.epochs(),
+        args.interval,
+        committed
+            .manifests
+            .gaps_ms()
+            .describe(&[Percentile::P50, Percentile::P99], 1000.0, "s", 2)
     );
     Ok(())
 }

@@ -69,7 +69,7 @@ pub async fn run_dataflow_with(
     let store = io.checkpoints.clone();
     let manifest = store.latest().await?;
     let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
-    let mut channels = Channels::new(&plan);
+    let mut channels = Channels::new(&plan, spec.checkpoint_interval);
     let cx = BuildContext {
         dataflow: &spec.id,
         planner: &planner,
