@@ -34,8 +34,8 @@ pub async fn run(
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
     plan.dataflow.version = Some(WarehouseVersion::of(text, &file.display().to_string()));
     check_queries(&warehouse, &plan.dataflow).await?;
-    let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
     let metrics = Metrics::new();
+    let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown, &metrics).await?;
     flight_metrics::observe(&metrics);
     let (server, page) = if serve_tables {
         let (server, page) = serve::start_with_dashboard(&warehouse, &shutdown)
@@ -99,10 +99,11 @@ async fn take_lease(
     root: &StorageRoot,
     when_held: WhenHeld,
     shutdown: &Shutdown,
+    metrics: &Metrics,
 ) -> Result<(KeptLease, Fence), Failure> {
     let store = LeaseStore::open(root, lease::DEFAULT_TTL)?;
     let me = lease::this_process(lease::DEFAULT_TTL);
     let lease = store.acquire(&me, when_held, shutdown).await?;
     let fence = lease.fence();
-    Ok((lease.keep(shutdown.clone()), fence))
+    Ok((lease.keep(shutdown.clone(), metrics.clone()), fence))
 }

@@ -160,7 +160,7 @@ def test_promtool_accepts_the_shipped_rules():
         pytest.fail("promtool is missing: install Debian's `prometheus` package (scripts/test does)")
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout, out.stdout
 
 
 def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_broker, rng):

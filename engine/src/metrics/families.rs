@@ -81,6 +81,10 @@ pub struct Families {
     pub(crate) table_rows: Family<Labels, Counter>,
     pub(crate) table_files: Family<Labels, Counter>,
     pub(crate) table_bytes: Family<Labels, Counter>,
+    pub(crate) lease_held: Gauge,
+    pub(crate) lease_renewed: FloatGauge,
+    pub(crate) lease_renewal_age: FloatGauge,
+    pub(crate) lease_lost: Counter,
     /// Flight SQL queries by `outcome` (ok, error) and gRPC `code`.
     pub queries: Family<Labels, Counter>,
     /// Flight SQL query latency.
@@ -119,6 +123,10 @@ impl Families {
             table_rows: Family::default(),
             table_files: Family::default(),
             table_bytes: Family::default(),
+            lease_held: Gauge::default(),
+            lease_renewed: FloatGauge::default(),
+            lease_renewal_age: FloatGauge::default(),
+            lease_lost: Counter::default(),
             queries: Family::default(),
             query_duration: Family::new_with_constructor(query_histogram),
             queries_active: Gauge::default(),
@@ -247,6 +255,26 @@ impl Families {
             "table_bytes_added",
             "Parquet bytes committed to a table",
             f.table_bytes.clone(),
+        );
+        s.register(
+            "lease_held",
+            "1 while this run holds the warehouse's writer lease and renews it; 0 once it lost it",
+            f.lease_held.clone(),
+        );
+        s.register(
+            "lease_renewed_timestamp_seconds",
+            "When this run last renewed the warehouse's lease",
+            f.lease_renewed.clone(),
+        );
+        s.register(
+            "lease_renewal_age_seconds",
+            "Seconds since this run last renewed the warehouse's lease (renewed every third of its 15 s time to live)",
+            f.lease_renewal_age.clone(),
+        );
+        s.register(
+            "lease_lost",
+            "Times this run lost the warehouse's lease (another run took it, or it could not be renewed for a whole time to live); the run stops",
+            f.lease_lost.clone(),
         );
         s.register(
             "flight_sql_requests",

@@ -50,6 +50,8 @@ struct Live {
     dataflows: BTreeMap<String, DataflowLive>,
     /// (layer, dimension) -> lookup totals already counted.
     lookups: BTreeMap<(String, String), LookupStats>,
+    /// Wall-clock seconds of the last lease renewal, while it is held.
+    lease_renewed_at: Option<f64>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -135,6 +137,9 @@ impl Metrics {
                 .layer_watermark_delay
                 .get_or_create(&layer(name))
                 .set(delay);
+        }
+        if let Some(at) = live.lease_renewed_at {
+            self.inner.f.lease_renewal_age.set(now - at);
         }
         for (name, d) in &live.dataflows {
             if let Some(at) = d.last_epoch_at {
@@ -309,6 +314,20 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(now_seconds());
         }
+    }
+
+    /// The warehouse's writer lease was taken or renewed.
+    pub fn lease_renewed(&self) {
+        let now = now_seconds();
+        self.inner.f.lease_held.set(1);
+        self.inner.f.lease_renewed.set(now);
+        self.live().lease_renewed_at = Some(now);
+    }
+
+    /// The lease was lost: this run stops writing.
+    pub fn lease_lost(&self) {
+        self.inner.f.lease_held.set(0);
+        self.inner.f.lease_lost.inc();
     }
 
     /// Whether every dataflow runs and was healthy within `stale_after`
