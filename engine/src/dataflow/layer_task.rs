@@ -341,6 +341,7 @@ impl LayerTask {
 
     async fn checkpoint(&mut self, epoch: u64) -> Result<()> {
         let mut state = None;
+        let (mut state_bytes, mut state_rows) = (0, 0);
         if let Some(query) = &mut self.query {
             let updated = query
                 .on_checkpoint()
@@ -356,7 +357,10 @@ impl LayerTask {
                 .snapshot()
                 .map_err(EngineError::datafusion(&self.name, "snapshotting state"))?
         {
-            state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
+            let (name, bytes) = self.store.write_state(epoch, &self.name, &snapshot).await?;
+            state = Some(name);
+            state_bytes = bytes;
+            state_rows = snapshot.num_rows() as u64;
         }
         let (sinks, published) = self.sinks.pre_commit().await?;
         let ack = Ack {
@@ -376,6 +380,8 @@ impl LayerTask {
             sinks,
             rows: std::mem::take(&mut self.rows_in_epoch),
             rows_in: std::mem::take(&mut self.received_in_epoch),
+            state_bytes,
+            state_rows,
         };
         debug!(layer = %self.name, epoch, "barrier aligned");
         self.acks

@@ -81,6 +81,11 @@ pub struct Families {
     pub(crate) table_rows: Family<Labels, Counter>,
     pub(crate) table_files: Family<Labels, Counter>,
     pub(crate) table_bytes: Family<Labels, Counter>,
+    pub(crate) layer_rows_in_rate: Family<Labels, FloatGauge>,
+    pub(crate) side_rows_rate: Family<Labels, FloatGauge>,
+    pub(crate) source_records_rate: Family<Labels, FloatGauge>,
+    pub(crate) layer_state_bytes: Family<Labels, Gauge>,
+    pub(crate) layer_state_rows: Family<Labels, Gauge>,
     pub(crate) lease_held: Gauge,
     pub(crate) lease_renewed: FloatGauge,
     pub(crate) lease_renewal_age: FloatGauge,
@@ -123,6 +128,11 @@ impl Families {
             table_rows: Family::default(),
             table_files: Family::default(),
             table_bytes: Family::default(),
+            layer_rows_in_rate: Family::default(),
+            side_rows_rate: Family::default(),
+            source_records_rate: Family::default(),
+            layer_state_bytes: Family::default(),
+            layer_state_rows: Family::default(),
             lease_held: Gauge::default(),
             lease_renewed: FloatGauge::default(),
             lease_renewal_age: FloatGauge::default(),
@@ -255,6 +265,31 @@ impl Families {
             "table_bytes_added",
             "Parquet bytes committed to a table",
             f.table_bytes.clone(),
+        );
+        s.register(
+            "layer_rows_in_per_second",
+            "Rows a layer received per second over the last minute (for `strata status` and the console; in PromQL prefer rate(strata_layer_rows_in_total))",
+            f.layer_rows_in_rate.clone(),
+        );
+        s.register(
+            "layer_side_rows_per_second",
+            "Rows a layer routed to a side table per second over the last minute",
+            f.side_rows_rate.clone(),
+        );
+        s.register(
+            "source_records_per_second",
+            "Records read from a source partition per second over the last minute (its fetch rate)",
+            f.source_records_rate.clone(),
+        );
+        s.register(
+            "layer_state_bytes",
+            "Size of a layer's operator state snapshot as of its last committed epoch (0: it keeps none)",
+            f.layer_state_bytes.clone(),
+        );
+        s.register(
+            "layer_state_rows",
+            "Rows of a layer's operator state snapshot as of its last committed epoch",
+            f.layer_state_rows.clone(),
         );
         s.register(
             "lease_held",
