@@ -347,9 +347,7 @@ impl Metrics {
     ) {
         let f = &self.inner.f;
         let labels = source(src, topic, partition);
-        if read > 0 {
-            f.source_records.get_or_create(&labels).inc_by(read);
-        }
+        f.source_records.get_or_create(&labels).inc_by(read);
         let started = self.inner.started_at;
         self.live()
             .fetched
