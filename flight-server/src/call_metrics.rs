@@ -60,6 +60,7 @@ impl<S, B, R> Service<http::Request<B>> for Calls<S>
 where
     S: Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
+    R: Body,
 {
     type Response = http::Response<ObservedBody<R>>;
     type Error = S::Error;
@@ -136,12 +137,12 @@ impl CallEnd {
 }
 
 /// A response body that reports its call when it ends.
-pub(crate) struct ObservedBody<B> {
+pub(crate) struct ObservedBody<B: Body> {
     inner: Pin<Box<B>>,
     end: Option<CallEnd>,
 }
 
-impl<B> ObservedBody<B> {
+impl<B: Body> ObservedBody<B> {
     fn new(inner: B, end: Option<CallEnd>) -> Self {
         ObservedBody {
             inner: Box::pin(inner),
@@ -189,10 +190,13 @@ impl<B: Body> Body for ObservedBody<B> {
     }
 }
 
-impl<B> Drop for ObservedBody<B> {
+impl<B: Body> Drop for ObservedBody<B> {
     fn drop(&mut self) {
-        // Dropped before its end: the client went away mid-stream.
-        self.finish(Some(tonic::Code::Cancelled));
+        // An empty body (a call that failed before streaming: its code is
+        // in the headers) is dropped unpolled; any other body dropped
+        // before its end was left by the client mid-stream.
+        let code = (!self.inner.is_end_stream()).then_some(tonic::Code::Cancelled);
+        self.finish(code);
     }
 }
 
@@ -233,6 +237,9 @@ mod tests {
                 Some(Ok(self.0.remove(0)))
             })
         }
+        fn is_end_stream(&self) -> bool {
+            self.0.is_empty()
+        }
     }
 
     fn trailers(code: i32) -> Frame<Bytes> {
@@ -269,10 +276,11 @@ mod tests {
             Some(end("DoGet")),
         ))
         .await;
-        // Failed before streaming: the code came with the headers.
+        // Failed before streaming: the code came with the headers, and
+        // the empty body is dropped unpolled.
         let mut refused = end("GetFlightInfo");
         refused.code = tonic::Code::InvalidArgument;
-        drain(ObservedBody::new(Frames(vec![]), Some(refused))).await;
+        drop(ObservedBody::new(Frames(vec![]), Some(refused)));
         // The client left after the first batch.
         let mut left = ObservedBody::new(Frames(vec![batch(), trailers(0)]), Some(end("DoGet")));
         let _ = std::future::poll_fn(|cx| Pin::new(&mut left).poll_frame(cx)).await;

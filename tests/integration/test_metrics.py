@@ -207,10 +207,11 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
                 sum(s.partition == p for s in sent)
         assert prom.value('sum(strata_source_records_per_second{source="ods_deals"})') > 0
         assert prom.value('strata_layer_rows_in_per_second{layer="ods_deals"}') > 0
-        # The windowed layer keeps state; the ODS layer none.
-        assert prom.value('strata_layer_state_bytes{layer="dws_city_minute"}') > 0
-        assert prom.value('strata_layer_state_rows{layer="dws_city_minute"}') > 0
-        assert prom.value('strata_layer_state_bytes{layer="ods_deals"}') == 0
+        # Every layer reports its state's size (the windowed layer's empties
+        # once the watermark closes its minutes); the ODS layer keeps none.
+        for layer in ("ods_deals", "dwd_deals", "dws_city_minute"):
+            assert prom.value(f'strata_layer_state_bytes{{layer="{layer}"}}') is not None, layer
+        assert prom.value('max_over_time(strata_layer_state_bytes{layer="ods_deals"}[10m])') == 0
         assert prom.value('strata_lease_held') == 1
         assert prom.value('strata_lease_lost_total') == 0
         assert 0 <= prom.value('strata_lease_renewal_age_seconds') < 15
@@ -231,6 +232,17 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
                    30, "the failed query, as scraped")
         wait_until(lambda: (prom.value('sum(strata_flight_sql_requests_total{outcome="ok"})') or 0) >= 2,
                    30, "the good query's calls, as scraped")
+        # A query failing after its first batches (a division by zero in a
+        # later batch): its DoGet stream ends with the error's code.
+        with flight_sql.connect(f"grpc://127.0.0.1:{qs.flight_port}", autocommit=True) as conn:
+            cur = conn.cursor()
+            with pytest.raises(Exception, match="(?i)divide by zero|division by zero"):
+                cur.execute("SELECT 1 / (v - 60000) AS x FROM generate_series(1, 100000) AS t(v)")
+                cur.fetchall()
+            cur.close()
+        wait_until(lambda: (prom.value('sum(strata_flight_sql_requests_total{method="DoGet",outcome="error"})') or 0) >= 1,
+                   30, "the stream that failed midway, as scraped")
+        assert (prom.value('sum(strata_flight_sql_requests_total{method="DoGet",outcome="error",code="OK"})') or 0) == 0
         assert prom.value('strata_flight_sql_requests_active') == 0
         assert prom.firing() == set(), prom.firing()
 
