@@ -278,7 +278,9 @@ mod tests {
         let theirs = next.write_state(7, "dws", &batch(1)).await;
         let mine = stalled.write_state(7, "dws", &batch(2)).await;
         let (theirs, mine) = (
-            theirs.map(|(name, _)| name).unwrap_or_else(|e| panic!("{e}")),
+            theirs
+                .map(|(name, _)| name)
+                .unwrap_or_else(|e| panic!("{e}")),
             mine.map(|(name, _)| name).unwrap_or_else(|e| panic!("{e}")),
         );
         assert_ne!(theirs, mine);
