@@ -342,6 +342,7 @@ impl LayerTask {
 
     async fn checkpoint(&mut self, epoch: u64) -> Result<()> {
         let mut state = None;
+        let (mut state_bytes, mut state_rows) = (0, 0);
         if let Some(query) = &mut self.query {
             let updated = query
                 .on_checkpoint()
@@ -357,7 +358,10 @@ impl LayerTask {
                 .snapshot()
                 .map_err(EngineError::datafusion(&self.name, "snapshotting state"))?
         {
-            state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
+            let (name, bytes) = self.store.write_state(epoch, &self.name, &snapshot).await?;
+            state = Some(name);
+            state_bytes = bytes;
+            state_rows = snapshot.num_rows() as u64;
         }
         let (sinks, published) = self.sinks.pre_commit().await?;
         let ack = Ack {
@@ -377,6 +381,8 @@ impl LayerTask {
             sinks,
             rows: std::mem::take(&mut self.rows_in_epoch),
             rows_in: std::mem::take(&mut self.received_in_epoch),
+            state_bytes,
+            state_rows,
         };
         let in_flight: Vec<String> = self
             .inputs
