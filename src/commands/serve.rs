@@ -9,7 +9,6 @@ use strata_layers::Warehouse;
 use tracing::error;
 
 use strata_engine::Shutdown;
-use strata_engine::storage::StorageRoot;
 
 use strata_dashboard::RunningDashboard;
 
@@ -23,11 +22,7 @@ use crate::failure::Failure;
 pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
     // As `strata run` opens it: an S3 root needs the `s3` feature and takes
     // its settings from the file's options and the AWS_* environment.
-    let storage = StorageRoot::new(
-        &warehouse.storage.root,
-        warehouse.storage.options.clone().into_iter().collect(),
-    )
-    .map_err(|e| e.to_string())?;
+    let storage = warehouse.storage.open().map_err(|e| e.to_string())?;
     Ok(ServeConfig {
         listen: warehouse.serve.listen,
         users: warehouse

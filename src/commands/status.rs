@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
+use strata_engine::KafkaConfig;
 use strata_engine::checkpoint::manifest::Manifest;
 use strata_engine::checkpoint::store::CheckpointStore;
-use strata_engine::{KafkaConfig, StorageRoot};
 use strata_layers::Warehouse;
 
 use crate::commands::load_warehouse;
@@ -85,13 +85,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn newest_manifest(warehouse: &Warehouse) -> Result<Option<Manifest>, String> {
-    let options = warehouse
-        .storage
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect::<HashMap<_, _>>();
-    let root = StorageRoot::new(&warehouse.storage.root, options).map_err(|e| e.to_string())?;
+    let root = warehouse.storage.open().map_err(|e| e.to_string())?;
     let store = CheckpointStore::open(&root, &warehouse.name).map_err(|e| e.to_string())?;
     store.latest().await.map_err(|e| e.to_string())
 }
@@ -214,13 +208,7 @@ fn layer_row(
 /// Whether a `strata backfill` of `layer` runs now (`None`: cannot be told
 /// on this storage root).
 fn backfill_running(warehouse: &Warehouse, layer: &str) -> Option<bool> {
-    let options = warehouse
-        .storage
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect::<HashMap<_, _>>();
-    let root = StorageRoot::new(&warehouse.storage.root, options).ok()?;
+    let root = warehouse.storage.open().ok()?;
     strata_engine::backfill::running(&root, layer)
 }
 
