@@ -75,13 +75,13 @@ impl LatestDeltaTable {
     /// it was opened with (columns added while the server runs): the
     /// catalog then serves it anew.
     ///
-    /// The catalog asks this of every table every second. Bringing a
-    /// table's state up to date replays its file list, which costs more the
-    /// more files and commits it has: done for every table each second it
-    /// took the query path's time and a core under a 200 ms checkpoint
-    /// interval. So only the commits since the last look are read (a few
-    /// small JSON files), and the state is updated only when one of them
-    /// carries a `metaData` action, the only action that changes a schema.
+    /// The catalog asks this of every table every second, on the query
+    /// path. Bringing a table's state up to date replays its file list,
+    /// which costs more the more files and commits it has, so it is not done
+    /// for every table each second: only the commits since the last look are
+    /// read (a few small JSON files), and the state is updated only when one
+    /// of them carries a `metaData` action, the only action that changes a
+    /// schema.
     pub async fn schema_changed(&self) -> Result<bool> {
         let store = self.table.lock().await.log_store();
         let mut next = self.checked.load(Ordering::Acquire).wrapping_add(1);
