@@ -105,10 +105,7 @@ fn parse_args() -> Result<Args, String> {
         only: flags.text("only"),
         ods_only,
         metrics,
-        strata: flags
-            .text("strata")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata"))),
+        strata: flags.strata(),
     })
 }
 

@@ -83,10 +83,7 @@ fn main() -> ExitCode {
             report_secs: flags.get("report-secs", 300)?,
             poll_ms: flags.get("poll-ms", 250)?,
             interval: flags.get("interval", "200ms".to_string())?,
-            strata: flags
-                .text("strata")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_strata"))),
+            strata: flags.strata(),
             warehouse: flags
                 .text("warehouse")
                 .map(PathBuf::from)
@@ -260,9 +257,9 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
         "produced: {achieved:.0} events/s reached the broker (asked {}; counted from the topics' offsets)",
         args.rate
     );
+    let failed: u32 = periods.iter().map(|p| p.query_failures).sum::<u32>() + failures;
     println!(
-        "point queries: {polls}, failed {}{}",
-        periods.iter().map(|p| p.query_failures).sum::<u32>() + failures,
+        "point queries: {polls}, failed {failed}{}",
         first_failure
             .as_deref()
             .map(|e| format!(" (first: {e})"))
@@ -282,7 +279,6 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
         )
         .into());
     }
-    let failed: u32 = periods.iter().map(|p| p.query_failures).sum::<u32>() + failures;
     if failed as f64 > 0.01 * polls as f64 {
         return Err(format!("{failed} of {polls} point queries failed").into());
     }
