@@ -3,9 +3,13 @@
 //! dated within 5 s of their sending), a live `strata run` of
 //! the quickstart (ODS -> DWD -> per-minute DWS) that has landed them and
 //! keeps committing while a generator sends more (`--live-rate`), then
-//! `strata backfill` of the DWS layer from two hours back to where the
-//! live pipeline has closed it: it replays ODS -> DWD -> DWS into staging and swaps the range
+//! `strata backfill` of the DWS layer over every minute the history
+//! touched: it replays ODS -> DWD -> DWS into staging and swaps the range
 //! into the live table in one commit, while the live pipeline commits on.
+//! The bench waits until the live pipeline has closed the history's last
+//! minute (its checkpointed watermark, read from the manifests) before it
+//! starts: a range the live pipeline has not closed is refused, and one
+//! that ends before the history's first window closes holds no row.
 //!
 //! Reported per replay source: records replayed per second of the whole
 //! command (process start to exit: planning, locating the range, the replay
@@ -29,10 +33,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
+use chrono::DurationRound;
+
 use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
 use support::endpoints::bench_kafka;
 use support::flags::Flags;
+use support::manifests::layer_watermark;
 
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -87,6 +94,7 @@ fn run(kafka: &str, args: &Args) -> BenchResult<()> {
         args.events, args.partitions, args.live_rate
     );
     println!("producing the history (as fast as the broker takes it) ...");
+    let history_from = chrono::Utc::now();
     let summary = run_to_end(
         &strata,
         &refs(&gen_args(
@@ -100,6 +108,13 @@ fn run(kafka: &str, args: &Args) -> BenchResult<()> {
         )),
     )?;
     println!("  producer: {}", summary.trim());
+    // Event times lie within `--spread-secs` (5 s) of sending: the range is
+    // every minute from the one before the first send to the end of the one
+    // holding the last send plus the spread.
+    let minute = chrono::Duration::minutes(1);
+    let spread = chrono::Duration::seconds(5);
+    let from = (history_from - spread).duration_trunc(minute)?;
+    let to = (chrono::Utc::now() + spread).duration_trunc(minute)? + minute;
     let warehouse = write_warehouse(dir, kafka, &topic)?;
 
     println!("starting the live pipeline and waiting until it has landed the history ...");
@@ -153,13 +168,29 @@ fn run(kafka: &str, args: &Args) -> BenchResult<()> {
         )),
         &live_gen_log,
     )?;
-    let from = (chrono::Utc::now() - chrono::Duration::hours(2)).to_rfc3339();
     let result = (|| -> BenchResult<()> {
-        // Up to how far the live pipeline has closed the layer (the default
-        // `--to`): its checkpointed watermark.
-        backfill(&strata, &warehouse, dir, &from, "kafka", &live)?;
+        println!(
+            "waiting until the live pipeline has closed dws_city_minute up to {to} (its events dated now move the watermark) ..."
+        );
+        let to_us = to.timestamp_micros();
+        let waited = Instant::now();
+        while layer_watermark(&dir.join("data"), "quickstart", "dws_city_minute")
+            .is_none_or(|w| w < to_us)
+        {
+            if !live.alive() || !generator.alive() {
+                return Err(
+                    "the live pipeline or its generator stopped before the range closed".into(),
+                );
+            }
+            if waited.elapsed() > Duration::from_secs(600) {
+                return Err(format!("the live pipeline did not close {to} in 10 min").into());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let range = (from.to_rfc3339(), to.to_rfc3339());
+        backfill(&strata, &warehouse, dir, &range, "kafka", &live)?;
         if args.ods {
-            backfill(&strata, &warehouse, dir, &from, "ods", &live)?;
+            backfill(&strata, &warehouse, dir, &range, "ods", &live)?;
         }
         Ok(())
     })();
@@ -180,7 +211,7 @@ fn backfill(
     strata: &Path,
     warehouse: &Path,
     dir: &Path,
-    from: &str,
+    (from, to): &(String, String),
     source: &str,
     live: &Measured,
 ) -> BenchResult<()> {
@@ -202,6 +233,8 @@ fn backfill(
         "dws_city_minute",
         "--from",
         from,
+        "--to",
+        to,
         "--replay-from",
         source,
     ];

@@ -85,3 +85,27 @@ impl ManifestTimes {
         Samples::new(gaps)
     }
 }
+
+/// The watermark (microseconds) of `layer` at the newest checkpoint of
+/// warehouse `name` under `root`: how far the live pipeline has closed it,
+/// the default `--to` of a backfill. `None` before a checkpoint names one.
+pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
+    let dir = root.join("_strata/checkpoints").join(name);
+    let newest = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json")?.parse::<u64>().ok()
+        })
+        .max()?;
+    let text = std::fs::read_to_string(dir.join(format!("{newest}.json"))).ok()?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    manifest
+        .get("layers")?
+        .as_array()?
+        .iter()
+        .find(|l| l.get("name").and_then(|n| n.as_str()) == Some(layer))?
+        .get("watermark")?
+        .as_i64()
+}

@@ -277,8 +277,11 @@ pub async fn run_backfill(
             let rows = staged_rows(&staged_table, time.predicate(range)).await?;
             if rows == 0 && !request.allow_empty {
                 return Err(refused(format!(
-                    "the replay computed no row of `{}` for the range ({} records read): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
-                    layer.spec.name, report.replayed
+                    "the replay computed no row of `{}` for the range {} to {} ({} records read; a window's row counts when its end is in the range): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
+                    layer.spec.name,
+                    millis_text(range.from_us / 1000),
+                    millis_text(range.to_us / 1000),
+                    report.replayed
                 )));
             }
         }
