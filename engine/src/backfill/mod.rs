@@ -30,6 +30,7 @@ mod kafka_range;
 mod ods_positions;
 mod range;
 mod replay_source;
+mod reset;
 mod selection;
 mod staging;
 mod swap;
@@ -45,6 +46,7 @@ pub use kafka_range::{KafkaRange, PartitionRange, Placement, resolve as resolve_
 pub use ods_positions::{HeldRecords, held_records};
 pub use range::{RowTime, TimeRange, log_span_ms, lookback_us, replay_span, row_time};
 pub use selection::{Selection, select_layers};
+pub use reset::{ResetReport, ResetRequest, reset_state};
 pub use swap::{Swapped, replace_range, staged_rows};
 
 use crate::checkpoint::manifest::Manifest;
@@ -217,6 +219,7 @@ pub async fn run_backfill(
             end_us: span.1,
             from: plan.from.clone(),
             progress: request.progress.clone(),
+            close_at_end: true,
         });
         plans.push((source.id.clone(), plan));
     }

@@ -13,6 +13,7 @@ use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole};
 use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::spec::InputFrom;
 use crate::error::Result;
+use crate::evolution::redeploy::shape_of;
 use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::operators::layer_query::LayerQuery;
 use crate::sql::planner::StreamingPlanner;
@@ -124,6 +125,7 @@ pub(crate) async fn build_layer(
         }
     }
 
+    let shape = shape_of(&layer);
     let spec = &layer.planned.spec;
     let query = match layer.planned.query {
         Some(p) => {
@@ -157,6 +159,7 @@ pub(crate) async fn build_layer(
         sources: Vec::new(),
         rows_in_epoch: 0,
         received_in_epoch: 0,
+        shape,
         name,
     };
     Ok(BuiltLayer {

@@ -125,4 +125,14 @@ impl Operator for UpdatingOperator {
         };
         self.aggregate.restore(&state)
     }
+
+    fn restore_carried(&mut self, state: Option<RecordBatch>, _watermark: Option<i64>) -> Result<()> {
+        match state {
+            Some(state) => {
+                let carried = self.aggregate.carried(&state)?;
+                self.aggregate.restore(&carried)
+            }
+            None => Ok(()),
+        }
+    }
 }
