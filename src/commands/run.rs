@@ -81,7 +81,9 @@ pub async fn run(
                 let _ = lease.release().await;
                 return Err(Failure::from(EngineError::Pipeline {
                     pipeline: warehouse.name.clone(),
-                    reason: "stopped before the state reset finished: nothing was changed; run it again".into(),
+                    reason:
+                        "stopped before the state reset finished: nothing was changed; run it again"
+                            .into(),
                 }));
             }
             Err(e) => {

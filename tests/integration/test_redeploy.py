@@ -180,3 +180,37 @@ def test_compatible_and_incompatible_changes_of_a_window_layer(tmp_path, strata_
     got = table_windows(wh)
     assert {k: (v["deals"], v["gmv"]) for k, v in got.items()} == {k: (v["deals"], v["gmv"]) for k, v in want.items()}
     assert "state reset" in strata.log()
+
+
+def test_a_sql_layer_gaining_a_column(tmp_path, strata_bin, kafka):
+    """A DWD layer's SQL gains a nullable column: `strata plan` calls it a
+    compatible change, the run merges the column into the table, rows
+    written before read it as null and later rows have the value."""
+    rng = random.Random(7)
+    topic = unique("deals")
+    create_topic(kafka, topic, partitions=PARTITIONS)
+    dwd = """  - name: dwd_deals
+    kind: dwd
+    inputs: [ods_deals]
+    sql: SELECT deal_id, {columns}, event_time FROM ods_deals
+"""
+    wh = LayeredWarehouse(tmp_path, kafka, topic, dwd.format(columns="city"))
+    first = disordered_deals(200, rng, SECOND, 0)
+    second = disordered_deals(200, rng, SECOND, 0, first=200)
+    produce(kafka, topic, as_sent(first, PARTITIONS))
+    strata = Strata(strata_bin, wh, "--no-serve", "--bounded").start()
+    assert strata.wait(120) == 0, strata.log()[-3000:]
+    assert wh.count("dwd", "dwd_deals") == len(first)
+
+    deploy(wh, dwd.format(columns="city, amount"))
+    entry = plan(strata_bin, wh)["dwd_deals"]
+    assert entry["verdict"] == "compatible", entry
+    assert any("gains nullable column(s) amount" in c for c in entry["changes"]), entry
+    produce(kafka, topic, as_sent(second, PARTITIONS))
+    strata = Strata(strata_bin, wh, "--no-serve", "--bounded").start()
+    assert strata.wait(120) == 0, strata.log()[-3000:]
+    rows = wh.table("dwd", "dwd_deals").to_pylist()
+    assert len(rows) == len(first) + len(second)
+    amounts = {d.deal_id: d.amount for d in second}
+    for row in rows:
+        assert row["amount"] == amounts.get(row["deal_id"]), row

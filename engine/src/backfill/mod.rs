@@ -45,8 +45,8 @@ pub use coverage::{Evidence, covered};
 pub use kafka_range::{KafkaRange, PartitionRange, Placement, resolve as resolve_kafka_range};
 pub use ods_positions::{HeldRecords, held_records};
 pub use range::{RowTime, TimeRange, log_span_ms, lookback_us, replay_span, row_time};
-pub use selection::{Selection, select_layers};
 pub use reset::{ResetReport, ResetRequest, reset_state};
+pub use selection::{Selection, select_layers};
 pub use swap::{Swapped, replace_range, staged_rows};
 
 use crate::checkpoint::manifest::Manifest;

@@ -120,11 +120,14 @@ pub async fn reset_state(
         .map_err(|why| refuse(format!("`{layer}` cannot be reset by time: {why}")))?;
     let mut lookback = 0;
     for p in &planned {
-        lookback += lookback_us(p).map_err(|why| refuse(format!("layer `{}`: {why}", p.spec.name)))?;
+        lookback +=
+            lookback_us(p).map_err(|why| refuse(format!("layer `{}`: {why}", p.spec.name)))?;
     }
     let range = TimeRange {
         from_us: request.from_us,
-        to_us: watermark.unwrap_or(request.from_us).max(request.from_us + 1),
+        to_us: watermark
+            .unwrap_or(request.from_us)
+            .max(request.from_us + 1),
     };
     let span = replay_span(range, lookback);
     let backfill = BackfillRequest {
@@ -237,11 +240,7 @@ pub async fn reset_state(
 
     // 2. The checkpoint.
     let plan = DataflowPlan::new(&spec, &planner).await?;
-    let shape = plan
-        .layers
-        .iter()
-        .find(|l| l.name() == layer)
-        .map(shape_of);
+    let shape = plan.layers.iter().find(|l| l.name() == layer).map(shape_of);
     let epoch = live.epoch + 1;
     let mut next = live.clone();
     next.epoch = epoch;
@@ -307,9 +306,12 @@ fn nothing_pending(sink: &PendingCommit) -> PendingCommit {
         app_id: sink.app_id.clone(),
         adds: Vec::new(),
         rows: 0,
-        upsert: sink.upsert.as_ref().map(|u| crate::checkpoint::manifest::Upsert {
-            keys: u.keys.clone(),
-            staging: None,
-        }),
+        upsert: sink
+            .upsert
+            .as_ref()
+            .map(|u| crate::checkpoint::manifest::Upsert {
+                keys: u.keys.clone(),
+                staging: None,
+            }),
     }
 }

@@ -66,7 +66,10 @@ fn table() -> Option<StructType> {
 
 #[test]
 fn the_same_layer_is_unchanged_even_reformatted() {
-    let old = deployed("SELECT a,\n  count(*) n", Some(tumble(1, &["city"], &["count(*)"])));
+    let old = deployed(
+        "SELECT a,\n  count(*) n",
+        Some(tumble(1, &["city"], &["count(*)"])),
+    );
     let new = proposed(
         "SELECT a, count(*) n",
         Some(tumble(1, &["city"], &["count(*)"])),
@@ -96,7 +99,10 @@ fn a_new_aggregate_keeps_the_old_ones_state() {
         })
     );
     assert!(
-        entry.changes.iter().any(|c| c.contains("sum(amount) start empty")),
+        entry
+            .changes
+            .iter()
+            .any(|c| c.contains("sum(amount) start empty")),
         "{entry:?}"
     );
 }
@@ -112,7 +118,10 @@ fn a_dropped_aggregate_and_a_changed_filter_are_compatible() {
     let new = proposed("v2", None, table());
     let entry = &compare(&[old], &[new], "w.yaml")[0];
     assert_eq!(entry.verdict, Verdict::Compatible);
-    assert!(entry.changes[0].contains("SQL or filter changed"), "{entry:?}");
+    assert!(
+        entry.changes[0].contains("SQL or filter changed"),
+        "{entry:?}"
+    );
 }
 
 #[test]
@@ -146,7 +155,10 @@ fn table_schemas_merge_nullable_columns_and_refuse_type_changes() {
     let new = proposed("v1", None, Some(schema(&[("a", false)])));
     let entry = &compare(std::slice::from_ref(&old), &[new], "w.yaml")[0];
     assert_eq!(entry.verdict, Verdict::Compatible);
-    assert!(entry.changes[0].contains("gains nullable column(s) n"), "{entry:?}");
+    assert!(
+        entry.changes[0].contains("gains nullable column(s) n"),
+        "{entry:?}"
+    );
     let mut new = proposed("v1", None, table());
     new.tables[0].wanted = StructType::try_new([
         StructField::new("a", DataType::STRING, false),
@@ -168,7 +180,12 @@ fn new_and_removed_layers() {
     let new = proposed("v1", None, None);
     let plan = compare(&[old], &[new], "w.yaml");
     assert_eq!(plan[0].verdict, Verdict::New);
-    assert!(plan[0].changes.iter().any(|c| c.contains("table `dws` is created")));
+    assert!(
+        plan[0]
+            .changes
+            .iter()
+            .any(|c| c.contains("table `dws` is created"))
+    );
     assert_eq!(plan[1].layer, "gone");
     assert_eq!(plan[1].verdict, Verdict::Removed);
 }

@@ -440,7 +440,10 @@ async fn a_new_aggregate_carries_the_old_state_over() {
         planner.plan(&v1, &inputs).await.unwrap(),
         planner.plan(&v2, &inputs).await.unwrap(),
     );
-    let p3 = planner.plan(&tumble("COUNT(*) AS n", "2"), &inputs).await.unwrap();
+    let p3 = planner
+        .plan(&tumble("COUNT(*) AS n", "2"), &inputs)
+        .await
+        .unwrap();
     let carry = carry_over(&layout(&p1), &layout(&p2)).unwrap();
     assert_eq!(carry.fresh, vec!["sum(deals.amount)"], "{carry:?}");
     assert_eq!(carry.kept.len(), 2, "{carry:?}");
@@ -457,9 +460,7 @@ async fn a_new_aggregate_carries_the_old_state_over() {
     }
     let state = query.snapshot().unwrap();
     let mut query = LayerQuery::new(p2, planner.task_ctx().unwrap()).unwrap();
-    query
-        .restore_carried(state, Some(max_ts - DELAY))
-        .unwrap();
+    query.restore_carried(state, Some(max_ts - DELAY)).unwrap();
     for chunk in rows[half..].chunks(50) {
         query.on_batch("deals", batch(chunk)).await.unwrap();
         max_ts = max_ts.max(chunk.iter().map(|d| d.ts).max().unwrap());

@@ -126,7 +126,11 @@ impl Operator for UpdatingOperator {
         self.aggregate.restore(&state)
     }
 
-    fn restore_carried(&mut self, state: Option<RecordBatch>, _watermark: Option<i64>) -> Result<()> {
+    fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        _watermark: Option<i64>,
+    ) -> Result<()> {
         match state {
             Some(state) => {
                 let carried = self.aggregate.carried(&state)?;

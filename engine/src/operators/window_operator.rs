@@ -79,10 +79,12 @@ impl Operator for WindowOperator {
         }
     }
 
-    fn restore_carried(&mut self, state: Option<RecordBatch>, watermark: Option<i64>) -> Result<()> {
-        let state = state
-            .map(|s| self.aggregate.carried(&s))
-            .transpose()?;
+    fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<()> {
+        let state = state.map(|s| self.aggregate.carried(&s)).transpose()?;
         self.restore(state, watermark)
     }
 }

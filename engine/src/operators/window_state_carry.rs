@@ -76,7 +76,9 @@ impl WindowAggregate {
             aggregate.create_groups_accumulator()?
         } else {
             let a = aggregate.clone();
-            Box::new(GroupsAccumulatorAdapter::new(move || a.create_accumulator()))
+            Box::new(GroupsAccumulatorAdapter::new(move || {
+                a.create_accumulator()
+            }))
         };
         let args = aggregate
             .expressions()
