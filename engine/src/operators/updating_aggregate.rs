@@ -131,12 +131,14 @@ impl Operator for UpdatingOperator {
         state: Option<RecordBatch>,
         _watermark: Option<i64>,
     ) -> Result<()> {
-        match state {
-            Some(state) => {
-                let carried = self.aggregate.carried(&state)?;
-                self.aggregate.restore(&carried)
-            }
-            None => Ok(()),
-        }
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let state = match &mut self.ttl {
+            Some(ttl) => ttl.detach(state),
+            None => split_touched(state).0,
+        };
+        let carried = self.aggregate.carried(&state)?;
+        self.aggregate.restore(&carried)
     }
 }
