@@ -2,13 +2,19 @@
 //! quickstart warehouse (ODS -> DWD -> per-minute DWS, one dataflow) -> Delta
 //! tables, against a real broker. Throughput and latency are measured on the
 //! ODS table (every event lands there); the other layers run alongside.
-//! `--layers ods` runs the quickstart's ODS layer alone.
+//! `--layers ods` runs the quickstart's ODS layer alone. `--metrics off`
+//! runs it without the metrics endpoint (`metrics:` cut from the file);
+//! with `--metrics on` (the default, as the quickstart ships) the bench
+//! scrapes `/metrics` every second while it runs, as a Prometheus would:
+//! the two catch-up figures side by side are the endpoint's overhead.
 //!
 //! Two measurements, each with its own `strata run` process:
 //! - catch-up: N events already in the topic; first the broker alone (one
 //!   consumer fetching all N, no Strata: what the broker can serve), then
-//!   time from process start until all N are committed in Delta; events/s
-//!   and the process's peak RSS.
+//!   time from process start until all N are committed in Delta; events/s,
+//!   the process's peak RSS, and the time between consecutive epochs'
+//!   manifests (the checkpoint interval while epochs keep up with it, an
+//!   epoch's duration when a backlog makes it longer).
 //! - steady: events produced at a fixed rate while the pipeline runs; the
 //!   latency of each event from its Kafka create time to the moment the Delta
 //!   commit holding it became visible (the commit file's mtime), as
@@ -20,6 +26,7 @@
 //! ```text
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --events 1000000
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --layers ods --only steady
+//! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --only catchup --metrics off
 //! ```
 //!
 //! Every `strata` process must exit 0 (a clean stop on SIGTERM), or the
@@ -27,8 +34,12 @@
 
 mod support;
 
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray};
@@ -40,6 +51,7 @@ use support::child::{Measured, run_to_end};
 use support::delta_log::LogReader;
 use support::endpoints::bench_kafka;
 use support::flags::Flags;
+use support::manifests::ManifestTimes;
 use support::stats::{Percentile, Samples};
 
 use rdkafka::ClientConfig;
@@ -54,6 +66,8 @@ struct Args {
     interval: String,
     only: Option<String>,
     ods_only: bool,
+    /// Serve (and scrape) the metrics endpoint.
+    metrics: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,7 +79,13 @@ fn parse_args() -> Result<Args, String> {
         "interval",
         "only",
         "layers",
+        "metrics",
     ])?;
+    let metrics = match flags.text("metrics").as_deref() {
+        None | Some("on") => true,
+        Some("off") => false,
+        Some(other) => return Err(format!("--metrics {other}: write on or off")),
+    };
     let ods_only = match flags.text("layers").as_deref() {
         None | Some("all") => false,
         Some("ods") => true,
@@ -79,6 +99,7 @@ fn parse_args() -> Result<Args, String> {
         interval: flags.get("interval", "1s".to_string())?,
         only: flags.text("only"),
         ods_only,
+        metrics,
     })
 }
 
@@ -108,10 +129,15 @@ fn run(args: &Args, kafka: &str) -> BenchResult<()> {
     let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
     let work = tempfile::tempdir()?;
     println!(
-        "ods_ingest: strata {} | broker {kafka} | {} partitions | checkpoint {} | layers: {}",
+        "ods_ingest: strata {} | broker {kafka} | {} partitions | checkpoint {} | metrics endpoint {} | layers: {}",
         strata.display(),
         args.partitions,
         args.interval,
+        if args.metrics {
+            "on, scraped every second"
+        } else {
+            "off"
+        },
         if args.ods_only {
             "ods_deals only"
         } else {
@@ -127,7 +153,16 @@ fn run(args: &Args, kafka: &str) -> BenchResult<()> {
     Ok(())
 }
 
-fn write_warehouse(args: &Args, dir: &Path, kafka: &str, topic: &str) -> BenchResult<PathBuf> {
+/// The quickstart's metrics section, as it ships.
+const METRICS_SECTION: &str = "metrics:\n  listen: ${STRATA_METRICS_LISTEN:-127.0.0.1:9464}\n";
+
+/// The warehouse file for a run, and its metrics endpoint (if `--metrics on`).
+fn write_warehouse(
+    args: &Args,
+    dir: &Path,
+    kafka: &str,
+    topic: &str,
+) -> BenchResult<(PathBuf, Option<SocketAddr>)> {
     std::fs::create_dir_all(dir)?;
     let mut template = include_str!("../examples/quickstart/warehouse.yaml");
     if args.ods_only {
@@ -137,8 +172,21 @@ fn write_warehouse(args: &Args, dir: &Path, kafka: &str, topic: &str) -> BenchRe
             .ok_or("the quickstart has no dwd_deals layer to cut at")?;
         template = &template[..cut];
     }
+    if !template.contains(METRICS_SECTION) {
+        return Err("the quickstart's `metrics:` section changed: update METRICS_SECTION".into());
+    }
+    let endpoint = if args.metrics {
+        Some(free_local_addr()?)
+    } else {
+        None
+    };
+    let metrics = match endpoint {
+        Some(addr) => format!("metrics:\n  listen: {addr}\n"),
+        None => String::new(),
+    };
     let interval = &args.interval;
     let text = template
+        .replace(METRICS_SECTION, &metrics)
         .replace("${KAFKA_BOOTSTRAP:-127.0.0.1:9092}", kafka)
         .replace("${DEALS_TOPIC:-deals}", topic)
         .replace("${STRATA_STORAGE_ROOT:-./data}", "./data")
@@ -146,7 +194,61 @@ fn write_warehouse(args: &Args, dir: &Path, kafka: &str, topic: &str) -> BenchRe
         + "\n";
     let path = dir.join("warehouse.yaml");
     std::fs::write(&path, text)?;
-    Ok(path)
+    Ok((path, endpoint))
+}
+
+/// A loopback address with a port free now.
+fn free_local_addr() -> std::io::Result<SocketAddr> {
+    std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+/// Scrapes `/metrics` every second until dropped, as a Prometheus would.
+struct Scraper {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(u64, u64)>>,
+}
+
+impl Scraper {
+    fn start(addr: SocketAddr) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut scrapes, mut bytes) = (0u64, 0u64);
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(n) = scrape_once(addr) {
+                    scrapes += 1;
+                    bytes += n;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            (scrapes, bytes)
+        });
+        Scraper {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops scraping: how many scrapes answered, and their bytes.
+    fn finish(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread
+            .take()
+            .and_then(|t| t.join().ok())
+            .unwrap_or((0, 0))
+    }
+}
+
+/// One GET of `/metrics`: the response's size, if it answered.
+fn scrape_once(addr: SocketAddr) -> Option<u64> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).ok()?;
+    response
+        .starts_with(b"HTTP/1.1 200")
+        .then_some(response.len() as u64)
 }
 
 fn unique_topic(prefix: &str) -> String {
@@ -201,10 +303,12 @@ fn spawn_run(strata: &Path, warehouse: &Path, dir: &Path) -> std::io::Result<Mea
     )
 }
 
-/// Committed records in both of the layer's tables.
+/// Committed records in both of the layer's tables, and the epochs'
+/// manifests.
 struct Committed {
     rows: LogReader,
     dead: LogReader,
+    manifests: ManifestTimes,
 }
 
 impl Committed {
@@ -212,6 +316,7 @@ impl Committed {
         Committed {
             rows: LogReader::new(&dir.join("data/ods/ods_deals")),
             dead: LogReader::new(&dir.join("data/ods/ods_deals_dead_letter")),
+            manifests: ManifestTimes::new(&dir.join("data"), "quickstart"),
         }
     }
 
@@ -223,6 +328,7 @@ impl Committed {
     fn wait_for(&mut self, target: u64, started: Instant, timeout: Duration) -> BenchResult<()> {
         let mut last_print = Instant::now();
         loop {
+            self.manifests.refresh();
             let done = self.total()?;
             if done >= target {
                 return Ok(());
@@ -258,12 +364,14 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
     broker_fetch_rate(kafka, &topic, args.partitions, args.events)?;
 
     let dir = work.join("catchup");
-    let warehouse = write_warehouse(args, &dir, kafka, &topic)?;
+    let (warehouse, endpoint) = write_warehouse(args, &dir, kafka, &topic)?;
     let started = Instant::now();
     let child = spawn_run(strata, &warehouse, &dir)?;
+    let scraper = endpoint.map(Scraper::start);
     let mut committed = Committed::new(&dir);
     let waited = committed.wait_for(args.events, started, Duration::from_secs(1800));
     let elapsed = started.elapsed().as_secs_f64();
+    let scraped = scraper.map(Scraper::finish);
     let ended = child
         .stop()?
         .success("strata run", &dir.join("strata.log"))?;
@@ -281,6 +389,23 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
         "  (includes process start, table creation and the last checkpoint interval; {} Delta commits)",
         committed.rows.commits().len()
     );
+    committed.manifests.refresh();
+    println!(
+        "  epochs: {} manifests; between consecutive ones (checkpoint interval {}): {}",
+        committed.manifests.epochs(),
+        args.interval,
+        committed
+            .manifests
+            .gaps_ms()
+            .describe(&[Percentile::P50, Percentile::P99], 1000.0, "s", 2)
+    );
+    match scraped {
+        Some((scrapes, bytes)) => println!(
+            "  metrics endpoint on: scraped {scrapes} times ({:.0} KB each on average)",
+            bytes as f64 / scrapes.max(1) as f64 / 1e3
+        ),
+        None => println!("  metrics endpoint off (`--metrics off`)"),
+    }
     Ok(())
 }
 
@@ -332,7 +457,7 @@ fn steady(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult<(
     let topic = unique_topic("bench_steady");
     let total = args.rate * args.steady_secs;
     let dir = work.join("steady");
-    let warehouse = write_warehouse(args, &dir, kafka, &topic)?;
+    let (warehouse, _endpoint) = write_warehouse(args, &dir, kafka, &topic)?;
     // Create the topic first, so the pipeline can assign it right away.
     run_to_end(
         strata,

@@ -8,5 +8,6 @@ pub mod child;
 pub mod delta_log;
 pub mod endpoints;
 pub mod flags;
+pub mod manifests;
 pub mod runner;
 pub mod stats;

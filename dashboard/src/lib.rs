@@ -10,12 +10,19 @@
 //! scripts), so it works on a machine with no network.
 //!
 //! Routes: `/` the page, `/api/config` the title, refresh and panel list,
-//! `/api/panels` every panel's rows, `/api/panels/{n}` one panel's.
+//! `/api/panels` every panel's rows, `/api/panels/{n}` one panel's;
+//! `/console` the warehouse as a live graph, `/api/console` its numbers.
+//! Access follows Flight SQL's rule (see `access`): loopback only
+//! without users, a login with them.
 
 #![warn(missing_docs)]
 
+mod access;
+mod console;
 mod panel_json;
 mod server;
+
+pub use console::ConsoleSource;
 
 pub use panel_json::batches_to_rows;
 pub use server::{

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::future::BoxFuture;
@@ -17,6 +18,8 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+use crate::access::{Access, require_login};
+use crate::console::{self, ConsoleSource};
 use crate::panel_json::batches_to_rows;
 
 const PAGE: &str = include_str!("page.html");
@@ -60,6 +63,10 @@ pub struct DashboardConfig {
     pub flight: ClientConfig,
     /// What empty panels wait for (`None`: "no rows yet").
     pub waits: Option<Arc<dyn PanelWaits>>,
+    /// The console's numbers (`None`: no console).
+    pub console: Option<Arc<dyn ConsoleSource>>,
+    /// Users (name, password) who may log in; none: loopback only.
+    pub users: Vec<(String, String)>,
 }
 
 /// Why the dashboard could not start.
@@ -74,6 +81,15 @@ pub enum DashboardError {
         addr: SocketAddr,
         /// The socket error.
         source: std::io::Error,
+    },
+    /// No users, and an address other machines can reach.
+    #[error(
+        "the dashboard would serve the warehouse's tables to the network on {addr} without a login: add users to `serve.users` (the dashboard asks for the same logins as Flight SQL), or set `dashboard.listen` to a loopback address such as 127.0.0.1:{}",
+        addr.port()
+    )]
+    Exposed {
+        /// The address.
+        addr: SocketAddr,
     },
     /// The server stopped with an error.
     #[error("the dashboard server failed: {0}")]
@@ -101,6 +117,7 @@ pub async fn start(
     config: DashboardConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<RunningDashboard, DashboardError> {
+    let access = Access::new(&config.users, config.listen)?;
     let listener =
         TcpListener::bind(config.listen)
             .await
@@ -114,13 +131,16 @@ pub async fn start(
             addr: config.listen,
             source,
         })?;
-    info!(url = %format!("http://{local_addr}/"), panels = config.panels.len(), "dashboard listening");
+    info!(url = %format!("http://{local_addr}/"), console = %format!("http://{local_addr}/console"), panels = config.panels.len(), login = access.logins(), "dashboard listening");
     let app = Router::new()
         .route("/", get(page))
         .route("/api/config", get(page_config))
         .route("/api/panels", get(all_panels))
         .route("/api/panels/{n}", get(one_panel))
-        .with_state(Arc::new(config));
+        .route("/console", get(console::page))
+        .route("/api/console", get(console::numbers))
+        .with_state(Arc::new(config))
+        .layer(middleware::from_fn_with_state(access, require_login));
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -141,7 +161,7 @@ async fn page() -> Response {
         .into_response()
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
     (
         status,
         [
@@ -154,6 +174,8 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 }
 
 async fn page_config(State(config): State<Arc<DashboardConfig>>) -> Response {
+    // Panel SQL reaches only logged-in users, or (without users) this
+    // machine, whose clients Flight SQL lets run any SQL anyway.
     let panels: Vec<Value> = config
         .panels
         .iter()

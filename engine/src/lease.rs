@@ -31,6 +31,7 @@ use tracing::{info, warn};
 
 use crate::error::{EngineError, Result};
 use crate::fence::Fence;
+use crate::metrics::Metrics;
 use crate::shutdown::Shutdown;
 use crate::storage::{StorageRoot, numbered_objects};
 
@@ -275,8 +276,11 @@ impl Lease {
     /// lost (another run took it: this one was stalled past the time to
     /// live) or cannot be renewed for a whole time to live, it triggers
     /// `shutdown`, so this run stops writing; the task's result says why.
-    pub fn keep(mut self, shutdown: Shutdown) -> KeptLease {
+    /// `metrics` is told of every renewal and of the loss (the lease-lost
+    /// alert reads it).
+    pub fn keep(mut self, shutdown: Shutdown, metrics: Metrics) -> KeptLease {
         let stop = shutdown.clone();
+        metrics.lease_renewed();
         let task = tokio::spawn(async move {
             let every = self.store.ttl / 3;
             let mut last_ok = Instant::now();
@@ -286,8 +290,12 @@ impl Lease {
                     _ = stop.wait() => return Ok(self),
                 }
                 match self.renew().await {
-                    Ok(true) => last_ok = Instant::now(),
+                    Ok(true) => {
+                        last_ok = Instant::now();
+                        metrics.lease_renewed();
+                    }
                     Ok(false) => {
+                        metrics.lease_lost();
                         shutdown.trigger();
                         return Err(EngineError::Config(format!(
                             "lost the warehouse's lease ({}): another run took it after this one went {} s without renewing it; this run stops",
@@ -296,6 +304,7 @@ impl Lease {
                         )));
                     }
                     Err(e) if last_ok.elapsed() >= self.store.ttl => {
+                        metrics.lease_lost();
                         shutdown.trigger();
                         return Err(EngineError::Config(format!(
                             "could not renew the warehouse's lease for its whole time to live; this run stops so another can take over: {e}"

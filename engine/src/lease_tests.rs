@@ -49,7 +49,7 @@ async fn a_waiting_run_takes_over_only_once_the_holder_stops_renewing() {
         .acquire(&process(1), WhenHeld::Wait, &first_stop)
         .await
         .expect("a free lease")
-        .keep(first_stop.clone());
+        .keep(first_stop.clone(), Metrics::new());
     let waiter = {
         let store = store(&memory);
         tokio::spawn(async move {
@@ -90,7 +90,7 @@ async fn a_released_lease_is_taken_at_once() {
         .acquire(&process(1), WhenHeld::Fail, &stop)
         .await
         .expect("a free lease")
-        .keep(stop.clone());
+        .keep(stop.clone(), Metrics::new());
     stop.trigger();
     kept.release().await.expect("released");
     let next = store(&memory)
@@ -115,11 +115,17 @@ async fn a_holder_whose_lease_was_taken_stops() {
             .await
             .expect("written")
     );
-    let kept = lease.keep(stop.clone());
+    let metrics = Metrics::new();
+    let kept = lease.keep(stop.clone(), metrics.clone());
+    assert!(metrics.encode().contains("strata_lease_held 1\n"));
     tokio::time::sleep(TTL).await;
     assert!(stop.is_triggered(), "the run was not stopped");
     let err = kept.release().await.expect_err("lost").to_string();
     assert!(err.contains("lost the warehouse's lease"), "{err}");
+    // What the lease-lost alert reads.
+    let text = metrics.encode();
+    assert!(text.contains("strata_lease_held 0\n"), "{text}");
+    assert!(text.contains("strata_lease_lost_total 1\n"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]

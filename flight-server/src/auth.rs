@@ -123,7 +123,9 @@ impl Authenticator {
         self.check_basic(header)
     }
 
-    fn check_basic(&self, header: &str) -> Result<Caller, Status> {
+    /// Checks an `authorization: Basic ...` header value against the users
+    /// (the dashboard's HTTP server asks too, so both check alike).
+    pub fn check_basic(&self, header: &str) -> Result<Caller, Status> {
         let encoded = header.strip_prefix("Basic ").ok_or_else(|| {
             Status::unauthenticated("use Basic authentication (user name and password)")
         })?;

@@ -94,6 +94,14 @@ pub struct Storage {
     pub options: BTreeMap<String, String>,
 }
 
+impl Storage {
+    /// The storage root as every command opens it: the URL with its
+    /// options (an S3 root also reads the AWS_* environment).
+    pub fn open(&self) -> strata_engine::Result<strata_engine::StorageRoot> {
+        strata_engine::StorageRoot::new(&self.root, self.options.clone().into_iter().collect())
+    }
+}
+
 /// `kafka:`: the cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kafka {

@@ -1,6 +1,6 @@
 //! From a validated warehouse to the engine's dataflow.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use strata_engine::dataflow::{
     DataflowSpec, InputFrom, LayerInput, LayerSpec, PublishSpec, SourceSpec,
@@ -53,15 +53,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
         .filter(|l| only.is_empty() || only.contains(&l.name))
         .map(|l| l.name.as_str())
         .collect();
-    let storage = StorageRoot::new(
-        &warehouse.storage.root,
-        warehouse
-            .storage
-            .options
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect::<HashMap<_, _>>(),
-    )?;
+    let storage = warehouse.storage.open()?;
     let kafka = KafkaConfig {
         bootstrap_servers: warehouse.kafka.bootstrap_servers.clone(),
         properties: warehouse.kafka.properties.clone(),

@@ -12,7 +12,6 @@ use std::path::Path;
 
 use serde::Serialize;
 use strata_engine::checkpoint::store::CheckpointStore;
-use strata_engine::storage::StorageRoot;
 use strata_engine::versions::{Deployment, VersionStore, hash_of, short_hash};
 
 use crate::commands::load_warehouse;
@@ -41,10 +40,7 @@ pub async fn history(file: &Path, json: bool) -> Result<(), Failure> {
     let current = std::fs::read(file)
         .map(|bytes| hash_of(&bytes))
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
-    let storage = StorageRoot::new(
-        &warehouse.storage.root,
-        warehouse.storage.options.clone().into_iter().collect(),
-    )?;
+    let storage = warehouse.storage.open()?;
     let deployments = VersionStore::open(&storage, &warehouse.name)?
         .list()
         .await?;

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod backfill;
+mod console_view;
 mod dashboard;
 mod flight_metrics;
 mod gen_events;

@@ -15,10 +15,10 @@ use strata_engine::versions::WarehouseVersion;
 use strata_engine::{Metrics, Shutdown};
 use tracing::{error, info};
 
-use crate::commands::maintain;
 use crate::commands::signals::stop_on_signals;
 use crate::commands::time_arg::parse_time;
 use crate::commands::validate::check_queries;
+use crate::commands::{dashboard, maintain};
 use crate::commands::{flight_metrics, metrics_endpoint, serve};
 use crate::commands::{load_warehouse, plan_layers};
 use crate::failure::Failure;
@@ -41,6 +41,9 @@ pub async fn run(
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
     let warehouse = load_warehouse(file)?;
+    if serve_tables {
+        dashboard::check_access(&warehouse).map_err(Failure::config)?;
+    }
     let mut plan = plan_layers(&warehouse, layers, bounded)?;
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
@@ -66,7 +69,8 @@ pub async fn run(
             ),
         }));
     }
-    let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown).await?;
+    let metrics = Metrics::new();
+    let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown, &metrics).await?;
     if let (Some(r), Some(from_us)) = (&reset, reset_from) {
         let request = ResetRequest {
             layer: r.layer.clone(),
@@ -92,10 +96,9 @@ pub async fn run(
             }
         }
     }
-    let metrics = Metrics::new();
     flight_metrics::observe(&metrics);
     let (server, page) = if serve_tables {
-        let (server, page) = serve::start_with_dashboard(&warehouse, &shutdown)
+        let (server, page) = serve::start_with_dashboard(&warehouse, &metrics, &shutdown)
             .await
             .map_err(|e| Failure::io(format!("{e} (or run with --no-serve)")))?;
         (Some(server), page)
@@ -156,10 +159,11 @@ async fn take_lease(
     root: &StorageRoot,
     when_held: WhenHeld,
     shutdown: &Shutdown,
+    metrics: &Metrics,
 ) -> Result<(KeptLease, Fence), Failure> {
     let store = LeaseStore::open(root, lease::DEFAULT_TTL)?;
     let me = lease::this_process(lease::DEFAULT_TTL);
     let lease = store.acquire(&me, when_held, shutdown).await?;
     let fence = lease.fence();
-    Ok((lease.keep(shutdown.clone()), fence))
+    Ok((lease.keep(shutdown.clone(), metrics.clone()), fence))
 }

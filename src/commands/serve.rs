@@ -9,7 +9,6 @@ use strata_layers::Warehouse;
 use tracing::error;
 
 use strata_engine::Shutdown;
-use strata_engine::storage::StorageRoot;
 
 use strata_dashboard::RunningDashboard;
 
@@ -23,11 +22,7 @@ use crate::failure::Failure;
 pub fn config(warehouse: &Warehouse) -> Result<ServeConfig, String> {
     // As `strata run` opens it: an S3 root needs the `s3` feature and takes
     // its settings from the file's options and the AWS_* environment.
-    let storage = StorageRoot::new(
-        &warehouse.storage.root,
-        warehouse.storage.options.clone().into_iter().collect(),
-    )
-    .map_err(|e| e.to_string())?;
+    let storage = warehouse.storage.open().map_err(|e| e.to_string())?;
     Ok(ServeConfig {
         listen: warehouse.serve.listen,
         users: warehouse
@@ -90,20 +85,30 @@ pub async fn start(
 /// through it; both stop with `shutdown`.
 pub async fn start_with_dashboard(
     warehouse: &Warehouse,
+    metrics: &strata_engine::Metrics,
     shutdown: &Shutdown,
 ) -> Result<(RunningServer, Option<RunningDashboard>), String> {
     let server = start(warehouse, shutdown.wait()).await?;
-    let page = dashboard::start(warehouse, server.local_addr, shutdown.wait()).await?;
+    let page = match dashboard::start(warehouse, server.local_addr, metrics, shutdown.wait()).await
+    {
+        Ok(page) => page,
+        Err(e) => {
+            // The Flight SQL server started: stop it with the run.
+            shutdown.trigger();
+            return Err(e);
+        }
+    };
     Ok((server, page))
 }
 
 pub async fn serve(file: &Path) -> Result<(), Failure> {
     let warehouse = load_warehouse(file)?;
+    dashboard::check_access(&warehouse).map_err(Failure::config)?;
     let shutdown = Shutdown::new();
     stop_on_signals(shutdown.clone());
     let metrics = strata_engine::Metrics::new();
     flight_metrics::observe(&metrics);
-    let (server, page) = start_with_dashboard(&warehouse, &shutdown)
+    let (server, page) = start_with_dashboard(&warehouse, &metrics, &shutdown)
         .await
         .map_err(Failure::io)?;
     let endpoint = match metrics_endpoint::start(

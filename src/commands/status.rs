@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::{Value, json};
+use strata_engine::KafkaConfig;
 use strata_engine::checkpoint::manifest::Manifest;
 use strata_engine::checkpoint::store::CheckpointStore;
-use strata_engine::{KafkaConfig, StorageRoot};
 use strata_layers::Warehouse;
 
 use crate::commands::load_warehouse;
@@ -85,13 +85,7 @@ fn local(addr: SocketAddr) -> SocketAddr {
 }
 
 async fn newest_manifest(warehouse: &Warehouse) -> Result<Option<Manifest>, String> {
-    let options = warehouse
-        .storage
-        .options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect::<HashMap<_, _>>();
-    let root = StorageRoot::new(&warehouse.storage.root, options).map_err(|e| e.to_string())?;
+    let root = warehouse.storage.open().map_err(|e| e.to_string())?;
     let store = CheckpointStore::open(&root, &warehouse.name).map_err(|e| e.to_string())?;
     store.latest().await.map_err(|e| e.to_string())
 }
@@ -185,15 +179,37 @@ fn layer_row(
         (Some(l), Some(s)) => Some(if l.0 >= s.0 { l } else { s }),
         (l, s) => l.or(s),
     };
+    // Rates over the last minute, from the live endpoint only.
+    let rows_per_second = live.and_then(|s| {
+        s.with("strata_layer_rows_in_per_second", "layer", layer)
+            .next()
+            .map(round)
+    });
+    let side_rates = live.map(|s| {
+        s.samples("strata_layer_side_rows_per_second")
+            .filter(|x| x.labels.get("layer").is_some_and(|l| l == layer))
+            .filter_map(|x| Some((x.labels.get("side")?.clone(), json!(round(x.value)))))
+            .collect::<serde_json::Map<String, Value>>()
+    });
     json!({
         "layer": layer,
         "status": if live.is_some() { "running" } else { "stopped" },
+        "rows_per_second": rows_per_second,
+        "side_rows_per_second": side_rates,
+        "backfill": backfill_running(warehouse, layer),
         "lag_records": lag,
         "watermark": watermark.map(|w| chrono::DateTime::from_timestamp_micros((w * 1e6) as i64).map(|t| t.to_rfc3339())),
         "watermark_delay_seconds": watermark.map(|w| round((now - w).max(0.0))),
         "last_epoch": epoch.map(|e| e.0),
         "last_epoch_age_seconds": epoch.map(|e| round((now - e.1).max(0.0))),
     })
+}
+
+/// Whether a `strata backfill` of `layer` runs now (`None`: cannot be told
+/// on this storage root).
+fn backfill_running(warehouse: &Warehouse, layer: &str) -> Option<bool> {
+    let root = warehouse.storage.open().ok()?;
+    strata_engine::backfill::running(&root, layer)
 }
 
 fn round(x: f64) -> f64 {
@@ -204,6 +220,13 @@ fn print_table(report: &Value) -> Result<(), Failure> {
     let cell = |v: &Value| match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
+        Value::Bool(b) => if *b { "running" } else { "-" }.to_string(),
+        Value::Object(m) if m.is_empty() => "-".to_string(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
         other => other.to_string(),
     };
     let header = [
@@ -214,6 +237,9 @@ fn print_table(report: &Value) -> Result<(), Failure> {
         "DELAY_S",
         "EPOCH",
         "AGE_S",
+        "ROWS_S",
+        "SIDE_ROWS_S",
+        "BACKFILL",
     ];
     let keys = [
         "layer",
@@ -223,6 +249,9 @@ fn print_table(report: &Value) -> Result<(), Failure> {
         "watermark_delay_seconds",
         "last_epoch",
         "last_epoch_age_seconds",
+        "rows_per_second",
+        "side_rows_per_second",
+        "backfill",
     ];
     let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for layer in report["layers"].as_array().into_iter().flatten() {

@@ -49,6 +49,11 @@ impl Scrape {
             .map(|s| s.value)
     }
 
+    /// Every sample of `name`.
+    pub fn samples<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.0.get(name).into_iter().flatten()
+    }
+
     /// Parses the Prometheus / OpenMetrics text format (what Strata writes).
     pub fn parse(text: &str) -> Self {
         let mut out: HashMap<String, Vec<Sample>> = HashMap::new();

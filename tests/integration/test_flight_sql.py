@@ -313,9 +313,15 @@ dashboard:
     - {{title: GMV, chart: bar, label: city, value: gmv, sql: "SELECT city, gmv FROM ads.gmv_by_city ORDER BY gmv DESC"}}
 """)
 
+    # Users are configured: the dashboard asks for the same login as Flight SQL.
+    import base64
+    login = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+
     def panel():
+        request = urllib.request.Request(f"http://127.0.0.1:{page_port}/api/panels/0",
+                                         headers={"Authorization": f"Basic {login}"})
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{page_port}/api/panels/0", timeout=30) as r:
+            with urllib.request.urlopen(request, timeout=30) as r:
                 return json.loads(r.read())
         except OSError:
             return None

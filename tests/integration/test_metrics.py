@@ -160,7 +160,7 @@ def test_promtool_accepts_the_shipped_rules():
         pytest.fail("promtool is missing: install Debian's `prometheus` package (scripts/test does)")
     out = subprocess.run(["promtool", "check", "rules", str(RULES)], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 7 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 8 rules found" in out.stdout, out.stdout
 
 
 def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_broker, rng):
@@ -201,6 +201,20 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
         assert prom.value('sum(strata_epoch_commit_duration_seconds_count)') >= 1
         assert prom.value('strata_table_version{table="ods_deals"}') >= 1
         assert prom.value('strata_source_broker_up{source="ods_deals"}') == 1
+        # Every record fetched, malformed ones too, per partition.
+        for p in (0, 1):
+            assert prom.value(f'strata_source_records_total{{source="ods_deals",partition="{p}"}}') == \
+                sum(s.partition == p for s in sent)
+        assert prom.value('sum(strata_source_records_per_second{source="ods_deals"})') > 0
+        assert prom.value('strata_layer_rows_in_per_second{layer="ods_deals"}') > 0
+        # Every layer reports its state's size (the windowed layer's empties
+        # once the watermark closes its minutes); the ODS layer keeps none.
+        for layer in ("ods_deals", "dwd_deals", "dws_city_minute"):
+            assert prom.value(f'strata_layer_state_bytes{{layer="{layer}"}}') is not None, layer
+        assert prom.value('max_over_time(strata_layer_state_bytes{layer="ods_deals"}[10m])') == 0
+        assert prom.value('strata_lease_held') == 1
+        assert prom.value('strata_lease_lost_total') == 0
+        assert 0 <= prom.value('strata_lease_renewal_age_seconds') < 15
         assert prom.value('process_resident_memory_bytes{job="strata"}') > 1e6
         assert prom.value('process_open_fds{job="strata"}') > 3
         assert http_get(qs.url("/healthz"))[0] == 200
@@ -218,6 +232,17 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
                    30, "the failed query, as scraped")
         wait_until(lambda: (prom.value('sum(strata_flight_sql_requests_total{outcome="ok"})') or 0) >= 2,
                    30, "the good query's calls, as scraped")
+        # A query failing after its first batches (a division by zero in a
+        # later batch): its DoGet stream ends with the error's code.
+        with flight_sql.connect(f"grpc://127.0.0.1:{qs.flight_port}", autocommit=True) as conn:
+            cur = conn.cursor()
+            with pytest.raises(Exception, match="(?i)divide by zero|division by zero"):
+                cur.execute("SELECT 1 / (v - 60000) AS x FROM generate_series(1, 100000) AS t(v)")
+                cur.fetchall()
+            cur.close()
+        wait_until(lambda: (prom.value('sum(strata_flight_sql_requests_total{method="DoGet",outcome="error"})') or 0) >= 1,
+                   30, "the stream that failed midway, as scraped")
+        assert (prom.value('sum(strata_flight_sql_requests_total{method="DoGet",outcome="error",code="OK"})') or 0) == 0
         assert prom.value('strata_flight_sql_requests_active') == 0
         assert prom.firing() == set(), prom.firing()
 
@@ -269,6 +294,11 @@ def test_status_of_a_running_and_a_stopped_warehouse(tmp_path, strata_bin, kafka
         assert 0 <= layer["last_epoch_age_seconds"] < 600
     assert by_layer["ods_deals"]["watermark"] is not None
     assert by_layer["dwd_deals"]["lag_records"] is None  # it reads a layer, not a topic
+    # Rates over the last minute (the rows came in within it).
+    assert by_layer["ods_deals"]["rows_per_second"] > 0
+    assert by_layer["ods_deals"]["side_rows_per_second"]["dead_letter"] > 0
+    assert by_layer["dwd_deals"]["side_rows_per_second"]["rejected"] > 0
+    assert all(l["backfill"] is False for l in by_layer.values())
 
     assert strata.stop() == 0, strata.log()[-3000:]
     more = make_records(37, 2, malformed_every=0, rng=rng, first=400)
@@ -284,6 +314,7 @@ def test_status_of_a_running_and_a_stopped_warehouse(tmp_path, strata_bin, kafka
     assert ods["last_epoch"] == max(qs.manifest_epochs())
     # The records produced while it was stopped are the lag.
     assert ods["lag_records"] == len(more)
+    assert ods["rows_per_second"] is None and ods["side_rows_per_second"] is None
     text = subprocess.run([strata_bin, "status", str(qs.path)], capture_output=True, text=True,
                           env={**os.environ, **qs.env}, timeout=60)
     assert text.returncode == 0 and "ods_deals" in text.stdout and "stopped" in text.stdout, text

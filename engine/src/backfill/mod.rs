@@ -47,6 +47,7 @@ pub use ods_positions::{HeldRecords, held_records};
 pub use range::{RowTime, TimeRange, log_span_ms, lookback_us, replay_span, row_time};
 pub use reset::{ResetReport, ResetRequest, reset_state};
 pub use selection::{Selection, select_layers};
+pub use staging::running;
 pub use swap::{Swapped, replace_range, staged_rows};
 
 use crate::checkpoint::manifest::Manifest;

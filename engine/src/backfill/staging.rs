@@ -60,6 +60,25 @@ pub(crate) fn lock_layer(root: &StorageRoot, layer: &str) -> Result<LayerLock, S
     }
 }
 
+/// Whether a backfill of `layer` runs now: its lock is held. It is probed
+/// with a shared lock held for an instant (a backfill starting in that
+/// instant would be refused as if another ran: run it again). `None` where
+/// it cannot be told (object-store roots have no lock).
+pub fn running(root: &StorageRoot, layer: &str) -> Option<bool> {
+    let dir = root.child(DIR).ok()?.url().to_file_path().ok()?;
+    let file = match File::open(dir.join(format!("{layer}.lock"))) {
+        Ok(file) => file,
+        // Never backfilled here.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(false),
+        Err(_) => return None,
+    };
+    match file.try_lock_shared() {
+        Ok(()) => Some(false),
+        Err(TryLockError::WouldBlock) => Some(true),
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 /// Removes staging directories earlier runs of this layer's backfill left
 /// (killed, or interrupted). Call it holding the layer's lock.
 pub(crate) fn remove_abandoned(root: &StorageRoot, layer: &str) {
@@ -135,6 +154,18 @@ mod tests {
     fn root(dir: &std::path::Path) -> StorageRoot {
         let url = url::Url::from_directory_path(dir).unwrap_or_else(|()| panic!("{dir:?}"));
         StorageRoot::new(url.as_str(), Default::default()).unwrap_or_else(|e| panic!("root: {e}"))
+    }
+
+    #[test]
+    fn a_running_backfill_is_seen_by_its_lock() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let root = root(dir.path());
+        assert_eq!(running(&root, "dws"), Some(false));
+        let lock = lock_layer(&root, "dws").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(running(&root, "dws"), Some(true));
+        assert_eq!(running(&root, "ods"), Some(false));
+        drop(lock);
+        assert_eq!(running(&root, "dws"), Some(false));
     }
 
     #[test]

@@ -150,13 +150,13 @@ impl CheckpointStore {
     }
 
     /// Writes a layer's operator state for `epoch`; returns its name for
-    /// the manifest.
+    /// the manifest, and its size in bytes.
     pub async fn write_state(
         &self,
         epoch: u64,
         layer: &str,
         state: &RecordBatch,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         let name = format!("state/{epoch:020}-{}-{layer}.arrow", self.run);
         let mut bytes = Vec::new();
         {
@@ -174,6 +174,7 @@ impl CheckpointStore {
             .clone()
             .join("state")
             .join(name.trim_start_matches("state/"));
+        let size = bytes.len() as u64;
         let create = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
@@ -182,7 +183,7 @@ impl CheckpointStore {
             .put_opts(&path, PutPayload::from(bytes), create)
             .await
             .map_err(self.err("writing operator state"))?;
-        Ok(name)
+        Ok((name, size))
     }
 
     /// Reads a state file a manifest names.
@@ -277,8 +278,10 @@ mod tests {
         let theirs = next.write_state(7, "dws", &batch(1)).await;
         let mine = stalled.write_state(7, "dws", &batch(2)).await;
         let (theirs, mine) = (
-            theirs.unwrap_or_else(|e| panic!("{e}")),
-            mine.unwrap_or_else(|e| panic!("{e}")),
+            theirs
+                .map(|(name, _)| name)
+                .unwrap_or_else(|e| panic!("{e}")),
+            mine.map(|(name, _)| name).unwrap_or_else(|e| panic!("{e}")),
         );
         assert_ne!(theirs, mine);
         let read = next

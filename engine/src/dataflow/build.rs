@@ -3,12 +3,16 @@
 //! pass (see [`DataflowPlan`] for what is decided before anything opens).
 
 use std::collections::HashMap;
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 
+use crate::dataflow::edge::{EdgeSender, edge};
+use crate::dataflow::edge_budget::InFlightBudget;
 use crate::dataflow::io::{DataflowIo, TableCommit};
 use crate::dataflow::layer_plan::config;
 use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask};
-use crate::dataflow::message::{Ack, Message};
+use crate::dataflow::message::Ack;
 use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole};
 use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::spec::InputFrom;
@@ -17,9 +21,6 @@ use crate::evolution::redeploy::shape_of;
 use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::operators::layer_query::LayerQuery;
 use crate::sql::planner::StreamingPlanner;
-
-/// Messages in flight on each channel between tasks.
-const CHANNEL_DEPTH: usize = 16;
 
 /// A layer, built: its task and what the coordinator commits for it.
 pub(crate) struct BuiltLayer {
@@ -33,23 +34,26 @@ pub(crate) struct BuiltLayer {
 /// The channels of a dataflow: the sender each source writes to, and each
 /// layer's receivers and downstream senders.
 pub(crate) struct Channels {
-    pub(crate) sources: HashMap<String, mpsc::Sender<Message>>,
+    pub(crate) sources: HashMap<String, EdgeSender>,
     inputs: HashMap<String, Vec<InputChannel>>,
-    downstream: HashMap<String, Vec<mpsc::Sender<Message>>>,
+    downstream: HashMap<String, Vec<EdgeSender>>,
 }
 
 impl Channels {
-    /// One channel per layer input, from its source or upstream layer.
-    pub(crate) fn new(plan: &DataflowPlan) -> Self {
+    /// One edge per layer input, from its source or upstream layer, each
+    /// bounded so that a barrier crosses the longest chain in about half
+    /// the checkpoint `interval` (see `dataflow::edge_budget`).
+    pub(crate) fn new(plan: &DataflowPlan, interval: Duration) -> Self {
         let mut channels = Channels {
             sources: HashMap::new(),
             inputs: HashMap::new(),
             downstream: HashMap::new(),
         };
+        let target = InFlightBudget::target_for(interval, longest_chain(plan));
         for layer in &plan.layers {
             let mut inputs = Vec::new();
             for input in &layer.inputs {
-                let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+                let (tx, rx) = edge(target);
                 inputs.push(InputChannel::new(&input.name, rx));
                 match &input.from {
                     InputFrom::Source(id) => {
@@ -64,6 +68,25 @@ impl Channels {
         }
         channels
     }
+}
+
+/// The edges on the longest path from a source to a layer.
+fn longest_chain(plan: &DataflowPlan) -> usize {
+    let mut depth: HashMap<&str, usize> = HashMap::new();
+    // Layers come upstream first.
+    for layer in &plan.layers {
+        let d = layer
+            .inputs
+            .iter()
+            .map(|i| match &i.from {
+                InputFrom::Source(_) => 1,
+                InputFrom::Layer(up) => depth.get(up.as_str()).copied().unwrap_or(1) + 1,
+            })
+            .max()
+            .unwrap_or(1);
+        depth.insert(layer.name(), d);
+    }
+    depth.into_values().max().unwrap_or(1)
 }
 
 /// What building a layer needs besides its plan.

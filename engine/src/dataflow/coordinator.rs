@@ -348,6 +348,8 @@ struct EpochCounts {
     /// (side kind, table, rows).
     sides: Vec<(&'static str, String, u64)>,
     lookups: Vec<crate::lookup::metrics::LookupStats>,
+    state_bytes: u64,
+    state_rows: u64,
 }
 
 impl EpochCounts {
@@ -371,6 +373,8 @@ impl EpochCounts {
             watermark: ack.layer.watermark,
             sides,
             lookups: ack.layer.lookups.clone(),
+            state_bytes: ack.state_bytes,
+            state_rows: ack.state_rows,
             layer,
         }
     }
@@ -381,6 +385,7 @@ impl EpochCounts {
             metrics.side_rows(&self.layer, kind, table, *rows);
         }
         metrics.lookups(&self.layer, &self.lookups);
+        metrics.layer_state(&self.layer, self.state_bytes, self.state_rows);
     }
 }
 

@@ -15,11 +15,10 @@ use std::sync::mpsc as std_mpsc;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use tokio::sync::mpsc;
 
 use crate::checkpoint::manifest::{PendingCommit, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
-use crate::dataflow::message::Message;
+use crate::dataflow::edge::EdgeSender;
 use crate::dataflow::plan::TablePlan;
 use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::SourceSpec;
@@ -81,7 +80,7 @@ pub struct SourceContext {
     /// Stop once caught up with the end as of the start.
     pub bounded: bool,
     /// Its layer's channel.
-    pub out: mpsc::Sender<Message>,
+    pub out: EdgeSender,
     /// The coordinator's requests.
     pub control: Arc<EpochControl>,
     /// What it tells the coordinator.

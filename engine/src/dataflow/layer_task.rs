@@ -23,6 +23,7 @@ use tracing::debug;
 
 use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoint};
 use crate::checkpoint::store::CheckpointStore;
+use crate::dataflow::edge::{EdgeReceiver, EdgeSender};
 use crate::dataflow::io::TableSink;
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
@@ -37,14 +38,14 @@ use crate::predicate::null_is_false;
 /// One input channel of a layer.
 pub(crate) struct InputChannel {
     pub(crate) name: String,
-    pub(crate) rx: mpsc::Receiver<Message>,
+    pub(crate) rx: EdgeReceiver,
     pub(crate) watermark: Option<i64>,
     pub(crate) aligned: bool,
     pub(crate) closed: bool,
 }
 
 impl InputChannel {
-    pub(crate) fn new(name: &str, rx: mpsc::Receiver<Message>) -> Self {
+    pub(crate) fn new(name: &str, rx: EdgeReceiver) -> Self {
         InputChannel {
             name: name.to_string(),
             rx,
@@ -112,7 +113,7 @@ pub(crate) struct LayerTask {
     pub(crate) delay_us: i64,
     pub(crate) watermark: Option<i64>,
     pub(crate) sinks: LayerSinks,
-    pub(crate) downstream: Vec<mpsc::Sender<Message>>,
+    pub(crate) downstream: Vec<EdgeSender>,
     pub(crate) store: Arc<CheckpointStore>,
     pub(crate) acks: mpsc::Sender<Ack>,
     pub(crate) sources: Vec<SourceCheckpoint>,
@@ -344,6 +345,7 @@ impl LayerTask {
 
     async fn checkpoint(&mut self, epoch: u64) -> Result<()> {
         let mut state = None;
+        let (mut state_bytes, mut state_rows) = (0, 0);
         if let Some(query) = &mut self.query {
             let updated = query
                 .on_checkpoint()
@@ -359,7 +361,10 @@ impl LayerTask {
                 .snapshot()
                 .map_err(EngineError::datafusion(&self.name, "snapshotting state"))?
         {
-            state = Some(self.store.write_state(epoch, &self.name, &snapshot).await?);
+            let (name, bytes) = self.store.write_state(epoch, &self.name, &snapshot).await?;
+            state = Some(name);
+            state_bytes = bytes;
+            state_rows = snapshot.num_rows() as u64;
         }
         let (sinks, published) = self.sinks.pre_commit().await?;
         let ack = Ack {
@@ -380,8 +385,23 @@ impl LayerTask {
             sinks,
             rows: std::mem::take(&mut self.rows_in_epoch),
             rows_in: std::mem::take(&mut self.received_in_epoch),
+            state_bytes,
+            state_rows,
         };
-        debug!(layer = %self.name, epoch, "barrier aligned");
+        let in_flight: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|i| {
+                let (bytes, target) = i.rx.budget();
+                format!(
+                    "{}: {} KiB / {} ms",
+                    i.name,
+                    bytes / 1024,
+                    target.as_millis()
+                )
+            })
+            .collect();
+        debug!(layer = %self.name, epoch, ?in_flight, "barrier aligned");
         self.acks
             .send(ack)
             .await

@@ -41,4 +41,8 @@ pub struct Ack {
     pub rows: u64,
     /// Rows the layer received in the epoch (for metrics).
     pub rows_in: u64,
+    /// Size of the layer's state snapshot for the epoch, bytes (for metrics).
+    pub state_bytes: u64,
+    /// Rows of that snapshot.
+    pub state_rows: u64,
 }

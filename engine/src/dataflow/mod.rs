@@ -12,6 +12,8 @@
 pub(crate) mod build;
 pub mod coordinator;
 pub mod delta_io;
+pub mod edge;
+mod edge_budget;
 pub mod io;
 pub mod kafka_io;
 pub mod layer_plan;

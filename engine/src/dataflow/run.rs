@@ -74,7 +74,7 @@ pub async fn run_dataflow_with(
         check_state(&plan, m, &spec.reset_state)?;
     }
     let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
-    let mut channels = Channels::new(&plan);
+    let mut channels = Channels::new(&plan, spec.checkpoint_interval);
     let cx = BuildContext {
         dataflow: &spec.id,
         planner: &planner,

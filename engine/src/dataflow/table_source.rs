@@ -24,9 +24,9 @@ use datafusion::prelude::DataFrame;
 use datafusion::scalar::ScalarValue;
 use futures::StreamExt;
 use strata_schemas::TIMESTAMP_TZ;
-use tokio::sync::mpsc;
 use tracing::info;
 
+use crate::dataflow::edge::EdgeSender;
 use crate::dataflow::message::Message;
 use crate::dataflow::replay::{END_OF_INPUT, kept_rows};
 use crate::dataflow::source::{EpochControl, SourceStatus};
@@ -53,7 +53,7 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 pub(crate) struct TableSource {
     pub(crate) spec: SourceSpec,
     pub(crate) location: TableLocation,
-    pub(crate) out: mpsc::Sender<Message>,
+    pub(crate) out: EdgeSender,
     pub(crate) control: Arc<EpochControl>,
     pub(crate) status: Arc<SourceStatus>,
     pub(crate) emitted_epoch: u64,

@@ -81,6 +81,15 @@ pub struct Families {
     pub(crate) table_rows: Family<Labels, Counter>,
     pub(crate) table_files: Family<Labels, Counter>,
     pub(crate) table_bytes: Family<Labels, Counter>,
+    pub(crate) layer_rows_in_rate: Family<Labels, FloatGauge>,
+    pub(crate) side_rows_rate: Family<Labels, FloatGauge>,
+    pub(crate) source_records_rate: Family<Labels, FloatGauge>,
+    pub(crate) layer_state_bytes: Family<Labels, Gauge>,
+    pub(crate) layer_state_rows: Family<Labels, Gauge>,
+    pub(crate) lease_held: Gauge,
+    pub(crate) lease_renewed: FloatGauge,
+    pub(crate) lease_renewal_age: FloatGauge,
+    pub(crate) lease_lost: Counter,
     /// Flight SQL queries by `outcome` (ok, error) and gRPC `code`.
     pub queries: Family<Labels, Counter>,
     /// Flight SQL query latency.
@@ -119,6 +128,15 @@ impl Families {
             table_rows: Family::default(),
             table_files: Family::default(),
             table_bytes: Family::default(),
+            layer_rows_in_rate: Family::default(),
+            side_rows_rate: Family::default(),
+            source_records_rate: Family::default(),
+            layer_state_bytes: Family::default(),
+            layer_state_rows: Family::default(),
+            lease_held: Gauge::default(),
+            lease_renewed: FloatGauge::default(),
+            lease_renewal_age: FloatGauge::default(),
+            lease_lost: Counter::default(),
             queries: Family::default(),
             query_duration: Family::new_with_constructor(query_histogram),
             queries_active: Gauge::default(),
@@ -247,6 +265,51 @@ impl Families {
             "table_bytes_added",
             "Parquet bytes committed to a table",
             f.table_bytes.clone(),
+        );
+        s.register(
+            "layer_rows_in_per_second",
+            "Rows a layer received per second over the last minute (for `strata status` and the console; in PromQL prefer rate(strata_layer_rows_in_total))",
+            f.layer_rows_in_rate.clone(),
+        );
+        s.register(
+            "layer_side_rows_per_second",
+            "Rows a layer routed to a side table per second over the last minute",
+            f.side_rows_rate.clone(),
+        );
+        s.register(
+            "source_records_per_second",
+            "Records read from a source partition per second over the last minute (its fetch rate)",
+            f.source_records_rate.clone(),
+        );
+        s.register(
+            "layer_state_bytes",
+            "Size of a layer's operator state snapshot as of its last committed epoch (0: it keeps none)",
+            f.layer_state_bytes.clone(),
+        );
+        s.register(
+            "layer_state_rows",
+            "Rows of a layer's operator state snapshot as of its last committed epoch",
+            f.layer_state_rows.clone(),
+        );
+        s.register(
+            "lease_held",
+            "1 while this run holds the warehouse's writer lease and renews it; 0 once it lost it",
+            f.lease_held.clone(),
+        );
+        s.register(
+            "lease_renewed_timestamp_seconds",
+            "When this run last renewed the warehouse's lease",
+            f.lease_renewed.clone(),
+        );
+        s.register(
+            "lease_renewal_age_seconds",
+            "Seconds since this run last renewed the warehouse's lease (renewed every third of its 15 s time to live)",
+            f.lease_renewal_age.clone(),
+        );
+        s.register(
+            "lease_lost",
+            "Times this run lost the warehouse's lease (another run took it, or it could not be renewed for a whole time to live); the run stops",
+            f.lease_lost.clone(),
         );
         s.register(
             "flight_sql_requests",

@@ -19,6 +19,7 @@
 
 pub mod families;
 mod process;
+pub mod rates;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,7 @@ use prometheus_client::registry::Registry;
 
 use crate::lookup::metrics::LookupStats;
 use families::{Families, dataflow, layer, side, source, table};
+use rates::Rate;
 
 /// The process's metrics: clone it freely (clones share the counters).
 #[derive(Clone)]
@@ -39,6 +41,8 @@ struct Inner {
     registry: Registry,
     f: Families,
     live: Mutex<Live>,
+    /// When counting began: the baseline of every rate.
+    started_at: f64,
 }
 
 /// What scrape-time gauges are computed from.
@@ -50,6 +54,14 @@ struct Live {
     dataflows: BTreeMap<String, DataflowLive>,
     /// (layer, dimension) -> lookup totals already counted.
     lookups: BTreeMap<(String, String), LookupStats>,
+    /// Wall-clock seconds of the last lease renewal, while it is held.
+    lease_renewed_at: Option<f64>,
+    /// Layer -> rows in, recently.
+    rows_in: BTreeMap<String, Rate>,
+    /// (layer, side, table) -> rows routed there, recently.
+    side_rows: BTreeMap<(String, String, String), Rate>,
+    /// (source, topic, partition) -> records read, recently.
+    fetched: BTreeMap<(String, String, i32), Rate>,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -100,6 +112,7 @@ impl Metrics {
                 registry,
                 f,
                 live: Mutex::new(Live::default()),
+                started_at: now_seconds(),
             }),
         }
     }
@@ -135,6 +148,25 @@ impl Metrics {
                 .layer_watermark_delay
                 .get_or_create(&layer(name))
                 .set(delay);
+        }
+        let f = &self.inner.f;
+        for (name, r) in &live.rows_in {
+            f.layer_rows_in_rate
+                .get_or_create(&layer(name))
+                .set(r.per_second(now));
+        }
+        for ((l, kind, t), r) in &live.side_rows {
+            f.side_rows_rate
+                .get_or_create(&side(l, kind, t))
+                .set(r.per_second(now));
+        }
+        for ((src, topic, p), r) in &live.fetched {
+            f.source_records_rate
+                .get_or_create(&source(src, topic, *p))
+                .set(r.per_second(now));
+        }
+        if let Some(at) = live.lease_renewed_at {
+            self.inner.f.lease_renewal_age.set(now - at);
         }
         for (name, d) in &live.dataflows {
             if let Some(at) = d.last_epoch_at {
@@ -212,6 +244,12 @@ impl Metrics {
     pub fn layer_epoch(&self, name: &str, rows_in: u64, rows_out: u64, watermark: Option<i64>) {
         let f = &self.inner.f;
         f.layer_rows_in.get_or_create(&layer(name)).inc_by(rows_in);
+        let started = self.inner.started_at;
+        self.live()
+            .rows_in
+            .entry(name.to_string())
+            .or_insert_with(|| Rate::since(started))
+            .add(now_seconds(), rows_in);
         f.layer_rows_out
             .get_or_create(&layer(name))
             .inc_by(rows_out);
@@ -231,6 +269,28 @@ impl Metrics {
             .side_rows
             .get_or_create(&side(layer_name, kind, table_name))
             .inc_by(rows);
+        let started = self.inner.started_at;
+        self.live()
+            .side_rows
+            .entry((
+                layer_name.to_string(),
+                kind.to_string(),
+                table_name.to_string(),
+            ))
+            .or_insert_with(|| Rate::since(started))
+            .add(now_seconds(), rows);
+    }
+
+    /// The size of a layer's operator state as of its last committed epoch
+    /// (0 for a layer that keeps none).
+    pub fn layer_state(&self, name: &str, bytes: u64, rows: u64) {
+        let f = &self.inner.f;
+        f.layer_state_bytes
+            .get_or_create(&layer(name))
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        f.layer_state_rows
+            .get_or_create(&layer(name))
+            .set(i64::try_from(rows).unwrap_or(i64::MAX));
     }
 
     /// A layer's lookup totals since the process started.
@@ -287,9 +347,13 @@ impl Metrics {
     ) {
         let f = &self.inner.f;
         let labels = source(src, topic, partition);
-        if read > 0 {
-            f.source_records.get_or_create(&labels).inc_by(read);
-        }
+        f.source_records.get_or_create(&labels).inc_by(read);
+        let started = self.inner.started_at;
+        self.live()
+            .fetched
+            .entry((src.to_string(), topic.to_string(), partition))
+            .or_insert_with(|| Rate::since(started))
+            .add(now_seconds(), read);
         f.source_lag.get_or_create(&labels).set(lag);
         f.source_lag_seconds.get_or_create(&labels).set(lag_seconds);
     }
@@ -309,6 +373,20 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(now_seconds());
         }
+    }
+
+    /// The warehouse's writer lease was taken or renewed.
+    pub fn lease_renewed(&self) {
+        let now = now_seconds();
+        self.inner.f.lease_held.set(1);
+        self.inner.f.lease_renewed.set(now);
+        self.live().lease_renewed_at = Some(now);
+    }
+
+    /// The lease was lost: this run stops writing.
+    pub fn lease_lost(&self) {
+        self.inner.f.lease_held.set(0);
+        self.inner.f.lease_lost.inc();
     }
 
     /// Whether every dataflow runs and was healthy within `stale_after`

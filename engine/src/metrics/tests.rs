@@ -44,6 +44,34 @@ fn counters_and_scrape_time_gauges_are_encoded_with_their_labels() {
 }
 
 #[test]
+fn rates_and_state_sizes_are_encoded() {
+    let m = Metrics::new();
+    m.layer_epoch("dws", 30, 3, None);
+    m.side_rows("dws", "late", "dws_late", 6);
+    m.partition("ods", "t", 1, 40, 0, 0.0);
+    m.layer_state("dws", 4096, 12);
+    let text = m.encode();
+    let value = |series: &str| {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    for series in [
+        "strata_layer_rows_in_per_second{layer=\"dws\"}",
+        "strata_layer_side_rows_per_second{layer=\"dws\",side=\"late\",table=\"dws_late\"}",
+        "strata_source_records_per_second{source=\"ods\",topic=\"t\",partition=\"1\"}",
+    ] {
+        assert!(value(series).is_some_and(|v| v > 0.0), "{series}: {text}");
+    }
+    assert_eq!(
+        value("strata_layer_state_bytes{layer=\"dws\"}"),
+        Some(4096.0)
+    );
+    assert_eq!(value("strata_layer_state_rows{layer=\"dws\"}"), Some(12.0));
+}
+
+#[test]
 fn readiness_follows_the_heartbeat() {
     let m = Metrics::new();
     assert_eq!(m.readiness(None), Readiness::Ready);

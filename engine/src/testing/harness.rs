@@ -180,6 +180,13 @@ impl Harness {
             .unwrap_or_default()
     }
 
+    /// When a table committed each of its epochs (tokio's clock), in order.
+    pub(crate) fn commit_times(&self, table: &str) -> Vec<tokio::time::Instant> {
+        self.tables
+            .with_table(table, |t| t.commit_times.clone())
+            .unwrap_or_default()
+    }
+
     /// Every manifest, oldest first.
     pub(crate) async fn manifests(&self) -> Vec<Manifest> {
         let mut out = Vec::new();

@@ -20,7 +20,7 @@ use crate::error::Result;
 use crate::kafka::offsets::{SourceOffsets, TopicPartition};
 use crate::ods::{RecordStage, SourceRecord};
 
-/// Records read per partition per step.
+/// Records read per partition per step, unless the log says otherwise.
 const PER_STEP: usize = 16;
 /// (Virtual) time a step with records takes, so a run spans epochs.
 const STEP: Duration = Duration::from_millis(10);
@@ -37,6 +37,8 @@ pub(crate) struct MemoryLog {
 struct LogState {
     partitions: BTreeMap<TopicPartition, Vec<Vec<u8>>>,
     held: HashMap<TopicPartition, bool>,
+    /// Records a source reads per partition per step (0: [`PER_STEP`]).
+    per_step: usize,
 }
 
 impl MemoryLog {
@@ -75,6 +77,22 @@ impl MemoryLog {
             },
             held,
         );
+    }
+
+    /// Sources read up to `n` records per partition per step (a fast
+    /// source with a backlog sends large batches, as Kafka's does).
+    pub(crate) fn read_per_step(&self, n: usize) {
+        let mut log = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        log.per_step = n;
+    }
+
+    fn per_step(&self) -> usize {
+        let log = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if log.per_step == 0 {
+            PER_STEP
+        } else {
+            log.per_step
+        }
     }
 
     fn partitions_of(&self, topics: &[String]) -> Vec<TopicPartition> {
@@ -169,9 +187,10 @@ impl MemorySource {
             }
             let now = tokio::time::Instant::now().into_std();
             let mut read = 0;
+            let per_step = self.log.per_step();
             for tp in &self.partitions {
                 let offset = positions.get(&tp.topic, tp.partition).unwrap_or(0);
-                let values = self.log.read(tp, offset, PER_STEP);
+                let values = self.log.read(tp, offset, per_step);
                 let n = values.len() as i64;
                 for (i, value) in values.into_iter().enumerate() {
                     let record = SourceRecord {

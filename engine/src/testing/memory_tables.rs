@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -23,6 +24,8 @@ pub(crate) struct MemoryTable {
     files: HashMap<String, Vec<RecordBatch>>,
     /// Committed epochs, in commit order: (epoch, files).
     pub(crate) commits: Vec<(u64, Vec<String>)>,
+    /// When each commit happened (tokio's clock: virtual in tests).
+    pub(crate) commit_times: Vec<tokio::time::Instant>,
     /// The highest epoch committed, per layer (the `txn` action).
     txn: HashMap<String, u64>,
     /// Upserted tables: the columns that identify a row.
@@ -46,6 +49,9 @@ impl MemoryTable {
 pub(crate) struct MemoryTables {
     tables: Arc<Mutex<HashMap<String, MemoryTable>>>,
     next_file: Arc<Mutex<u64>>,
+    /// Tables whose writes take time, by name: (per row) what a slow layer
+    /// spends on its rows.
+    slow: Arc<Mutex<HashMap<String, Duration>>>,
 }
 
 impl MemoryTables {
@@ -57,6 +63,13 @@ impl MemoryTables {
             .iter()
             .find(|(url, _)| url.ends_with(&suffix))
             .map(|(_, t)| f(t))
+    }
+
+    /// Writes to the table `name` take `per_row` for each row (on tokio's
+    /// clock), which makes its layer slow.
+    pub(crate) fn slow_writes(&self, name: &str, per_row: Duration) {
+        let mut slow = self.slow.lock().unwrap_or_else(|e| e.into_inner());
+        slow.insert(name.to_string(), per_row);
     }
 
     fn file_name(&self) -> String {
@@ -80,6 +93,10 @@ impl TableOpener for MemoryTables {
         let committed = self
             .with_table(&table.name, |t| t.txn.get(app_id).copied())
             .flatten();
+        let per_row = {
+            let slow = self.slow.lock().unwrap_or_else(|e| e.into_inner());
+            slow.get(&table.name).copied().unwrap_or_default()
+        };
         Ok(OpenedTable {
             sink: Box::new(MemorySink {
                 tables: self.clone(),
@@ -87,6 +104,7 @@ impl TableOpener for MemoryTables {
                 app_id: app_id.to_string(),
                 rows: Vec::new(),
                 upsert: matches!(table.write, TableWrite::Upsert(_)),
+                per_row,
             }),
             commit: Box::new(MemoryCommit {
                 tables: self.clone(),
@@ -104,11 +122,15 @@ struct MemorySink {
     app_id: String,
     rows: Vec<RecordBatch>,
     upsert: bool,
+    per_row: Duration,
 }
 
 #[async_trait]
 impl TableSink for MemorySink {
     async fn write(&mut self, batch: RecordBatch) -> Result<()> {
+        if !self.per_row.is_zero() {
+            tokio::time::sleep(self.per_row * batch.num_rows() as u32).await;
+        }
         if batch.num_rows() > 0 {
             self.rows.push(batch);
         }
@@ -206,6 +228,7 @@ impl TableCommit for MemoryCommit {
             }
         }
         table.commits.push((epoch, files));
+        table.commit_times.push(tokio::time::Instant::now());
         table.txn.insert(self.app_id.clone(), epoch);
         self.committed = Some(epoch);
         Ok(CommitOutcome::Committed {

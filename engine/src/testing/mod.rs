@@ -8,6 +8,8 @@ pub(crate) mod memory_source;
 pub(crate) mod memory_tables;
 
 #[cfg(test)]
+mod backlog_tests;
+#[cfg(test)]
 mod dataflow_tests;
 #[cfg(test)]
 mod fixture_tests;

@@ -47,6 +47,12 @@ impl SourceHealth {
         }
     }
 
+    /// A partition is read from `offset` on: records read are counted
+    /// from there (the first lag report may come after a whole backlog).
+    pub(super) fn reading_from(&mut self, tp: &TopicPartition, offset: i64) {
+        self.reported.insert(tp.clone(), offset);
+    }
+
     pub(super) fn newest_event(&mut self, tp: &TopicPartition, micros: i64) {
         match self.newest.get_mut(tp) {
             Some(t) => *t = (*t).max(micros),

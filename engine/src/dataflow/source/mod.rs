@@ -18,10 +18,10 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Message as _, Timestamp};
 use rdkafka::topic_partition_list::TopicPartitionList;
-use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use crate::checkpoint::manifest::SourceCheckpoint;
+use crate::dataflow::edge::EdgeSender;
 use crate::dataflow::io::SourceContext;
 use crate::dataflow::message::Message;
 use crate::dataflow::replay::{END_OF_INPUT, ReplayFrom, kept_rows};
@@ -91,7 +91,7 @@ pub(crate) struct SourceTask {
     replay_time_column: Option<usize>,
     ended: bool,
     emitted_epoch: u64,
-    out: mpsc::Sender<Message>,
+    out: EdgeSender,
     committed: std_mpsc::Receiver<SourceOffsets>,
     control: Arc<EpochControl>,
     status: Arc<SourceStatus>,

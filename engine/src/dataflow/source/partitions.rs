@@ -40,6 +40,7 @@ impl SourceTask {
                     None => self.start_offset(&topic, partition)?,
                 };
                 self.positions.set_at_least(&topic, partition, offset);
+                self.health.reading_from(&tp, offset);
                 tpl.add_partition_offset(&topic, partition, Offset::Offset(offset))
                     .map_err(EngineError::kafka(format!("assigning {topic}/{partition}")))?;
                 if self.bounded && self.spec.replay.is_none() {
@@ -173,6 +174,7 @@ impl SourceTask {
                 {
                     info!(source = %self.spec.id, topic = %topic, partition = p.id(), "new partition; reading it from its first offset");
                     self.positions.set_at_least(&topic, p.id(), low);
+                    self.health.reading_from(&tp, low);
                     self.watermarks.assign(&tp, now);
                     self.partitions.insert(tp);
                 }

@@ -1,0 +1,76 @@
+//! The epochs a run committed, read from its checkpoint manifests
+//! (`_strata/checkpoints/<warehouse>/<epoch>.json`) while it runs: older
+//! manifests are pruned, so they are read as they appear.
+//!
+//! A manifest is written once an epoch's barriers have crossed every layer,
+//! and the next epoch starts at the checkpoint interval's next tick (at once
+//! when the epoch outlasted it), so the time between two consecutive
+//! manifests is the interval while epochs keep up, and an epoch's duration
+//! when they do not: what a backlog does to epochs shows there.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::stats::Samples;
+
+/// The manifests seen so far.
+pub struct ManifestTimes {
+    dir: PathBuf,
+    /// Epoch -> created_at_ms.
+    created: BTreeMap<u64, i64>,
+}
+
+impl ManifestTimes {
+    /// The manifests of warehouse `name` under the storage root `root`.
+    pub fn new(root: &Path, name: &str) -> Self {
+        ManifestTimes {
+            dir: root.join("_strata/checkpoints").join(name),
+            created: BTreeMap::new(),
+        }
+    }
+
+    /// Reads manifests not seen yet (one pruned while being read is skipped).
+    pub fn refresh(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(epoch) = name
+                .strip_suffix(".json")
+                .and_then(|e| e.parse::<u64>().ok())
+            else {
+                continue;
+            };
+            if self.created.contains_key(&epoch) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let created = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v.get("created_at_ms").and_then(|c| c.as_i64()));
+            if let Some(created) = created {
+                self.created.insert(epoch, created);
+            }
+        }
+    }
+
+    /// Epochs seen.
+    pub fn epochs(&self) -> usize {
+        self.created.len()
+    }
+
+    /// Milliseconds between each manifest and the one of the next epoch.
+    pub fn gaps_ms(&self) -> Samples {
+        let gaps = self
+            .created
+            .iter()
+            .zip(self.created.iter().skip(1))
+            .filter(|((a, _), (b, _))| **b == **a + 1)
+            .map(|((_, t0), (_, t1))| t1 - t0)
+            .collect();
+        Samples::new(gaps)
+    }
+}
