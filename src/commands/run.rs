@@ -60,14 +60,14 @@ pub async fn run(
     let refused = inspection.incompatible();
     if !refused.is_empty() {
         let reasons: Vec<String> = refused.iter().map(|e| refusal(e)).collect();
-        return Err(Failure::from(EngineError::Pipeline {
-            pipeline: warehouse.name.clone(),
-            reason: format!(
-                "this file cannot be deployed over what the storage root holds; nothing was changed (`strata plan {}` shows every layer).\n{}",
-                file.display(),
-                reasons.join("\n")
-            ),
-        }));
+        // The file asks for what the stored tables and state cannot take: a
+        // configuration error (exit 2), as a refused schema change is.
+        return Err(Failure::config(format!(
+            "warehouse {}: this file cannot be deployed over what the storage root holds; nothing was changed (`strata plan {}` shows every layer).\n{}",
+            warehouse.name,
+            file.display(),
+            reasons.join("\n")
+        )));
     }
     let metrics = Metrics::new();
     let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown, &metrics).await?;
