@@ -38,10 +38,8 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::TimestampMicrosecondType;
 use strata_flight_server::{ClientConfig, run_query};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-
-use support::child::Measured;
-use support::endpoints::{bench_kafka, free_port};
+use support::beike::{BeikeOptions, BeikeRun, BenchResult, LoggedRecords};
+use support::endpoints::bench_kafka;
 use support::flags::Flags;
 use support::stats::{Percentile, Samples};
 
@@ -52,8 +50,6 @@ struct Args {
     poll_ms: u64,
     interval: String,
 }
-
-type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     let flags = match Flags::parse(&["rate", "secs", "warmup", "poll-ms", "interval"]) {
@@ -86,26 +82,7 @@ fn main() -> ExitCode {
 
 async fn run(args: Args, kafka: String) -> BenchResult<()> {
     let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
-    let work = tempfile::tempdir()?;
-    let root = work.path().join("data");
-    let prefix = format!(
-        "bench{}_",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_secs()
-    );
-    let flight_port = free_port()?;
     let warehouse = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/beike/warehouse.yaml");
-    // SAFETY: no other thread reads the environment while it is set: the
-    // children inherit it, the runtime's threads do not look at it.
-    unsafe {
-        std::env::set_var("KAFKA_BOOTSTRAP", &kafka);
-        std::env::set_var("STRATA_STORAGE_ROOT", &root);
-        std::env::set_var("BEIKE_TOPIC_PREFIX", &prefix);
-        std::env::set_var("STRATA_CHECKPOINT_INTERVAL", &args.interval);
-        std::env::set_var("STRATA_FLIGHT_LISTEN", format!("127.0.0.1:{flight_port}"));
-        std::env::set_var("STRATA_DASHBOARD", "127.0.0.1:0");
-    }
     println!(
         "beike_freshness: strata {} | broker {kafka} | {} events/s for {} s (first {} s dropped) | checkpoint {}",
         strata.display(),
@@ -114,47 +91,21 @@ async fn run(args: Args, kafka: String) -> BenchResult<()> {
         args.warmup,
         args.interval
     );
-    let dims = root.join("dims");
-    let rate = args.rate.to_string();
-    let generator = Measured::spawn(
-        &strata,
-        &[
-            "--log-format",
-            "json",
-            "gen",
-            "beike",
-            "--bootstrap-servers",
-            &kafka,
-            "--topic",
-            &prefix,
-            "--dims",
-            dims.to_str().unwrap_or_default(),
-            "--count",
-            "0",
-            "--rate",
-            &rate,
-            "--disorder-secs",
-            "0",
-        ],
-        &work.path().join("gen.log"),
-    )?;
-    wait_for(&dims.join("agents/_delta_log"), Duration::from_secs(30))?;
-    let pipeline = Measured::spawn(
-        &strata,
-        &[
-            "--log-format",
-            "json",
-            "run",
-            warehouse.to_str().unwrap_or_default(),
-        ],
-        &work.path().join("strata.log"),
-    )?;
-    let flight = ClientConfig {
-        endpoint: format!("http://127.0.0.1:{flight_port}"),
-        credentials: None,
-        ca: None,
-    };
-    let topics = [format!("{prefix}deals"), format!("{prefix}itineraries")];
+    let run = BeikeRun::start(&BeikeOptions {
+        strata: &strata,
+        warehouse: &warehouse,
+        kafka: &kafka,
+        rate: args.rate,
+        interval: &args.interval,
+    })?;
+    let BeikeRun {
+        work,
+        topics,
+        flight,
+        generator,
+        pipeline,
+        ..
+    } = run;
     let logged = LoggedRecords::new(&kafka)?;
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -270,39 +221,6 @@ async fn run(args: Args, kafka: String) -> BenchResult<()> {
     Ok(())
 }
 
-/// Records the broker holds in topics: the sum of their partitions' high
-/// watermarks (the topics start empty, so that is how many were logged).
-struct LoggedRecords {
-    consumer: BaseConsumer,
-}
-
-impl LoggedRecords {
-    fn new(kafka: &str) -> BenchResult<Self> {
-        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", kafka)
-            .create()?;
-        Ok(LoggedRecords { consumer })
-    }
-
-    fn count(&self, topics: &[String]) -> BenchResult<i64> {
-        let mut total = 0;
-        for topic in topics {
-            let metadata = self
-                .consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            for t in metadata.topics() {
-                for p in t.partitions() {
-                    let (low, high) =
-                        self.consumer
-                            .fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
-                    total += high - low;
-                }
-            }
-        }
-        Ok(total)
-    }
-}
-
 /// The newest `last_paid_at` in the ADS table, in microseconds.
 async fn newest_paid(flight: &ClientConfig) -> Result<Option<i64>, String> {
     let batches = run_query(
@@ -321,15 +239,4 @@ fn now_us() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
-}
-
-fn wait_for(path: &Path, timeout: Duration) -> BenchResult<()> {
-    let started = Instant::now();
-    while !path.exists() {
-        if started.elapsed() > timeout {
-            return Err(format!("{} did not appear in {timeout:?}", path.display()).into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
 }

@@ -45,10 +45,7 @@ fn parse_args() -> Result<Args, String> {
         rows: flags.get("rows", 10_000_000)?,
         point_queries: flags.get("point-queries", 2_000)?,
         clients: flags.get("clients", 32)?,
-        strata: flags.text("strata").map_or_else(
-            || PathBuf::from(env!("CARGO_BIN_EXE_strata")),
-            PathBuf::from,
-        ),
+        strata: flags.strata(),
     })
 }
 

@@ -27,6 +27,7 @@
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --events 1000000
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --layers ods --only steady
 //! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --only catchup --metrics off
+//! STRATA_BENCH_KAFKA=127.0.0.1:9092 cargo bench --bench ods_ingest -- --only catchup --strata OLD_BUILD/strata
 //! ```
 //!
 //! Every `strata` process must exit 0 (a clean stop on SIGTERM), or the
@@ -68,6 +69,9 @@ struct Args {
     ods_only: bool,
     /// Serve (and scrape) the metrics endpoint.
     metrics: bool,
+    /// The `strata` binary (this build's unless `--strata PATH`: another
+    /// build under the same load, for before/after figures).
+    strata: PathBuf,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
         "only",
         "layers",
         "metrics",
+        "strata",
     ])?;
     let metrics = match flags.text("metrics").as_deref() {
         None | Some("on") => true,
@@ -100,6 +105,7 @@ fn parse_args() -> Result<Args, String> {
         only: flags.text("only"),
         ods_only,
         metrics,
+        strata: flags.strata(),
     })
 }
 
@@ -126,7 +132,7 @@ fn main() -> ExitCode {
 type BenchResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn run(args: &Args, kafka: &str) -> BenchResult<()> {
-    let strata = PathBuf::from(env!("CARGO_BIN_EXE_strata"));
+    let strata = args.strata.clone();
     let work = tempfile::tempdir()?;
     println!(
         "ods_ingest: strata {} | broker {kafka} | {} partitions | checkpoint {} | metrics endpoint {} | layers: {}",
@@ -246,8 +252,9 @@ fn scrape_once(addr: SocketAddr) -> Option<u64> {
     write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).ok()?;
-    response
-        .starts_with(b"HTTP/1.1 200")
+    // `HTTP/1.0 200` or `HTTP/1.1 200`: the server may answer in the
+    // request's version.
+    (response.starts_with(b"HTTP/1.") && response.get(8..12) == Some(b" 200"))
         .then_some(response.len() as u64)
 }
 
@@ -400,6 +407,13 @@ fn catch_up(args: &Args, kafka: &str, strata: &Path, work: &Path) -> BenchResult
             .describe(&[Percentile::P50, Percentile::P99], 1000.0, "s", 2)
     );
     match scraped {
+        // A run of over 2 s that was never scraped measured no overhead.
+        Some((0, _)) if elapsed > 2.0 => {
+            return Err(
+                "--metrics on, but no scrape of /metrics answered 200: the figure is not with metrics"
+                    .into(),
+            );
+        }
         Some((scrapes, bytes)) => println!(
             "  metrics endpoint on: scraped {scrapes} times ({:.0} KB each on average)",
             bytes as f64 / scrapes.max(1) as f64 / 1e3

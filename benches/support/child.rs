@@ -33,6 +33,11 @@ impl Measured {
         Ok(Measured { child })
     }
 
+    /// The child's process id (for /proc while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the child still runs (it is not reaped: [`wait`](Self::wait)
     /// still reports how it ended).
     pub fn alive(&self) -> bool {

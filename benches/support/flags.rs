@@ -1,6 +1,7 @@
 //! `--name value` flags for bench binaries (`cargo bench` adds `--bench`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::str::FromStr;
 
 /// The flags a bench was given.
@@ -40,5 +41,14 @@ impl Flags {
     /// The value of `--name` as text, if given.
     pub fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()
+    }
+
+    /// `--strata PATH`, or this build's `strata`: another build under the
+    /// same load gives before/after figures.
+    pub fn strata(&self) -> PathBuf {
+        self.text("strata").map_or_else(
+            || PathBuf::from(env!("CARGO_BIN_EXE_strata")),
+            PathBuf::from,
+        )
     }
 }

@@ -62,12 +62,23 @@ impl ManifestTimes {
         self.created.len()
     }
 
+    /// The newest epoch seen.
+    pub fn newest(&self) -> Option<u64> {
+        self.created.keys().next_back().copied()
+    }
+
     /// Milliseconds between each manifest and the one of the next epoch.
     pub fn gaps_ms(&self) -> Samples {
-        let gaps = self
-            .created
-            .iter()
-            .zip(self.created.iter().skip(1))
+        self.gaps_ms_after(None)
+    }
+
+    /// [`gaps_ms`](Self::gaps_ms) of the epochs after `epoch` (all with
+    /// `None`): the gaps that ended after it.
+    pub fn gaps_ms_after(&self, epoch: Option<u64>) -> Samples {
+        let from = self.created.range(epoch.unwrap_or(0)..);
+        let gaps = from
+            .clone()
+            .zip(from.skip(1))
             .filter(|((a, _), (b, _))| **b == **a + 1)
             .map(|((_, t0), (_, t1))| t1 - t0)
             .collect();

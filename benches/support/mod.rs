@@ -4,6 +4,7 @@
 // Each bench binary compiles this module and uses part of it.
 #![allow(dead_code)]
 
+pub mod beike;
 pub mod child;
 pub mod delta_log;
 pub mod endpoints;

@@ -8,6 +8,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
@@ -26,6 +27,9 @@ pub struct LatestDeltaTable {
     /// The table's schema as its log says, when it was opened: the
     /// catalog compares it with the newest to notice a merged schema.
     log_schema: SchemaRef,
+    /// The newest commit [`schema_changed`](Self::schema_changed) has read
+    /// (`u64::MAX`: none yet, the table had no version).
+    checked: AtomicU64,
     url: String,
 }
 
@@ -52,10 +56,12 @@ impl LatestDeltaTable {
             .map_err(delta_error)?
             .snapshot()
             .arrow_schema();
+        let checked = AtomicU64::new(table.version().unwrap_or(u64::MAX));
         Ok(LatestDeltaTable {
             table: Mutex::new(table),
             schema,
             log_schema,
+            checked,
             url,
         })
     }
@@ -68,7 +74,28 @@ impl LatestDeltaTable {
     /// Whether the table's newest version has another schema than the one
     /// it was opened with (columns added while the server runs): the
     /// catalog then serves it anew.
+    ///
+    /// The catalog asks this of every table every second, on the query
+    /// path. Bringing a table's state up to date replays its file list,
+    /// which costs more the more files and commits it has, so it is not done
+    /// for every table each second: only the commits since the last look are
+    /// read (a few small JSON files), and the state is updated only when one
+    /// of them carries a `metaData` action, the only action that changes a
+    /// schema.
     pub async fn schema_changed(&self) -> Result<bool> {
+        let store = self.table.lock().await.log_store();
+        let mut next = self.checked.load(Ordering::Acquire).wrapping_add(1);
+        let mut metadata = false;
+        while let Some(commit) = store.read_commit_entry(next).await.map_err(delta_error)? {
+            metadata |= commit
+                .split(|b| *b == b'\n')
+                .any(|line| line.starts_with(b"{\"metaData\""));
+            next += 1;
+        }
+        self.checked.store(next.wrapping_sub(1), Ordering::Release);
+        if !metadata {
+            return Ok(false);
+        }
         let mut table = self.table.lock().await;
         table.update_state().await.map_err(delta_error)?;
         let newest = table
@@ -128,5 +155,76 @@ impl TableProvider for LatestDeltaTable {
             )));
         }
         provider.scan(state, projection, filters, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{Int64Array, RecordBatch, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::operations::write::SchemaMode;
+
+    fn ids(from: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Int64Array::from_iter_values(from..from + 10))],
+        )
+        .unwrap()
+    }
+
+    fn ids_and_names(from: i64) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(from..from + 10)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..10).map(|i| format!("n{i}")),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Appends by another writer are read as commits only (the served
+    /// table's state stays where it was: no file list replayed); a commit
+    /// that merges a column is noticed.
+    #[tokio::test]
+    async fn only_a_schema_commit_brings_the_state_up_to_date() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = url::Url::from_directory_path(dir.path()).unwrap();
+        let created = DeltaTable::try_from_url(url.clone())
+            .await
+            .unwrap()
+            .write(vec![ids(0)])
+            .await
+            .unwrap();
+        let served = LatestDeltaTable::new(created).await.unwrap();
+        for from in [10, 20] {
+            deltalake::open_table(url.clone())
+                .await
+                .unwrap()
+                .write(vec![ids(from)])
+                .await
+                .unwrap();
+        }
+        assert!(!served.schema_changed().await.unwrap());
+        assert_eq!(served.table.lock().await.version(), Some(0));
+        assert_eq!(served.checked.load(Ordering::Acquire), 2);
+
+        deltalake::open_table(url.clone())
+            .await
+            .unwrap()
+            .write(vec![ids_and_names(30)])
+            .with_schema_mode(SchemaMode::Merge)
+            .await
+            .unwrap();
+        assert!(served.schema_changed().await.unwrap());
+        assert_eq!(served.table.lock().await.version(), Some(3));
     }
 }

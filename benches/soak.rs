@@ -1,0 +1,467 @@
+//! A long run of the reference warehouse (examples/beike): does anything
+//! grow with time that should not? Epoch time, query latency, files, log
+//! entries and memory must stay flat however long `strata run` runs (once
+//! compaction has started); only the data itself may grow.
+//!
+//! `strata gen beike` produces at `--rate` events/s, `strata run` commits
+//! every `--interval` (200 ms: ~9,000 epochs in 30 minutes), and every
+//! `--report-secs` the bench prints, for the period just ended:
+//! - epoch time p50/p99: the time between consecutive checkpoint manifests
+//!   (the interval while epochs keep up, an epoch's duration when not);
+//! - Flight SQL point query p50/p99: one city's row of
+//!   `ads.ads_city_gmv_today`, asked every `--poll-ms` (failures counted);
+//! - full-scan time of an ADS table (`ads_top_stores_today`) and a DWD
+//!   table (`dwd_deals_wide`, which grows with the data: also per million
+//!   rows);
+//! - data files and `_delta_log` entries per table as they are on disk
+//!   (replaced files count until vacuumed), bytes under the storage root;
+//! - RSS and peak RSS of `strata run` (/proc).
+//!
+//! At the end the periods are printed again as one table. The bench fails
+//! when `strata run` or the generator stop early, `strata run` does not exit
+//! 0 on SIGTERM, the broker received under 95% of `--rate`, or more than 1%
+//! of point queries failed.
+//!
+//! `--strata PATH --warehouse FILE` run another build (and its own copy of
+//! the warehouse file) under the same load: before/after figures.
+//!
+//! ```text
+//! STRATA_BENCH=soak scripts/bench --minutes 30 --interval 200ms --rate 2000
+//! ```
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use strata_flight_server::run_query;
+
+use support::beike::{BeikeOptions, BeikeRun, BenchResult, LoggedRecords};
+use support::endpoints::bench_kafka;
+use support::flags::Flags;
+use support::manifests::ManifestTimes;
+use support::stats::{Percentile, Samples};
+
+struct Args {
+    rate: u64,
+    minutes: u64,
+    report_secs: u64,
+    poll_ms: u64,
+    interval: String,
+    strata: PathBuf,
+    warehouse: PathBuf,
+}
+
+const POINT_QUERY: &str =
+    "SELECT gmv, paid_deals FROM ads.ads_city_gmv_today WHERE city_name = 'Beijing'";
+const ADS_SCAN: &str = "SELECT * FROM ads.ads_top_stores_today";
+const DWD_SCAN: &str = "SELECT * FROM dwd.dwd_deals_wide";
+
+fn main() -> ExitCode {
+    let known = [
+        "rate",
+        "minutes",
+        "report-secs",
+        "poll-ms",
+        "interval",
+        "strata",
+        "warehouse",
+    ];
+    let flags = match Flags::parse(&known) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let args = match (|| -> Result<Args, String> {
+        Ok(Args {
+            rate: flags.get("rate", 2_000)?,
+            minutes: flags.get("minutes", 30)?,
+            report_secs: flags.get("report-secs", 300)?,
+            poll_ms: flags.get("poll-ms", 250)?,
+            interval: flags.get("interval", "200ms".to_string())?,
+            strata: flags.strata(),
+            warehouse: flags
+                .text("warehouse")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/beike/warehouse.yaml")
+                }),
+        })
+    })() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let Some(kafka) = bench_kafka() else {
+        return ExitCode::FAILURE;
+    };
+    support::runner::block_on(soak(args, kafka))
+}
+
+/// One reporting period's figures.
+struct Period {
+    at_min: f64,
+    epochs: usize,
+    epoch_ms: Samples,
+    query_us: Samples,
+    query_failures: u32,
+    ads_scan: Scan,
+    dwd_scan: Scan,
+    files: u64,
+    log_entries: u64,
+    bytes: u64,
+    rss_mib: f64,
+    peak_rss_mib: f64,
+    tables: BTreeMap<String, TableFiles>,
+}
+
+/// A full scan over Flight SQL.
+struct Scan {
+    rows: usize,
+    ms: f64,
+}
+
+async fn soak(args: Args, kafka: String) -> BenchResult<()> {
+    println!(
+        "soak: strata {} | {} | broker {kafka} | {} events/s for {} min, checkpoint {}, report every {} s",
+        args.strata.display(),
+        args.warehouse.display(),
+        args.rate,
+        args.minutes,
+        args.interval,
+        args.report_secs
+    );
+    let run = BeikeRun::start(&BeikeOptions {
+        strata: &args.strata,
+        warehouse: &args.warehouse,
+        kafka: &kafka,
+        rate: args.rate,
+        interval: &args.interval,
+    })?;
+    let logged = LoggedRecords::new(&kafka)?;
+    let mut manifests = ManifestTimes::new(&run.root, "beike");
+    let started = Instant::now();
+    let total = Duration::from_secs(args.minutes * 60);
+    let mut periods = Vec::new();
+    let mut next_report = Duration::from_secs(args.report_secs);
+    let mut period_from_epoch: Option<u64> = None;
+    let mut queries = Vec::new();
+    let (mut polls, mut failures) = (0u32, 0u32);
+    let mut first_failure: Option<String> = None;
+    let mut start_count: Option<(Instant, i64)> = None;
+    while started.elapsed() < total {
+        tokio::time::sleep(Duration::from_millis(args.poll_ms)).await;
+        if !run.pipeline.alive() || !run.generator.alive() {
+            return Err(format!(
+                "a process stopped after {:.0} s; see {} and {}",
+                started.elapsed().as_secs_f64(),
+                run.log("strata.log").display(),
+                run.log("gen.log").display()
+            )
+            .into());
+        }
+        manifests.refresh();
+        if start_count.is_none() && manifests.epochs() > 0 {
+            // Rates count from the first committed epoch on.
+            start_count = Some((Instant::now(), logged.count(&run.topics)?));
+        }
+        let asked = Instant::now();
+        match run_query(&run.flight, POINT_QUERY).await {
+            Ok(batches) if batches.iter().any(|b| b.num_rows() > 0) => {
+                queries.push(asked.elapsed().as_micros() as i64);
+            }
+            // Before the first paid deal in Beijing: not a query result yet.
+            Ok(_) if manifests.epochs() < 50 => continue,
+            Ok(_) => {
+                failures += 1;
+                first_failure.get_or_insert_with(|| "no row for Beijing".into());
+            }
+            Err(e) => {
+                failures += 1;
+                first_failure.get_or_insert(e);
+            }
+        }
+        polls += 1;
+        if started.elapsed() >= next_report {
+            next_report += Duration::from_secs(args.report_secs);
+            let period = measure(
+                &run,
+                started,
+                &manifests,
+                period_from_epoch,
+                std::mem::take(&mut queries),
+                std::mem::take(&mut failures),
+            )
+            .await?;
+            print_period(&period);
+            period_from_epoch = manifests.newest();
+            periods.push(period);
+        }
+    }
+    let end_count = logged.count(&run.topics)?;
+    let generator_running = run.generator.alive();
+    let strata_log = run.log("strata.log");
+    let gen_log = run.log("gen.log");
+    let BeikeRun {
+        work: _work,
+        generator,
+        pipeline,
+        ..
+    } = run;
+    let ran = pipeline.stop()?.success("strata run", &strata_log)?;
+    let produced = generator.stop()?;
+    if !generator_running {
+        return Err(format!(
+            "the generator stopped before the end (exit {}); see {}",
+            produced.code,
+            gen_log.display()
+        )
+        .into());
+    }
+    println!();
+    println!(
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files | log entries | MiB on disk | RSS / peak MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for p in &periods {
+        println!(
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} | {} | {:.0} | {:.0} / {:.0} |",
+            p.at_min,
+            p.epochs as f64 / args.report_secs as f64,
+            ms(p.epoch_ms.at(Percentile::P50), 1.0),
+            ms(p.epoch_ms.at(Percentile::P99), 1.0),
+            ms(p.query_us.at(Percentile::P50), 1000.0),
+            ms(p.query_us.at(Percentile::P99), 1000.0),
+            p.ads_scan.ms,
+            p.dwd_scan.ms,
+            p.dwd_scan.rows,
+            per_million(&p.dwd_scan),
+            p.files,
+            p.log_entries,
+            p.bytes as f64 / 1048576.0,
+            p.rss_mib,
+            p.peak_rss_mib
+        );
+    }
+    let achieved = match start_count {
+        Some((at, count)) => (end_count - count) as f64 / at.elapsed().as_secs_f64(),
+        None => 0.0,
+    };
+    println!(
+        "produced: {achieved:.0} events/s reached the broker (asked {}; counted from the topics' offsets)",
+        args.rate
+    );
+    let failed: u32 = periods.iter().map(|p| p.query_failures).sum::<u32>() + failures;
+    println!(
+        "point queries: {polls}, failed {failed}{}",
+        first_failure
+            .as_deref()
+            .map(|e| format!(" (first: {e})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "strata run: peak RSS {:.0} MiB, CPU {:.0} s over {} min ({:.0}% of one core)",
+        ran.peak_rss_mib,
+        ran.cpu_secs,
+        args.minutes,
+        ran.cpu_secs / (args.minutes * 60) as f64 * 100.0
+    );
+    if achieved < 0.95 * args.rate as f64 {
+        return Err(format!(
+            "the broker received {achieved:.0} events/s, under 95% of --rate {}",
+            args.rate
+        )
+        .into());
+    }
+    if failed as f64 > 0.01 * polls as f64 {
+        return Err(format!("{failed} of {polls} point queries failed").into());
+    }
+    Ok(())
+}
+
+async fn measure(
+    run: &BeikeRun,
+    started: Instant,
+    manifests: &ManifestTimes,
+    from_epoch: Option<u64>,
+    queries: Vec<i64>,
+    query_failures: u32,
+) -> BenchResult<Period> {
+    let epoch_ms = manifests.gaps_ms_after(from_epoch);
+    let epochs = match (manifests.newest(), from_epoch) {
+        (Some(newest), Some(from)) => (newest - from) as usize,
+        (Some(_), None) => manifests.epochs(),
+        _ => 0,
+    };
+    let ads_scan = scan(run, ADS_SCAN).await?;
+    let dwd_scan = scan(run, DWD_SCAN).await?;
+    let tables = tables_on_disk(&run.root);
+    let (rss_mib, peak_rss_mib) = rss(run.pipeline.pid());
+    Ok(Period {
+        at_min: started.elapsed().as_secs_f64() / 60.0,
+        epochs,
+        epoch_ms,
+        query_us: Samples::new(queries),
+        query_failures,
+        ads_scan,
+        dwd_scan,
+        files: tables.values().map(|t| t.files).sum(),
+        log_entries: tables.values().map(|t| t.log_entries).sum(),
+        bytes: dir_bytes(&run.root),
+        rss_mib,
+        peak_rss_mib,
+        tables,
+    })
+}
+
+fn print_period(p: &Period) {
+    println!(
+        "[{:>4.1} min] {} epochs: epoch time {}",
+        p.at_min,
+        p.epochs,
+        p.epoch_ms
+            .describe(&[Percentile::P50, Percentile::P99], 1.0, "ms", 0)
+    );
+    println!(
+        "  point query: {}; failed {}",
+        p.query_us
+            .describe(&[Percentile::P50, Percentile::P99], 1000.0, "ms", 1),
+        p.query_failures
+    );
+    println!(
+        "  full scans: ads_top_stores_today {} rows in {:.0} ms; dwd_deals_wide {} rows in {:.0} ms ({:.0} ms per million rows)",
+        p.ads_scan.rows,
+        p.ads_scan.ms,
+        p.dwd_scan.rows,
+        p.dwd_scan.ms,
+        per_million(&p.dwd_scan)
+    );
+    println!(
+        "  on disk: {} data files, {} log entries, {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
+        p.files,
+        p.log_entries,
+        p.bytes as f64 / 1048576.0,
+        p.rss_mib,
+        p.peak_rss_mib
+    );
+    for (name, t) in &p.tables {
+        println!(
+            "    {name:<40} files {:>6}  log entries {:>6}",
+            t.files, t.log_entries
+        );
+    }
+}
+
+async fn scan(run: &BeikeRun, sql: &str) -> BenchResult<Scan> {
+    let started = Instant::now();
+    let batches = run_query(&run.flight, sql)
+        .await
+        .map_err(|e| format!("{sql}: {e}"))?;
+    Ok(Scan {
+        rows: batches.iter().map(|b| b.num_rows()).sum(),
+        ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+fn per_million(scan: &Scan) -> f64 {
+    if scan.rows == 0 {
+        0.0
+    } else {
+        scan.ms * 1e6 / scan.rows as f64
+    }
+}
+
+fn ms(value: Option<i64>, per_ms: f64) -> String {
+    value
+        .map(|v| format!("{:.1}", v as f64 / per_ms))
+        .unwrap_or_else(|| "-".into())
+}
+
+/// A table's directory as it is on disk.
+struct TableFiles {
+    /// Parquet files outside `_delta_log` (live or replaced, until vacuumed).
+    files: u64,
+    /// Entries of `_delta_log` (commits, checkpoints, checksums).
+    log_entries: u64,
+}
+
+/// Every directory under `root` with a `_delta_log`, by its path relative to
+/// the root. Files that vanish while being counted (compaction, vacuum,
+/// pruned manifests) are skipped.
+fn tables_on_disk(root: &Path) -> BTreeMap<String, TableFiles> {
+    let mut tables = BTreeMap::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        let log = dir.join("_delta_log");
+        if log.is_dir() {
+            let name = dir.strip_prefix(root).unwrap_or(&dir).display().to_string();
+            tables.insert(
+                name,
+                TableFiles {
+                    files: count_files(&dir, true),
+                    log_entries: entries(&log).count() as u64,
+                },
+            );
+            continue;
+        }
+        dirs.extend(
+            entries(&dir)
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path()),
+        );
+    }
+    tables
+}
+
+/// A directory's entries that can still be read.
+fn entries(dir: &Path) -> impl Iterator<Item = std::fs::DirEntry> {
+    std::fs::read_dir(dir).into_iter().flatten().flatten()
+}
+
+/// Parquet files under a table directory, outside its `_delta_log`.
+fn count_files(dir: &Path, top: bool) -> u64 {
+    let mut n = 0;
+    for entry in entries(dir) {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            if !(top && entry.file_name() == "_delta_log") {
+                n += count_files(&entry.path(), false);
+            }
+        } else if entry.file_name().to_string_lossy().ends_with(".parquet") {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Bytes of the files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    for entry in entries(dir) {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => total += dir_bytes(&entry.path()),
+            Ok(m) => total += m.len(),
+            Err(_) => {}
+        }
+    }
+    total
+}
+
+/// VmRSS and VmHWM of a process, MiB (0 when /proc cannot tell).
+fn rss(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(0.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
