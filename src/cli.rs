@@ -56,6 +56,15 @@ pub enum Command {
         /// (naming it) instead of waiting for it to stop or expire.
         #[arg(long)]
         no_wait: bool,
+        /// Drop this layer's checkpointed state and rebuild it by replaying
+        /// its inputs from --from (for a change `strata plan` calls
+        /// incompatible); its table's rows from then on are recomputed.
+        #[arg(long, value_name = "LAYER", requires = "from")]
+        reset_state: Option<String>,
+        /// With --reset-state: where the replay starts (RFC 3339, or
+        /// 2026-11-20 10:00 UTC, or 2026-11-20).
+        #[arg(long, value_name = "TIME", requires = "reset_state")]
+        from: Option<String>,
     },
     /// Serve the warehouse's tables over Flight SQL (no pipelines).
     Serve {
@@ -84,6 +93,17 @@ pub enum Command {
     /// --vacuum, also remove files no version within the retention needs
     /// (safe while `strata run` runs).
     Maintain(MaintainArgs),
+    /// Compare the file with what the storage root holds (tables' schemas,
+    /// the newest checkpoint's layers, their SQL and state layout) and say
+    /// per layer: unchanged, a compatible change and how it is applied, or
+    /// incompatible and the choices. Reads only.
+    Plan {
+        /// The warehouse YAML file.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the versions of the warehouse file that ran (each `strata run`
     /// records its file), when each was deployed and the epochs it committed.
     History {

@@ -25,6 +25,7 @@ pub mod dataflow;
 pub mod delta;
 mod error;
 pub mod event_time;
+pub mod evolution;
 pub mod failpoint;
 pub mod fence;
 pub mod kafka;

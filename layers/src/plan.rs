@@ -198,6 +198,7 @@ pub fn plan(warehouse: &Warehouse, only: &[String], bounded: bool) -> Result<Pla
             udfs: Vec::new(),
             dimensions,
             version: None,
+            reset_state: Vec::new(),
         },
     })
 }

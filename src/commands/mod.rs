@@ -9,6 +9,7 @@ mod history;
 mod maintain;
 mod metrics_endpoint;
 mod panel_waits;
+mod plan;
 mod query;
 mod replay_progress;
 mod run;
@@ -53,13 +54,24 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
             bounded,
             no_serve,
             no_wait,
+            reset_state,
+            from,
         } => {
             let when_held = if no_wait {
                 strata_engine::lease::WhenHeld::Fail
             } else {
                 strata_engine::lease::WhenHeld::Wait
             };
-            run::run(&file, &layers, bounded, !no_serve, when_held).await
+            let reset = match (reset_state, from) {
+                (Some(layer), Some(from)) => Some(run::StateReset { layer, from }),
+                (None, None) => None,
+                _ => {
+                    return Err(Failure::config(
+                        "--reset-state LAYER and --from TIME go together",
+                    ));
+                }
+            };
+            run::run(&file, &layers, bounded, !no_serve, when_held, reset).await
         }
         Command::Serve { file } => serve::serve(&file).await,
         Command::Status { file, json } => status::status(&file, json).await,
@@ -68,5 +80,6 @@ pub async fn dispatch(command: Command) -> Result<(), Failure> {
         Command::Backfill(args) => backfill::backfill(args).await,
         Command::Maintain(args) => maintain::run(args).await,
         Command::History { file, json } => history::history(&file, json).await,
+        Command::Plan { file, json } => plan::plan(&file, json).await,
     }
 }

@@ -3,7 +3,11 @@
 
 use std::path::Path;
 
+use strata_engine::EngineError;
+use strata_engine::backfill::{ResetRequest, reset_state};
+use strata_engine::dataflow::replay::ReplayProgress;
 use strata_engine::dataflow::run_dataflow_observed;
+use strata_engine::evolution::redeploy::{inspect, refusal};
 use strata_engine::fence::Fence;
 use strata_engine::lease::{self, KeptLease, LeaseStore, WhenHeld};
 use strata_engine::storage::StorageRoot;
@@ -12,11 +16,18 @@ use strata_engine::{Metrics, Shutdown};
 use tracing::{error, info};
 
 use crate::commands::signals::stop_on_signals;
+use crate::commands::time_arg::parse_time;
 use crate::commands::validate::check_queries;
 use crate::commands::{dashboard, maintain};
 use crate::commands::{flight_metrics, metrics_endpoint, serve};
 use crate::commands::{load_warehouse, plan_layers};
 use crate::failure::Failure;
+
+/// `--reset-state LAYER --from TIME`.
+pub struct StateReset {
+    pub layer: String,
+    pub from: String,
+}
 
 pub async fn run(
     file: &Path,
@@ -24,6 +35,7 @@ pub async fn run(
     bounded: bool,
     serve_tables: bool,
     when_held: WhenHeld,
+    reset: Option<StateReset>,
 ) -> Result<(), Failure> {
     // First: a signal while the layers are being planned stops them cleanly.
     let shutdown = Shutdown::new();
@@ -37,8 +49,53 @@ pub async fn run(
         .map_err(|e| Failure::io(format!("cannot read {}: {e}", file.display())))?;
     plan.dataflow.version = Some(WarehouseVersion::of(text, &file.display().to_string()));
     check_queries(&warehouse, &plan.dataflow).await?;
+    let reset_from = match &reset {
+        Some(r) => Some(parse_time(&r.from).map_err(Failure::config)?),
+        None => None,
+    };
+    let resetting: Vec<String> = reset.iter().map(|r| r.layer.clone()).collect();
+    // Before anything is written (the lease, a version record, a table): a
+    // layer that cannot take its state refuses the whole run.
+    let inspection = inspect(&plan.dataflow, &file.display().to_string(), &resetting).await?;
+    let refused = inspection.incompatible();
+    if !refused.is_empty() {
+        let reasons: Vec<String> = refused.iter().map(|e| refusal(e)).collect();
+        // The file asks for what the stored tables and state cannot take: a
+        // configuration error (exit 2), as a refused schema change is.
+        return Err(Failure::config(format!(
+            "warehouse {}: this file cannot be deployed over what the storage root holds; nothing was changed (`strata plan {}` shows every layer).\n{}",
+            warehouse.name,
+            file.display(),
+            reasons.join("\n")
+        )));
+    }
     let metrics = Metrics::new();
     let (lease, fence) = take_lease(&plan.dataflow.storage, when_held, &shutdown, &metrics).await?;
+    if let (Some(r), Some(from_us)) = (&reset, reset_from) {
+        let request = ResetRequest {
+            layer: r.layer.clone(),
+            from_us,
+            progress: ReplayProgress::new(),
+        };
+        match reset_state(plan.dataflow.clone(), request, shutdown.clone()).await {
+            Ok(Some(report)) => {
+                info!(layer = %r.layer, replayed = report.replayed, rows = report.rows, epoch = report.epoch, "state reset done")
+            }
+            Ok(None) => {
+                let _ = lease.release().await;
+                return Err(Failure::from(EngineError::Pipeline {
+                    pipeline: warehouse.name.clone(),
+                    reason:
+                        "stopped before the state reset finished: nothing was changed; run it again"
+                            .into(),
+                }));
+            }
+            Err(e) => {
+                let _ = lease.release().await;
+                return Err(e.into());
+            }
+        }
+    }
     flight_metrics::observe(&metrics);
     let (server, page) = if serve_tables {
         let (server, page) = serve::start_with_dashboard(&warehouse, &metrics, &shutdown)

@@ -9,6 +9,8 @@ import hashlib
 import json
 import subprocess
 
+from deltalake import DeltaTable
+
 from conftest import Strata, Warehouse, check_exactly_once, create_topic, make_records, produce, unique, wait_until
 
 PARTITIONS = 2
@@ -78,6 +80,15 @@ def test_history_lists_each_deployed_version_with_its_epochs(tmp_path, strata_bi
     versions = wh.dir / "data" / "_strata" / "versions" / "test"
     recorded = {hashlib.sha256(p.read_bytes()).hexdigest() for p in versions.glob("*.yaml")}
     assert recorded == {first, second}
+
+    # Each epoch's Delta commit names the version that ran it, as Python
+    # deltalake reads the commit info.
+    for table in (wh.table_path, wh.dir / "data" / "dwd" / "dwd_deals"):
+        commits = [c for c in DeltaTable(str(table)).history() if c.get("operation") == "STREAMING UPDATE"]
+        assert commits, table
+        named = [c.get("strata.version") for c in reversed(commits)]  # oldest first
+        assert set(named) == {first, second}, named
+        assert named == sorted(named, key=[first, second].index), "a commit names a version out of order"
 
     text = history(strata_bin, wh)
     assert first[:12] in text and second[:12] in text, text

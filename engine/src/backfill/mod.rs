@@ -30,6 +30,7 @@ mod kafka_range;
 mod ods_positions;
 mod range;
 mod replay_source;
+mod reset;
 mod selection;
 mod staging;
 mod swap;
@@ -44,6 +45,7 @@ pub use coverage::{Evidence, covered};
 pub use kafka_range::{KafkaRange, PartitionRange, Placement, resolve as resolve_kafka_range};
 pub use ods_positions::{HeldRecords, held_records};
 pub use range::{RowTime, TimeRange, log_span_ms, lookback_us, replay_span, row_time};
+pub use reset::{ResetReport, ResetRequest, reset_state};
 pub use selection::{Selection, select_layers};
 pub use staging::running;
 pub use swap::{Swapped, replace_range, staged_rows};
@@ -218,6 +220,7 @@ pub async fn run_backfill(
             end_us: span.1,
             from: plan.from.clone(),
             progress: request.progress.clone(),
+            close_at_end: true,
         });
         plans.push((source.id.clone(), plan));
     }

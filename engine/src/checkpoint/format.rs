@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::manifest::{
     LayerCheckpoint, Manifest, PartitionTime, PendingCommit, SourceCheckpoint, Upsert,
 };
+use crate::evolution::LayerShape;
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
 
@@ -123,6 +124,9 @@ struct LayerV2 {
     published: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     lookups: Vec<LookupV2>,
+    /// Added within format 2: older manifests have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shape: Option<LayerShape>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -226,6 +230,7 @@ impl From<ManifestV2> for Manifest {
                             hit_rate: s.hit_rate,
                         })
                         .collect(),
+                    shape: l.shape,
                 })
                 .collect(),
             sinks: m
@@ -316,6 +321,7 @@ impl From<&Manifest> for ManifestV2 {
                             hit_rate: s.hit_rate,
                         })
                         .collect(),
+                    shape: l.shape.clone(),
                 })
                 .collect(),
             sinks: m

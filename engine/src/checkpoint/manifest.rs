@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use deltalake::kernel::Add;
 
+use crate::evolution::LayerShape;
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
 
@@ -67,6 +68,9 @@ pub struct LayerCheckpoint {
     /// Its dimensions' lookup counters (totals since the process started):
     /// cache hit rate, queries, failures.
     pub lookups: Vec<LookupStats>,
+    /// Its SQL's hash and state layout, for redeploys to compare with
+    /// (none in manifests of runs that did not record them).
+    pub shape: Option<LayerShape>,
 }
 
 /// A partition's latest event time, as kept in checkpoints.
@@ -159,6 +163,7 @@ mod tests {
                 watermark: Some(5),
                 state: None,
                 lookups: vec![],
+                shape: Some(LayerShape::new(Some("SELECT 1"), None, None)),
             }],
             sinks: vec![PendingCommit {
                 table: "file:///t/".into(),

@@ -17,6 +17,7 @@ use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole};
 use crate::dataflow::side_sink::SideSink;
 use crate::dataflow::spec::InputFrom;
 use crate::error::Result;
+use crate::evolution::redeploy::shape_of;
 use crate::kafka::publisher::{PublishCommitter, open_publisher};
 use crate::operators::layer_query::LayerQuery;
 use crate::sql::planner::StreamingPlanner;
@@ -147,6 +148,7 @@ pub(crate) async fn build_layer(
         }
     }
 
+    let shape = shape_of(&layer);
     let spec = &layer.planned.spec;
     let query = match layer.planned.query {
         Some(p) => {
@@ -180,6 +182,7 @@ pub(crate) async fn build_layer(
         sources: Vec::new(),
         rows_in_epoch: 0,
         received_in_epoch: 0,
+        shape,
         name,
     };
     Ok(BuiltLayer {

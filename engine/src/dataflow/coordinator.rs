@@ -297,6 +297,7 @@ pub(crate) async fn commit_all(
         .iter_mut()
         .filter_map(|(url, committer)| {
             let (i, pending) = *work.get(url.as_str())?;
+            committer.set_version(manifest.version.as_deref());
             Some(async move {
                 let outcome = committer.commit(epoch, pending).await;
                 (i, pending.table.as_str(), outcome)

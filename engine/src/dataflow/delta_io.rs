@@ -73,6 +73,10 @@ impl TableCommit for TableCommitter {
         TableCommitter::commit(self, epoch, pending).await
     }
 
+    fn set_version(&mut self, version: Option<&str>) {
+        TableCommitter::set_version(self, version);
+    }
+
     async fn epoch_rows(&mut self, epoch: u64) -> Result<Vec<RecordBatch>> {
         TableCommitter::epoch_rows(self, epoch).await
     }

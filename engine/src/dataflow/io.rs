@@ -49,6 +49,9 @@ pub trait TableCommit: Send {
     fn committed_epoch(&self) -> Option<u64>;
     /// Commits `pending` as `epoch`, unless the table already holds it.
     async fn commit(&mut self, epoch: u64, pending: &PendingCommit) -> Result<CommitOutcome>;
+    /// The warehouse version (sha256) the epochs committed next ran, for
+    /// the commits' info.
+    fn set_version(&mut self, _version: Option<&str>) {}
     /// The rows `epoch` added (to publish a lost epoch again).
     async fn epoch_rows(&mut self, epoch: u64) -> Result<Vec<RecordBatch>>;
 }

@@ -30,6 +30,7 @@ use crate::dataflow::side_output::annotate;
 use crate::dataflow::side_sink::SideSink;
 use crate::delta::storable::conform;
 use crate::error::{EngineError, Result};
+use crate::evolution::LayerShape;
 use crate::kafka::publisher::TopicPublisher;
 use crate::operators::layer_query::LayerQuery;
 use crate::predicate::null_is_false;
@@ -119,6 +120,8 @@ pub(crate) struct LayerTask {
     pub(crate) rows_in_epoch: u64,
     /// Rows received in the epoch (for metrics).
     pub(crate) received_in_epoch: u64,
+    /// Its SQL's hash and state layout, recorded in each manifest.
+    pub(crate) shape: LayerShape,
 }
 
 impl LayerTask {
@@ -376,6 +379,7 @@ impl LayerTask {
                     .as_ref()
                     .map(|q| q.lookup_stats())
                     .unwrap_or_default(),
+                shape: Some(self.shape.clone()),
             },
             sources: std::mem::take(&mut self.sources),
             sinks,

@@ -45,6 +45,9 @@ pub struct Replay {
     pub from: ReplayFrom,
     /// Counters the caller shows progress from.
     pub progress: Arc<ReplayProgress>,
+    /// Send the end-of-input watermark at the end, closing every window
+    /// (backfills); a state reset keeps the open windows' state instead.
+    pub close_at_end: bool,
 }
 
 /// Where a replay reads.

@@ -20,6 +20,8 @@ pub(crate) use crate::dataflow::plan::without_metadata;
 use crate::dataflow::source::{EpochControl, SourceStatus};
 use crate::dataflow::spec::DataflowSpec;
 use crate::error::{EngineError, Result};
+use crate::evolution::carry_over;
+use crate::evolution::redeploy::check_state;
 use crate::failpoint::ProcessFailpoints;
 use crate::fence::Fence;
 use crate::kafka::publisher::PublishCommitter;
@@ -68,6 +70,9 @@ pub async fn run_dataflow_with(
     let plan = DataflowPlan::new(&spec, &planner).await?;
     let store = io.checkpoints.clone();
     let manifest = store.latest().await?;
+    if let Some(m) = &manifest {
+        check_state(&plan, m, &spec.reset_state)?;
+    }
     let (ack_tx, ack_rx) = mpsc::channel(spec.layers.len() * 2 + 2);
     let mut channels = Channels::new(&plan, spec.checkpoint_interval);
     let cx = BuildContext {
@@ -105,7 +110,7 @@ pub async fn run_dataflow_with(
             )
             .await?;
             recover_publishers(&publishers, &mut committers, m).await?;
-            restore_layers(&mut built, m, &store).await?;
+            restore_layers(&mut built, m, &store, &spec.reset_state).await?;
             info!(dataflow = %spec.id, epoch = m.epoch, "resuming from checkpoint");
             m.epoch + 1
         }
@@ -343,20 +348,53 @@ async fn restore_layers(
     built: &mut [BuiltLayer],
     manifest: &Manifest,
     store: &CheckpointStore,
+    reset: &[String],
 ) -> Result<()> {
     for layer in built {
         let Some(saved) = manifest.layers.iter().find(|l| l.name == layer.task.name) else {
             continue;
         };
         layer.task.watermark = saved.watermark;
-        if let Some(query) = &mut layer.task.query {
-            let state = match &saved.state {
-                Some(name) => Some(store.read_state(name).await?),
-                None => None,
-            };
+        let Some(query) = &mut layer.task.query else {
+            continue;
+        };
+        let name = &layer.task.name;
+        if reset.contains(name) {
             query
+                .restore(None, saved.watermark)
+                .map_err(EngineError::datafusion(name, "restoring state"))?;
+            info!(layer = %name, "state reset: the checkpointed state was not restored");
+            continue;
+        }
+        let state = match &saved.state {
+            Some(file) => Some(store.read_state(file).await?),
+            None => None,
+        };
+        // Both layouts recorded and compatible (`check_state` refused the
+        // rest): aggregates are carried over by expression.
+        let carry = match (
+            saved.shape.as_ref().and_then(|s| s.state.as_ref()),
+            layer.task.shape.state.as_ref(),
+        ) {
+            (Some(old), Some(new)) if old != new => carry_over(old, new).ok(),
+            _ => None,
+        };
+        match carry {
+            Some(carry) => {
+                query
+                    .restore_carried(state, saved.watermark)
+                    .map_err(EngineError::datafusion(name, "restoring state"))?;
+                info!(
+                    layer = %name,
+                    kept = %carry.kept.join(", "),
+                    new = %carry.fresh.join(", "),
+                    dropped = %carry.dropped.join(", "),
+                    "the layer's SQL changed: state of its kept aggregates restored; new aggregates start empty (windows open at this restart count them only from rows read from now on, later windows are complete); dropped aggregates' state forgotten"
+                );
+            }
+            None => query
                 .restore(state, saved.watermark)
-                .map_err(EngineError::datafusion(&layer.task.name, "restoring state"))?;
+                .map_err(EngineError::datafusion(name, "restoring state"))?,
         }
     }
     Ok(())

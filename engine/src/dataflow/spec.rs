@@ -39,6 +39,9 @@ pub struct DataflowSpec {
     /// The warehouse file this run deploys: recorded beside the
     /// checkpoints and named by each manifest (none: not recorded).
     pub version: Option<WarehouseVersion>,
+    /// Layers whose checkpointed state is not restored (`--reset-state`:
+    /// rebuilt from the log before the run).
+    pub reset_state: Vec<String>,
 }
 
 /// A Kafka topic set decoded with a schema, feeding one layer.

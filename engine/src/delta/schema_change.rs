@@ -12,7 +12,7 @@
 //! and the layer's Arrow schema convert to, so an Arrow spelling Delta does
 //! not keep (string views, timestamp units) is no change.
 
-use deltalake::kernel::{StructField, StructType};
+use deltalake::kernel::{DataType, PrimitiveType, StructField, StructType};
 
 /// How a table's schema must change for a layer's output.
 #[derive(Debug, PartialEq)]
@@ -30,6 +30,18 @@ pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaCha
     let mut problems = Vec::new();
     for field in layer.fields() {
         match table.field(field.name()) {
+            Some(existing)
+                if existing.data_type() != field.data_type()
+                    && widens(existing.data_type(), field.data_type()) =>
+            {
+                problems.push(format!(
+                    "column `{}` is {} in the table and the layer now writes {}: Delta's `typeWidening` table feature allows that widening, but the Delta library Strata uses (delta-rs, deltalake 1.1) can neither read nor write tables with that feature, so it is not applied in place (cast back, e.g. `CAST(x AS {})`, or write the wider value as a new column)",
+                    field.name(),
+                    existing.data_type(),
+                    field.data_type(),
+                    sql_type(existing.data_type())
+                ))
+            }
             Some(existing) if existing.data_type() != field.data_type() => problems.push(format!(
                 "column `{}` is {} in the table but the layer now writes {} (a type change is not applied in place: restore the type, or write it as a new column)",
                 field.name(),
@@ -70,6 +82,50 @@ pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaCha
     })
 }
 
+/// Whether `from` -> `to` is a widening Delta's `typeWidening` feature
+/// allows (byte/short/int -> a wider integer, float -> double, a decimal
+/// with more digits on both sides).
+fn widens(from: &DataType, to: &DataType) -> bool {
+    let ints = [
+        DataType::BYTE,
+        DataType::SHORT,
+        DataType::INTEGER,
+        DataType::LONG,
+    ];
+    let rank = |t: &DataType| ints.iter().position(|i| i == t);
+    if let (Some(a), Some(b)) = (rank(from), rank(to)) {
+        return a < b;
+    }
+    match (from, to) {
+        (f, t) if *f == DataType::FLOAT && *t == DataType::DOUBLE => true,
+        (
+            DataType::Primitive(PrimitiveType::Decimal(a)),
+            DataType::Primitive(PrimitiveType::Decimal(b)),
+        ) => {
+            b.precision() >= a.precision()
+                && b.scale() >= a.scale()
+                && b.precision() - b.scale() >= a.precision() - a.scale()
+                && a != b
+        }
+        _ => false,
+    }
+}
+
+/// The type as the layer's SQL writes it.
+fn sql_type(t: &DataType) -> String {
+    match t {
+        t if *t == DataType::BYTE => "TINYINT".into(),
+        t if *t == DataType::SHORT => "SMALLINT".into(),
+        t if *t == DataType::INTEGER => "INT".into(),
+        t if *t == DataType::LONG => "BIGINT".into(),
+        t if *t == DataType::FLOAT => "FLOAT".into(),
+        DataType::Primitive(PrimitiveType::Decimal(d)) => {
+            format!("DECIMAL({}, {})", d.precision(), d.scale())
+        }
+        other => other.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use deltalake::kernel::DataType;
@@ -101,6 +157,28 @@ mod tests {
             )]))
         );
         assert_eq!(schema_change(&layer, &layer), Ok(SchemaChange::Unchanged));
+    }
+
+    #[test]
+    fn widenings_delta_allows_are_refused_saying_why() {
+        let table = schema(&[("n", DataType::INTEGER, true), ("x", DataType::FLOAT, true)]);
+        let wider = schema(&[("n", DataType::LONG, true), ("x", DataType::DOUBLE, true)]);
+        let e = schema_change(&table, &wider).unwrap_err();
+        assert!(
+            e.contains("`typeWidening`")
+                && e.contains("CAST(x AS INT)")
+                && e.contains("CAST(x AS FLOAT)"),
+            "{e}"
+        );
+        assert!(widens(
+            &DataType::decimal(10, 2).unwrap(),
+            &DataType::decimal(12, 2).unwrap()
+        ));
+        assert!(!widens(
+            &DataType::decimal(10, 2).unwrap(),
+            &DataType::decimal(10, 3).unwrap()
+        ));
+        assert!(!widens(&DataType::LONG, &DataType::INTEGER));
     }
 
     #[test]

@@ -54,6 +54,9 @@ pub struct TableCommitter {
     committed_epoch: Option<u64>,
     /// The schema and partitioning the layer's files are written for.
     shape: Shape,
+    /// The warehouse version (sha256 of its file) the epochs being
+    /// committed ran: each commit's info names it (`strata.version`).
+    version: Option<String>,
 }
 
 impl TableCommitter {
@@ -68,6 +71,7 @@ impl TableCommitter {
             url,
             committed_epoch,
             shape,
+            version: None,
         })
     }
 
@@ -169,6 +173,23 @@ impl TableCommitter {
             .with_application_transaction(Transaction::new(&self.app_id, txn))
             .with_create_checkpoint(true)
             .with_cleanup_expired_logs(Some(false))
+            .with_metadata(self.commit_info(None))
+    }
+
+    /// The commit info Strata adds: the warehouse version, and `extra`.
+    fn commit_info(&self, extra: Option<(&str, Value)>) -> Vec<(String, Value)> {
+        let mut info: Vec<(String, Value)> = self
+            .version
+            .iter()
+            .map(|v| ("strata.version".to_string(), Value::String(v.clone())))
+            .collect();
+        info.extend(extra.map(|(k, v)| (k.to_string(), v)));
+        info
+    }
+
+    /// The warehouse version the next commits ran (see `crate::versions`).
+    pub fn set_version(&mut self, version: Option<&str>) {
+        self.version = version.map(str::to_string);
     }
 
     /// One attempt at an append: a blind append on the snapshot the
@@ -186,7 +207,7 @@ impl TableCommitter {
         let properties = self
             .properties(txn)
             .with_max_retries(0)
-            .with_metadata([("isBlindAppend".to_string(), Value::Bool(true))]);
+            .with_metadata(self.commit_info(Some(("isBlindAppend", Value::Bool(true)))));
         let snapshot = self.table.snapshot()?;
         let finalized = CommitBuilder::from(properties)
             .with_actions(actions)

@@ -152,6 +152,18 @@ impl LayerQuery {
         self.watermark = watermark;
         self.operator.restore(state, watermark)
     }
+
+    /// Loads a checkpoint written by an earlier version of the layer's SQL
+    /// whose state layout was found compatible (same operator, window and
+    /// keys): aggregates are matched by expression, new ones start empty.
+    pub fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<()> {
+        self.watermark = watermark;
+        self.operator.restore_carried(state, watermark)
+    }
 }
 
 /// Splits `rows` of `check`'s input into the rows on time and the late

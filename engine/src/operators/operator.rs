@@ -51,6 +51,17 @@ pub trait Operator: Send {
     /// Loads a checkpoint: its state, if it had one, and the watermark the
     /// layer had reached (what was emitted up to then is not emitted again).
     fn restore(&mut self, state: Option<RecordBatch>, watermark: Option<i64>) -> Result<()>;
+
+    /// Loads a checkpoint of an earlier, compatible version of the query
+    /// (see `evolution::compare`): aggregates are matched by expression,
+    /// new ones start empty. Operators keeping rows take only their own.
+    fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<()> {
+        self.restore(state, watermark)
+    }
 }
 
 /// The operator that runs `program`.

@@ -125,4 +125,20 @@ impl Operator for UpdatingOperator {
         };
         self.aggregate.restore(&state)
     }
+
+    fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        _watermark: Option<i64>,
+    ) -> Result<()> {
+        let Some(state) = state else {
+            return Ok(());
+        };
+        let state = match &mut self.ttl {
+            Some(ttl) => ttl.detach(state),
+            None => split_touched(state).0,
+        };
+        let carried = self.aggregate.carried(&state)?;
+        self.aggregate.restore(&carried)
+    }
 }

@@ -42,6 +42,9 @@ use crate::event_time::after;
 use crate::operators::slicing::Slicing;
 use crate::predicate::null_is_false;
 
+#[path = "window_state_carry.rs"]
+mod carry;
+
 /// The bucket of a plain (windowless) `GROUP BY`.
 const NO_WINDOW: i64 = i64::MAX;
 
@@ -72,6 +75,8 @@ pub struct WindowAggregate {
     slicing: Option<Slicing>,
     /// The `window_start` group key, if grouped by.
     window_start: Option<usize>,
+    /// The aggregate's input rows (what its arguments are evaluated on).
+    input_schema: SchemaRef,
 }
 
 impl WindowAggregate {
@@ -149,6 +154,7 @@ impl WindowAggregate {
             closed_through: None,
             slicing: None,
             window_start: group_schema_index(agg.group_expr().expr(), "window_start"),
+            input_schema: input,
         })
     }
 

@@ -78,4 +78,13 @@ impl Operator for WindowOperator {
             None => Ok(()),
         }
     }
+
+    fn restore_carried(
+        &mut self,
+        state: Option<RecordBatch>,
+        watermark: Option<i64>,
+    ) -> Result<()> {
+        let state = state.map(|s| self.aggregate.carried(&s)).transpose()?;
+        self.restore(state, watermark)
+    }
 }

@@ -128,6 +128,7 @@ impl Harness {
                 udfs: Vec::new(),
                 dimensions: Vec::new(),
                 version: None,
+                reset_state: Vec::new(),
             },
         }
     }

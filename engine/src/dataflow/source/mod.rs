@@ -323,11 +323,16 @@ impl SourceTask {
         if !self.flush(now)? {
             return Ok(false);
         }
-        info!(source = %self.spec.id, "replay read its whole range; closing every window");
+        let close = self.spec.replay.as_ref().is_none_or(|r| r.close_at_end);
         if let Some(replay) = &self.spec.replay {
             replay.progress.finished.store(true, Ordering::SeqCst);
         }
         self.status.progress.store(true, Ordering::SeqCst);
+        if !close {
+            info!(source = %self.spec.id, "replay read its whole range; open windows stay open");
+            return Ok(true);
+        }
+        info!(source = %self.spec.id, "replay read its whole range; closing every window");
         Ok(self
             .out
             .blocking_send(Message::Watermark(END_OF_INPUT))
