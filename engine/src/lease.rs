@@ -280,6 +280,10 @@ impl Lease {
     /// alert reads it).
     pub fn keep(mut self, shutdown: Shutdown, metrics: Metrics) -> KeptLease {
         let stop = shutdown.clone();
+        // Released without the run's shutdown (a run that fails before its
+        // layers start): the heartbeat stops on this one.
+        let released = Shutdown::new();
+        let release = released.clone();
         metrics.lease_renewed();
         let task = tokio::spawn(async move {
             let every = self.store.ttl / 3;
@@ -288,6 +292,7 @@ impl Lease {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.wait() => return Ok(self),
+                    _ = released.wait() => return Ok(self),
                 }
                 match self.renew().await {
                     Ok(true) => {
@@ -316,7 +321,7 @@ impl Lease {
                 }
             }
         });
-        KeptLease { task }
+        KeptLease { task, release }
     }
 
     async fn renew(&mut self) -> Result<bool> {
@@ -344,12 +349,17 @@ impl Lease {
 /// A lease being renewed in the background.
 pub struct KeptLease {
     task: JoinHandle<Result<Lease>>,
+    /// Stops the heartbeat when the lease is released.
+    release: Shutdown,
 }
 
 impl KeptLease {
-    /// Stops renewing (call after the run's `shutdown` has triggered) and
-    /// releases the lease; an error if it was lost or could not be renewed.
+    /// Stops renewing and releases the lease; an error if it was lost or
+    /// could not be renewed. It need not wait for the run's `shutdown`: a
+    /// run that fails before its layers start (a refused state reset)
+    /// releases its lease and exits.
     pub async fn release(self) -> Result<()> {
+        self.release.trigger();
         let lease = self
             .task
             .await

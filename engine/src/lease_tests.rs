@@ -100,6 +100,30 @@ async fn a_released_lease_is_taken_at_once() {
     assert_eq!(next.holder.pid, 2);
 }
 
+/// A run that fails before its layers start (a refused state reset)
+/// releases its lease without triggering its shutdown: the release must
+/// not wait for a heartbeat that only the shutdown would stop.
+#[tokio::test(start_paused = true)]
+async fn a_kept_lease_is_released_without_the_runs_shutdown() {
+    let memory = Arc::new(InMemory::new());
+    let stop = Shutdown::new();
+    let kept = store(&memory)
+        .acquire(&process(1), WhenHeld::Fail, &stop)
+        .await
+        .expect("a free lease")
+        .keep(stop.clone(), Metrics::new());
+    tokio::time::timeout(TTL * 10, kept.release())
+        .await
+        .expect("the release waited for the run's shutdown")
+        .expect("released");
+    assert!(!stop.is_triggered());
+    let next = store(&memory)
+        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
+        .await
+        .expect("a released lease is free");
+    assert_eq!(next.holder.pid, 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_holder_whose_lease_was_taken_stops() {
     let memory = Arc::new(InMemory::new());

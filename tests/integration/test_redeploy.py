@@ -97,7 +97,11 @@ def wait_windows(wh: LayeredWarehouse, strata: Strata, want: dict, what: str):
     wait_until(lambda: (strata.assert_alive(), set(want) <= set(table_windows(wh)))[1], 180, what)
 
 
-def test_compatible_and_incompatible_changes_of_a_window_layer(tmp_path, strata_bin, kafka):
+def test_compatible_and_incompatible_changes_of_a_window_layer(tmp_path, strata_bin, own_broker):
+    # Its own broker on sqlite storage: the state reset places its replay by
+    # each partition's end, which the memory storage answers wrongly (the
+    # last batch's first offset + 1; BROKER.md).
+    kafka = own_broker.bootstrap
     rng = random.Random(23)
     topic = unique("deals")
     create_topic(kafka, topic, partitions=PARTITIONS)
@@ -182,10 +186,13 @@ def test_compatible_and_incompatible_changes_of_a_window_layer(tmp_path, strata_
     assert "state reset" in strata.log()
 
 
-def test_a_sql_layer_gaining_a_column(tmp_path, strata_bin, kafka):
+def test_a_sql_layer_gaining_a_column(tmp_path, strata_bin, own_broker):
     """A DWD layer's SQL gains a nullable column: `strata plan` calls it a
     compatible change, the run merges the column into the table, rows
     written before read it as null and later rows have the value."""
+    # Bounded runs stop at each partition's end, which the memory storage
+    # answers wrongly (BROKER.md): its own broker, on sqlite.
+    kafka = own_broker.bootstrap
     rng = random.Random(7)
     topic = unique("deals")
     create_topic(kafka, topic, partitions=PARTITIONS)

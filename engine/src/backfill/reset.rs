@@ -258,7 +258,7 @@ pub async fn reset_state(
             }
         };
         l.state = match batch {
-            Some(b) => Some(live_store.write_state(epoch, &l.name, &b).await?),
+            Some(b) => Some(live_store.write_state(epoch, &l.name, &b).await?.0),
             None => None,
         };
     }

@@ -242,6 +242,13 @@ impl SourceTask {
                 if self.replay_time_column.is_some() && !self.end_of_input(now)? {
                     return Ok(());
                 }
+                // The records read since the last flush go out (and count as
+                // progress) before `done`: else the coordinator can find
+                // every source done and nothing to commit, and stop without
+                // the epoch that holds them.
+                if !self.flush(now)? {
+                    return Ok(());
+                }
                 self.ended = true;
                 self.status.done.store(true, Ordering::SeqCst);
             }
