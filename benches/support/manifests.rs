@@ -91,15 +91,17 @@ impl ManifestTimes {
 /// the default `--to` of a backfill. `None` before a checkpoint names one.
 pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
     let dir = root.join("_strata/checkpoints").join(name);
-    let newest = std::fs::read_dir(&dir)
+    // Manifests are named by their zero-padded epoch.
+    let (_, newest) = std::fs::read_dir(&dir)
         .ok()?
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_suffix(".json")?.parse::<u64>().ok()
+            let epoch = name.strip_suffix(".json")?.parse::<u64>().ok()?;
+            Some((epoch, e.path()))
         })
         .max()?;
-    let text = std::fs::read_to_string(dir.join(format!("{newest}.json"))).ok()?;
+    let text = std::fs::read_to_string(newest).ok()?;
     let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
     manifest
         .get("layers")?

@@ -80,6 +80,9 @@ pub async fn held_records(
         let url = url.clone();
         move |e| EngineError::datafusion(&url, what)(e)
     };
+    // Read in any order (`note_batch` keeps per-partition minima and sets):
+    // a sort of a range of millions of rows ran out of its memory budget
+    // merging its spills, for nothing.
     let mut stream = frame
         .select_columns(&[
             KAFKA_TOPIC,
@@ -88,14 +91,6 @@ pub async fn held_records(
             KAFKA_TIMESTAMP,
             time,
         ])
-        .and_then(|f| {
-            f.sort(
-                [KAFKA_TOPIC, KAFKA_PARTITION, KAFKA_OFFSET]
-                    .into_iter()
-                    .map(|c| col(c).sort(true, false))
-                    .collect(),
-            )
-        })
         .map_err(failed(
             "reading the range's Kafka positions (is it the ODS table?)",
         ))?
@@ -114,7 +109,7 @@ pub async fn held_records(
 }
 
 /// Adds a batch of `(topic, partition, offset, kafka time, event time)`
-/// rows, in position order.
+/// rows, in any order.
 fn note_batch(
     held: &mut BTreeMap<TopicPartition, HeldRecords>,
     batch: &RecordBatch,
