@@ -97,6 +97,7 @@ async fn run(args: Args, kafka: String) -> BenchResult<()> {
         kafka: &kafka,
         rate: args.rate,
         interval: &args.interval,
+        maintenance_interval: None,
     })?;
     let BeikeRun {
         work,

@@ -24,6 +24,8 @@
 //!
 //! `--strata PATH --warehouse FILE` run another build (and its own copy of
 //! the warehouse file) under the same load: before/after figures.
+//! `--maintenance-interval 1m` sets the reference warehouse's background
+//! maintenance interval (its `maintenance.interval`, 10 minutes by default).
 //!
 //! ```text
 //! STRATA_BENCH=soak scripts/bench --minutes 30 --interval 200ms --rate 2000
@@ -50,6 +52,7 @@ struct Args {
     report_secs: u64,
     poll_ms: u64,
     interval: String,
+    maintenance_interval: String,
     strata: PathBuf,
     warehouse: PathBuf,
 }
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         "report-secs",
         "poll-ms",
         "interval",
+        "maintenance-interval",
         "strata",
         "warehouse",
     ];
@@ -83,6 +87,7 @@ fn main() -> ExitCode {
             report_secs: flags.get("report-secs", 300)?,
             poll_ms: flags.get("poll-ms", 250)?,
             interval: flags.get("interval", "200ms".to_string())?,
+            maintenance_interval: flags.get("maintenance-interval", "10m".to_string())?,
             strata: flags.strata(),
             warehouse: flags
                 .text("warehouse")
@@ -129,12 +134,13 @@ struct Scan {
 
 async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     println!(
-        "soak: strata {} | {} | broker {kafka} | {} events/s for {} min, checkpoint {}, report every {} s",
+        "soak: strata {} | {} | broker {kafka} | {} events/s for {} min, checkpoint {}, maintenance every {}, report every {} s",
         args.strata.display(),
         args.warehouse.display(),
         args.rate,
         args.minutes,
         args.interval,
+        args.maintenance_interval,
         args.report_secs
     );
     let run = BeikeRun::start(&BeikeOptions {
@@ -143,6 +149,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
         kafka: &kafka,
         rate: args.rate,
         interval: &args.interval,
+        maintenance_interval: Some(&args.maintenance_interval),
     })?;
     let logged = LoggedRecords::new(&kafka)?;
     let mut manifests = ManifestTimes::new(&run.root, "beike");

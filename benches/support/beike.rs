@@ -25,6 +25,9 @@ pub struct BeikeOptions<'a> {
     pub rate: u64,
     /// The checkpoint interval (`1s`, `200ms`).
     pub interval: &'a str,
+    /// The background maintenance interval (`10m`, `1m`, `off`); `None`:
+    /// the warehouse file's.
+    pub maintenance_interval: Option<&'a str>,
 }
 
 /// The generator and the pipeline, running.
@@ -59,6 +62,10 @@ impl BeikeRun {
             std::env::set_var("STRATA_STORAGE_ROOT", &root);
             std::env::set_var("BEIKE_TOPIC_PREFIX", &prefix);
             std::env::set_var("STRATA_CHECKPOINT_INTERVAL", options.interval);
+            match options.maintenance_interval {
+                Some(every) => std::env::set_var("STRATA_MAINTENANCE_INTERVAL", every),
+                None => std::env::remove_var("STRATA_MAINTENANCE_INTERVAL"),
+            }
             std::env::set_var("STRATA_FLIGHT_LISTEN", format!("127.0.0.1:{flight_port}"));
             std::env::set_var("STRATA_DASHBOARD", "127.0.0.1:0");
         }
