@@ -212,6 +212,12 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
         for layer in ("ods_deals", "dwd_deals", "dws_city_minute"):
             assert prom.value(f'strata_layer_state_bytes{{layer="{layer}"}}') is not None, layer
         assert prom.value('max_over_time(strata_layer_state_bytes{layer="ods_deals"}[10m])') == 0
+        # ... and a size, not only a series: the windowed layer held its open
+        # minutes' rows at some scrape (the last minute stays open behind the
+        # watermark's delay).
+        wait_until(lambda: (prom.value('max_over_time(strata_layer_state_bytes{layer="dws_city_minute"}[10m])') or 0) > 0,
+                   30, "the windowed layer's state size, as scraped")
+        assert prom.value('max_over_time(strata_layer_state_rows{layer="dws_city_minute"}[10m])') > 0
         assert prom.value('strata_lease_held') == 1
         assert prom.value('strata_lease_lost_total') == 0
         assert 0 <= prom.value('strata_lease_renewal_age_seconds') < 15
