@@ -26,6 +26,24 @@ fn process(pid: u32) -> Holder {
     }
 }
 
+/// Process 1's lease, renewed in the background until `stop`.
+async fn kept_by_first(memory: &Arc<InMemory>, stop: &Shutdown) -> KeptLease {
+    store(memory)
+        .acquire(&process(1), WhenHeld::Fail, stop)
+        .await
+        .expect("a free lease")
+        .keep(stop.clone(), Metrics::new())
+}
+
+/// Process 2 takes the lease without waiting: it was released.
+async fn taken_at_once_by_second(memory: &Arc<InMemory>) {
+    let next = store(memory)
+        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
+        .await
+        .expect("a released lease is free");
+    assert_eq!(next.holder.pid, 2);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_second_run_fails_at_once_with_no_wait_naming_the_holder() {
     let memory = Arc::new(InMemory::new());
@@ -86,18 +104,10 @@ async fn a_waiting_run_takes_over_only_once_the_holder_stops_renewing() {
 async fn a_released_lease_is_taken_at_once() {
     let memory = Arc::new(InMemory::new());
     let stop = Shutdown::new();
-    let kept = store(&memory)
-        .acquire(&process(1), WhenHeld::Fail, &stop)
-        .await
-        .expect("a free lease")
-        .keep(stop.clone(), Metrics::new());
+    let kept = kept_by_first(&memory, &stop).await;
     stop.trigger();
     kept.release().await.expect("released");
-    let next = store(&memory)
-        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
-        .await
-        .expect("a released lease is free");
-    assert_eq!(next.holder.pid, 2);
+    taken_at_once_by_second(&memory).await;
 }
 
 /// A run that fails before its layers start (a refused state reset)
@@ -107,21 +117,13 @@ async fn a_released_lease_is_taken_at_once() {
 async fn a_kept_lease_is_released_without_the_runs_shutdown() {
     let memory = Arc::new(InMemory::new());
     let stop = Shutdown::new();
-    let kept = store(&memory)
-        .acquire(&process(1), WhenHeld::Fail, &stop)
-        .await
-        .expect("a free lease")
-        .keep(stop.clone(), Metrics::new());
+    let kept = kept_by_first(&memory, &stop).await;
     tokio::time::timeout(TTL * 10, kept.release())
         .await
         .expect("the release waited for the run's shutdown")
         .expect("released");
     assert!(!stop.is_triggered());
-    let next = store(&memory)
-        .acquire(&process(2), WhenHeld::Fail, &Shutdown::new())
-        .await
-        .expect("a released lease is free");
-    assert_eq!(next.holder.pid, 2);
+    taken_at_once_by_second(&memory).await;
 }
 
 #[tokio::test(start_paused = true)]
