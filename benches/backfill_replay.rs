@@ -51,26 +51,21 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let flags = match Flags::parse(&["events", "partitions", "ods", "live-rate"]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let Some(kafka) = bench_kafka() else {
-        return ExitCode::FAILURE;
-    };
-    let result = (|| -> BenchResult<()> {
-        let args = Args {
+    let known = ["events", "partitions", "ods", "live-rate"];
+    let Some(args) = Flags::args(&known, |flags| {
+        Ok(Args {
             events: flags.get("events", 5_000_000)?,
             partitions: flags.get("partitions", 4)?,
             ods: flags.get("ods", 0u8)? != 0,
             live_rate: flags.get("live-rate", 2_000)?,
-        };
-        run(&kafka, &args)
-    })();
-    match result {
+        })
+    }) else {
+        return ExitCode::FAILURE;
+    };
+    let Some(kafka) = bench_kafka() else {
+        return ExitCode::FAILURE;
+    };
+    match run(&kafka, &args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench failed: {e}");

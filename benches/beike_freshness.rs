@@ -52,14 +52,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let flags = match Flags::parse(&["rate", "secs", "warmup", "poll-ms", "interval"]) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let args = match (|| -> Result<Args, String> {
+    let known = ["rate", "secs", "warmup", "poll-ms", "interval"];
+    let Some(args) = Flags::args(&known, |flags| {
         Ok(Args {
             rate: flags.get("rate", 50_000)?,
             secs: flags.get("secs", 60)?,
@@ -67,12 +61,8 @@ fn main() -> ExitCode {
             poll_ms: flags.get("poll-ms", 250)?,
             interval: flags.get("interval", "1s".to_string())?,
         })
-    })() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    }) else {
+        return ExitCode::FAILURE;
     };
     let Some(kafka) = bench_kafka() else {
         return ExitCode::FAILURE;

@@ -73,14 +73,7 @@ fn main() -> ExitCode {
         "strata",
         "warehouse",
     ];
-    let flags = match Flags::parse(&known) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let args = match (|| -> Result<Args, String> {
+    let Some(args) = Flags::args(&known, |flags| {
         Ok(Args {
             rate: flags.get("rate", 2_000)?,
             minutes: flags.get("minutes", 30)?,
@@ -96,12 +89,8 @@ fn main() -> ExitCode {
                     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/beike/warehouse.yaml")
                 }),
         })
-    })() {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::FAILURE;
-        }
+    }) else {
+        return ExitCode::FAILURE;
     };
     let Some(kafka) = bench_kafka() else {
         return ExitCode::FAILURE;

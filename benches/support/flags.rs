@@ -27,6 +27,18 @@ impl Flags {
         Ok(Flags(flags))
     }
 
+    /// A bench's arguments, which `build` reads from the flags in `known`;
+    /// a bad flag is printed and gives `None` (the bench then fails).
+    pub fn args<T>(known: &[&str], build: impl FnOnce(&Flags) -> Result<T, String>) -> Option<T> {
+        match Flags::parse(known).and_then(|flags| build(&flags)) {
+            Ok(args) => Some(args),
+            Err(e) => {
+                eprintln!("{e}");
+                None
+            }
+        }
+    }
+
     /// The value of `--name`, or `default`.
     pub fn get<T: FromStr>(&self, name: &str, default: T) -> Result<T, String>
     where
