@@ -6,7 +6,7 @@
 //! those keys came from (a 1-minute and a 2-minute TUMBLE have the same
 //! columns). So each manifest records the layout its layers ran with, and a
 //! new deployment compares its own with it before anything is opened
-//! (see [`super::compare`]). Operators that keep rows rather than
+//! (see [`super::compare()`]). Operators that keep rows rather than
 //! aggregates (sessions, OVER, stream joins) are described by their SQL and
 //! input columns: any change to them is a new state.
 

@@ -4,7 +4,7 @@
 //! Warehouses change every week (a field added, a window's SQL fixed). A
 //! redeploy must keep what it can (open windows' counts, table history)
 //! and refuse, untouched, what it cannot, saying what to do instead. The
-//! comparison is pure ([`compare`]), so `strata plan` prints exactly what
+//! comparison is pure ([`compare()`]), so `strata plan` prints exactly what
 //! `strata run` will decide; the layouts it compares are recorded in each
 //! manifest ([`layout`]).
 

@@ -1,4 +1,4 @@
-//! Gathering what [`super::compare`] compares, and the check `strata run`
+//! Gathering what [`super::compare()`] compares, and the check `strata run`
 //! makes with it before it opens anything: the newest checkpoint's layers
 //! (their recorded shapes), the tables' schemas as the storage root holds
 //! them, and the file's layers planned. Reads only: a refused deployment
