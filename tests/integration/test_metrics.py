@@ -25,7 +25,7 @@ import yaml
 from adbc_driver_flightsql import dbapi as flight_sql
 
 from conftest import (
-    Strata, Warehouse, _STARTED, create_topic, free_port, is_valid, make_records, produce,
+    Sent, Strata, Warehouse, _STARTED, create_topic, free_port, is_valid, make_records, produce,
     unique, wait_until,
 )
 
@@ -166,7 +166,14 @@ def test_promtool_accepts_the_shipped_rules():
 def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_broker, rng):
     qs = Quickstart(tmp_path, own_broker.bootstrap)
     create_topic(own_broker.bootstrap, qs.topic, partitions=2)
-    sent = produce(own_broker.bootstrap, qs.topic, make_records(1500, 2, malformed_every=50, rng=rng))
+    records = make_records(1500, 2, malformed_every=50, rng=rng)
+    # Two paid deals after every other record's minute, one per partition: the
+    # watermark stops 10 s behind them, so their minute stays open and the
+    # windowed layer holds state whatever the seed made of the rest.
+    records += [Sent(key=f"open{p}".encode(), partition=p, value=json.dumps({
+        "deal_id": f"d9999999{p}", "event_type": "paid", "amount": "100.00", "city": "beijing",
+        "event_time": "2026-11-01T00:00:30Z"}).encode()) for p in (0, 1)]
+    sent = produce(own_broker.bootstrap, qs.topic, records)
     valid = [s for s in sent if is_valid(s)]
     event_times = {}
     for s in valid:
