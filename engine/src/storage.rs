@@ -48,7 +48,8 @@ impl StorageRoot {
         let mut url = Url::parse(root)
             .map_err(|e| EngineError::Config(format!("storage root `{root}` is not a URL: {e}")))?;
         match url.scheme() {
-            "file" => {}
+            // Listing a `_delta_log` from a version costs what it returns.
+            "file" => crate::delta::log_listing::register(),
             "s3" | "s3a" => {
                 #[cfg(feature = "s3")]
                 deltalake::aws::register_handlers(None);

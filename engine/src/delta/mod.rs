@@ -4,6 +4,7 @@
 
 pub mod commit_race;
 pub mod epoch_rows;
+pub mod log_listing;
 pub mod merge_predicate;
 pub mod schema_change;
 pub mod storable;
