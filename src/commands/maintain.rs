@@ -24,6 +24,7 @@ pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
         vacuum: args.vacuum,
         dry_run: args.dry_run,
         min_retention: strata_layers::min_vacuum_retention(longest_interval),
+        keep_log: false,
     };
     let mut failed = None;
     for table in tables {

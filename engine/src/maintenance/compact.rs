@@ -13,57 +13,70 @@ use std::num::NonZeroU64;
 
 use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::delta::table::open_existing;
 use crate::error::{EngineError, Result};
 use crate::maintenance::proof::{active_files, every_file_present};
-use crate::maintenance::{MaintenanceSpec, TableReport};
+use crate::maintenance::{MaintenanceSpec, TableReport, tiers};
 use crate::storage::TableLocation;
 
-/// Compacts the table at `location` if it has enough small files
-/// (`dry_run`: only counts them).
+/// Compacts the table at `location`, tier by tier (see
+/// [`tiers`](crate::maintenance::tiers)), to each tier that has enough
+/// small files (`dry_run`: only counts them).
 pub async fn compact(
     location: &TableLocation,
     spec: &MaintenanceSpec,
     dry_run: bool,
 ) -> Result<TableReport> {
     let url = location.url.to_string();
-    let table = open_existing(location).await?;
+    let mut table = open_existing(location).await?;
     let files = active_files(&table, &url)?;
-    let small = files
-        .iter()
-        .filter(|(_, size)| (*size as u64) < spec.target_file_size / 2)
-        .count();
     let mut report = TableReport {
         files_before: files.len(),
         files_after: files.len(),
         ..Default::default()
     };
-    if small < spec.min_small_files.max(2) || dry_run {
+    if dry_run {
         return Ok(report);
     }
-    every_file_present(&table, &url).await?;
-    let target = NonZeroU64::new(spec.target_file_size.max(1024 * 1024)).unwrap_or(NonZeroU64::MIN);
-    // No log cleanup inside the commit: maintenance does it as its own step.
-    let properties = CommitProperties::default().with_cleanup_expired_logs(Some(false));
-    match table
-        .optimize()
-        .with_target_size(target)
-        .with_commit_properties(properties)
-        .await
-    {
-        Ok((table, metrics)) => {
-            report.compacted = (metrics.num_files_removed, metrics.num_files_added);
-            report.files_after = active_files(&table, &url)?.len();
-            info!(table = %url, removed = metrics.num_files_removed, added = metrics.num_files_added,
-                  files = report.files_after, "compacted");
+    let target = spec.target_file_size.max(tiers::MIN_TIER);
+    let mut proven = false;
+    for tier in tiers::tiers(target) {
+        let sizes = active_files(&table, &url)?
+            .into_iter()
+            .map(|(_, size)| u64::try_from(size).unwrap_or(0));
+        if !tiers::due(sizes, tier, spec.min_small_files) {
+            continue;
         }
-        Err(e) if gave_way(&e) => {
-            warn!(table = %url, reason = %e, "compaction gave way to a live commit; the files are compacted next time");
-            report.gave_way = true;
+        if !proven {
+            every_file_present(&table, &url).await?;
+            proven = true;
         }
-        Err(e) => return Err(EngineError::delta(&url, "compacting")(e)),
+        let tier_size = NonZeroU64::new(tier).unwrap_or(NonZeroU64::MIN);
+        // No log cleanup inside the commit: maintenance does it as its own step.
+        let properties = CommitProperties::default().with_cleanup_expired_logs(Some(false));
+        match table
+            .optimize()
+            .with_target_size(tier_size)
+            .with_commit_properties(properties)
+            .await
+        {
+            Ok((compacted, metrics)) => {
+                table = compacted;
+                report.compacted.0 += metrics.num_files_removed;
+                report.compacted.1 += metrics.num_files_added;
+                report.files_after = active_files(&table, &url)?.len();
+                info!(table = %url, tier_mib = tier / (1024 * 1024), removed = metrics.num_files_removed,
+                      added = metrics.num_files_added, files = report.files_after, "compacted");
+            }
+            Err(e) if gave_way(&e) => {
+                info!(table = %url, reason = %e, "compaction gave way to a live commit; the files are compacted next time");
+                report.gave_way = true;
+                break;
+            }
+            Err(e) => return Err(EngineError::delta(&url, "compacting")(e)),
+        }
     }
     Ok(report)
 }

@@ -139,6 +139,7 @@ async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_nee
         vacuum: true,
         dry_run: true,
         min_retention: Duration::from_secs(30),
+        keep_log: false,
     };
     let would = vacuum(&location, hour, options).await.unwrap();
     assert_eq!(would, vec![crashed.adds[0].path.clone()]);
@@ -178,6 +179,7 @@ async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
         vacuum: true,
         dry_run: false,
         min_retention: Duration::from_secs(30),
+        keep_log: false,
     };
     let short = vacuum(&location, Duration::from_secs(1), options).await;
     assert!(

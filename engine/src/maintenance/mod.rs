@@ -6,7 +6,8 @@
 //! and, for files replaced by upserts or left by crashed epochs, storage
 //! that is never freed. Maintenance, per table:
 //! - compaction ([`compact`]): small files rewritten into files of a target
-//!   size, as Delta OPTIMIZE (`dataChange=false`, so readers and the
+//!   size, tier by tier ([`tiers`]: a compacted file is not rewritten by
+//!   every pass), as Delta OPTIMIZE (`dataChange=false`, so readers and the
 //!   epoch commits racing it see the same rows; a live commit that loses
 //!   a race to it commits again on the newest version, and a compaction
 //!   that loses to a live upsert gives way);
@@ -25,6 +26,7 @@ mod background;
 mod compact;
 mod proof;
 mod tables;
+pub mod tiers;
 mod vacuum;
 
 use std::time::Duration;
@@ -43,16 +45,20 @@ use crate::storage::TableLocation;
 pub struct MaintenanceSpec {
     /// Size compaction writes files up to (default 128 MiB).
     pub target_file_size: u64,
-    /// A table is compacted once it has this many files smaller than half
-    /// the target (default 16).
+    /// A table is compacted to a size tier once it has this many files
+    /// smaller than half the tier (default 16; the tiers are the target,
+    /// an eighth of it, ... down to 1 MiB: see [`tiers`]).
     pub min_small_files: usize,
     /// How long files no longer in the table are kept for readers of older
     /// versions and time travel, before VACUUM removes them (default 7 days).
     pub vacuum_retention: Duration,
     /// How long `_delta_log` entries are kept (default 30 days, Delta's).
     pub log_retention: Duration,
-    /// How often `strata run` maintains its tables in the background
-    /// (compaction and log cleanup; default 10 minutes; `None`: never).
+    /// How often `strata run` looks at its tables in the background and
+    /// compacts the size tiers that are due (default 1 minute: a table
+    /// with nothing due costs a look at its newest state; `None`: never).
+    /// Log cleanup, which lists the whole `_delta_log`, runs at most
+    /// hourly.
     pub interval: Option<Duration>,
 }
 
@@ -63,7 +69,7 @@ impl Default for MaintenanceSpec {
             min_small_files: 16,
             vacuum_retention: Duration::from_secs(7 * 24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
-            interval: Some(Duration::from_secs(600)),
+            interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -75,6 +81,9 @@ pub struct MaintainOptions {
     pub vacuum: bool,
     /// Only say what would be done.
     pub dry_run: bool,
+    /// Leave the `_delta_log` as it is (background passes between their
+    /// hourly log cleanups).
+    pub keep_log: bool,
     /// The shortest retention VACUUM accepts: files younger than this may
     /// belong to an epoch still being committed (a few checkpoint
     /// intervals).
@@ -106,7 +115,7 @@ pub async fn maintain(
     options: MaintainOptions,
 ) -> Result<TableReport> {
     let mut report = compact(location, spec, options.dry_run).await?;
-    if !options.dry_run {
+    if !options.dry_run && !options.keep_log {
         report.log_entries_removed = vacuum::clean_log(location, spec.log_retention).await?;
     }
     if options.vacuum {
