@@ -14,7 +14,8 @@
 //!   table (`dwd_deals_wide`, which grows with the data: also per million
 //!   rows);
 //! - data files and `_delta_log` entries per table as they are on disk
-//!   (replaced files count until vacuumed), bytes under the storage root;
+//!   (replaced files count until vacuumed), the files the newest version
+//!   reads ("live"), bytes under the storage root;
 //! - RSS and peak RSS of `strata run` (/proc).
 //!
 //! At the end the periods are printed again as one table. The bench fails
@@ -24,8 +25,8 @@
 //!
 //! `--strata PATH --warehouse FILE` run another build (and its own copy of
 //! the warehouse file) under the same load: before/after figures.
-//! `--maintenance-interval 1m` sets the reference warehouse's background
-//! maintenance interval (its `maintenance.interval`, 10 minutes by default).
+//! `--maintenance-interval 10m` sets the reference warehouse's background
+//! maintenance interval (its `maintenance.interval`, 1 minute by default).
 //!
 //! ```text
 //! STRATA_BENCH=soak scripts/bench --minutes 30 --interval 200ms --rate 2000
@@ -80,7 +81,7 @@ fn main() -> ExitCode {
             report_secs: flags.get("report-secs", 300)?,
             poll_ms: flags.get("poll-ms", 250)?,
             interval: flags.get("interval", "200ms".to_string())?,
-            maintenance_interval: flags.get("maintenance-interval", "10m".to_string())?,
+            maintenance_interval: flags.get("maintenance-interval", "1m".to_string())?,
             strata: flags.strata(),
             warehouse: flags
                 .text("warehouse")
@@ -108,6 +109,7 @@ struct Period {
     ads_scan: Scan,
     dwd_scan: Scan,
     files: u64,
+    live_files: u64,
     log_entries: u64,
     bytes: u64,
     rss_mib: f64,
@@ -222,12 +224,12 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files | log entries | MiB on disk | RSS / peak MiB |"
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | RSS / peak MiB |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for p in &periods {
         println!(
-            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} | {} | {:.0} | {:.0} / {:.0} |",
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.0} / {:.0} |",
             p.at_min,
             p.epochs as f64 / args.report_secs as f64,
             ms(p.epoch_ms.at(Percentile::P50), 1.0),
@@ -239,6 +241,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
             p.dwd_scan.rows,
             per_million(&p.dwd_scan),
             p.files,
+            p.live_files,
             p.log_entries,
             p.bytes as f64 / 1048576.0,
             p.rss_mib,
@@ -297,7 +300,10 @@ async fn measure(
     };
     let ads_scan = scan(run, ADS_SCAN).await?;
     let dwd_scan = scan(run, DWD_SCAN).await?;
-    let tables = tables_on_disk(&run.root);
+    let mut tables = tables_on_disk(&run.root);
+    for (name, t) in tables.iter_mut() {
+        t.live_files = live_files(&run.root.join(name)).await;
+    }
     let (rss_mib, peak_rss_mib) = rss(run.pipeline.pid());
     Ok(Period {
         at_min: started.elapsed().as_secs_f64() / 60.0,
@@ -308,6 +314,7 @@ async fn measure(
         ads_scan,
         dwd_scan,
         files: tables.values().map(|t| t.files).sum(),
+        live_files: tables.values().map(|t| t.live_files).sum(),
         log_entries: tables.values().map(|t| t.log_entries).sum(),
         bytes: dir_bytes(&run.root),
         rss_mib,
@@ -339,8 +346,9 @@ fn print_period(p: &Period) {
         per_million(&p.dwd_scan)
     );
     println!(
-        "  on disk: {} data files, {} log entries, {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
+        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
         p.files,
+        p.live_files,
         p.log_entries,
         p.bytes as f64 / 1048576.0,
         p.rss_mib,
@@ -348,8 +356,8 @@ fn print_period(p: &Period) {
     );
     for (name, t) in &p.tables {
         println!(
-            "    {name:<40} files {:>6}  log entries {:>6}",
-            t.files, t.log_entries
+            "    {name:<40} files {:>6} (live {:>4})  log entries {:>6}",
+            t.files, t.live_files, t.log_entries
         );
     }
 }
@@ -383,6 +391,8 @@ fn ms(value: Option<i64>, per_ms: f64) -> String {
 struct TableFiles {
     /// Parquet files outside `_delta_log` (live or replaced, until vacuumed).
     files: u64,
+    /// Files the table's newest version reads (what a full scan opens).
+    live_files: u64,
     /// Entries of `_delta_log` (commits, checkpoints, checksums).
     log_entries: u64,
 }
@@ -401,6 +411,7 @@ fn tables_on_disk(root: &Path) -> BTreeMap<String, TableFiles> {
                 name,
                 TableFiles {
                     files: count_files(&dir, true),
+                    live_files: 0,
                     log_entries: entries(&log).count() as u64,
                 },
             );
@@ -413,6 +424,18 @@ fn tables_on_disk(root: &Path) -> BTreeMap<String, TableFiles> {
         );
     }
     tables
+}
+
+/// Files the newest version of the table at `dir` reads (0 when it cannot
+/// be opened).
+async fn live_files(dir: &Path) -> u64 {
+    let Ok(url) = url::Url::from_directory_path(dir) else {
+        return 0;
+    };
+    match deltalake::open_table(url).await {
+        Ok(table) => table.get_file_uris().map_or(0, |f| f.count() as u64),
+        Err(_) => 0,
+    }
 }
 
 /// A directory's entries that can still be read.

@@ -4,9 +4,12 @@
 //! every snapshot at INFO, and an ERROR for the expected "no table here
 //! yet"; delta-rs's MERGE warns "Missing target skipped-file metric" on
 //! every upsert, about a metric of its own it then derives, so a warning
-//! per epoch of every upserting layer); `RUST_LOG` directives are applied
-//! on top, so `RUST_LOG=debug` or `RUST_LOG=buoyant_kernel=info` still
-//! work.
+//! per epoch of every upserting layer; its transactions warn "table updated
+//! during transaction" whenever a commit finds the table moved on and
+//! checks for conflicts, as compaction does beside the live epochs: normal
+//! operation, whose outcome Strata logs itself); `RUST_LOG` directives are
+//! applied on top, so `RUST_LOG=debug` or `RUST_LOG=buoyant_kernel=info`
+//! still work.
 
 use std::io::IsTerminal;
 
@@ -14,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-const DEFAULT_DIRECTIVES: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,buoyant_kernel=off,datafusion=warn,rdkafka=warn";
+const DEFAULT_DIRECTIVES: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=error,buoyant_kernel=off,datafusion=warn,rdkafka=warn";
 
 pub fn init(format: LogFormat) {
     let directives = match std::env::var("RUST_LOG") {

@@ -25,7 +25,7 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::checkpoint::manifest::PendingCommit;
 use crate::delta::commit_race::{AfterRace, Next, after_race};
@@ -148,9 +148,17 @@ impl TableCommitter {
             };
             match after_race(race) {
                 Next::AlreadyIn => return Ok(CommitOutcome::AlreadyCommitted),
+                Next::Retry(pause) if attempt == 1 => {
+                    // Compaction and backfill swaps commit beside the
+                    // live epochs: one lost race is normal operation, not
+                    // a warning.
+                    info!(table = %self.url, epoch, version = self.table.version(),
+                           reason = %race_text(&error), "another writer committed first; committing again on the newest version");
+                    tokio::time::sleep(pause).await;
+                }
                 Next::Retry(pause) => {
                     warn!(table = %self.url, epoch, attempt, version = self.table.version(),
-                          reason = %race_text(&error), "another writer committed first; committing again on the newest version");
+                          reason = %race_text(&error), "another writer committed first again; committing again on the newest version");
                     tokio::time::sleep(pause).await;
                 }
                 Next::Stop(reason) => {

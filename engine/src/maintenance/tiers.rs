@@ -85,8 +85,7 @@ mod tests {
                 if !due(files.iter().copied(), tier, 16) {
                     continue;
                 }
-                let (small, large): (Vec<u64>, Vec<u64>) =
-                    files.iter().partition(|s| **s <= tier);
+                let (small, large): (Vec<u64>, Vec<u64>) = files.iter().partition(|s| **s <= tier);
                 files = large;
                 let mut bins: Vec<Vec<u64>> = Vec::new();
                 for s in small {
