@@ -8,7 +8,9 @@ committing while ranges are swapped under it.
   times finds other records), and the range comes out right.
 - A Kafka replay that cannot see the range (wrong offsets, a re-created
   topic) refuses to swap and leaves the table byte-identical; so does a
-  replay with an empty result, unless --allow-empty.
+  replay with an empty result, unless --allow-empty, saying how many rows
+  a swap would delete, or, when the live table has none in the range
+  either, that the range is the likelier mistake.
 - Ten backfills in a row under a stream of 2,000 events/s: the live
   pipeline never stops, every epoch is committed once, the table is right.
 
@@ -339,9 +341,19 @@ def test_a_kafka_replay_that_cannot_see_the_range_refuses_and_changes_nothing(tm
     assert "Kafka no longer holds the range" in log and "--replay-from ods" in log, log[-3000:]
     assert s.snapshot() == held
 
-    # A result with no row for the range is refused unless asked for.
+    # A result with no row for the range is refused unless asked for, and
+    # says how many rows a swap would have deleted.
     rc, log, _ = s.backfill(frm, to, file="none")
     assert rc != 0 and "--allow-empty" in log, log[-3000:]
+    assert f"would delete the {len(within(held[2], frm, to))} rows the live table has" in log, log[-3000:]
+    assert s.snapshot() == held
+    # Over a range the live table has no row of either (it ends before the
+    # first window holding records), the refusal points at the range.
+    early = (frm - 20 * WINDOW, frm - 10 * WINDOW)
+    assert within(held[2], *early) == {}
+    rc, log, _ = s.backfill(*early, "--replay-from", "ods", file="v1")
+    assert rc != 0 and "--allow-empty" in log, log[-3000:]
+    assert "no row there either" in log and "check --from and --to" in log, log[-3000:]
     assert s.snapshot() == held
     rc, log, summary = s.backfill(frm, to, "--allow-empty", file="none")
     assert rc == 0, log[-3000:]

@@ -39,6 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use datafusion::logical_expr::Expr;
 use tracing::{info, warn};
 
 pub use coverage::{Evidence, covered};
@@ -64,6 +65,7 @@ use crate::kafka::offsets::TopicPartition;
 use crate::ods::EVENT_DATE;
 use crate::shutdown::Shutdown;
 use crate::sql::planner::StreamingPlanner;
+use crate::storage::TableLocation;
 use kafka_range::millis_text;
 use replay_source::{Context, SourcePlan, from_label, plan_source};
 
@@ -279,12 +281,20 @@ pub async fn run_backfill(
             let staged_table = staged.storage.table(&layer.spec.kind, &layer.spec.name)?;
             let rows = staged_rows(&staged_table, time.predicate(range)).await?;
             if rows == 0 && !request.allow_empty {
+                let live_table = spec.storage.table(&layer.spec.kind, &layer.spec.name)?;
                 return Err(refused(format!(
-                    "the replay computed no row of `{}` for the range {} to {} ({} records read; a window's row counts when its end is in the range): a swap would delete every row the live table has there. If the range is meant to be empty, run again with --allow-empty",
+                    "the replay computed no row of `{}` for the range {} to {} ({} records read{}): {}",
                     layer.spec.name,
                     millis_text(range.from_us / 1000),
                     millis_text(range.to_us / 1000),
-                    report.replayed
+                    report.replayed,
+                    match time {
+                        RowTime::WindowEnd(_) => {
+                            "; a window's row counts when its end is in the range"
+                        }
+                        RowTime::Event(_) => "",
+                    },
+                    empty_result_refusal(live_rows(&live_table, time.predicate(range)).await),
                 )));
             }
         }
@@ -326,6 +336,32 @@ pub async fn run_backfill(
     }
     staging::remove_staging(&staged.storage).await;
     Ok(Outcome::Done(report))
+}
+
+/// How many rows of the live table `live` match `range`; `None` when it
+/// cannot be read (a layer never run live has no table).
+async fn live_rows(live: &TableLocation, range: Expr) -> Option<u64> {
+    match staged_rows(live, range).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            info!(table = %live.url, error = %e, "could not count the live table's rows of the range");
+            None
+        }
+    }
+}
+
+/// What refusing an empty replay result protects, by the rows the live
+/// table has in the range (`None`: unknown). With none there either, the
+/// range itself is the likelier mistake, not the replay.
+fn empty_result_refusal(live_rows: Option<u64>) -> String {
+    let allow = "If the range is meant to be empty, run again with --allow-empty";
+    match live_rows {
+        Some(0) => format!(
+            "the live table has no row there either, so neither the live pipeline nor the replay found anything in the range: check --from and --to (for a windowed layer, a --to before the end of the first window holding records leaves the range empty). {allow}"
+        ),
+        Some(n) => format!("a swap would delete the {n} rows the live table has there. {allow}"),
+        None => format!("a swap would delete every row the live table has there. {allow}"),
+    }
 }
 
 /// The dataflow restricted to the selection, publishing nothing.
@@ -409,4 +445,27 @@ fn check_live_closed(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_result_over_an_empty_live_range_points_at_the_range() {
+        let text = empty_result_refusal(Some(0));
+        assert!(text.contains("no row there either"), "{text}");
+        assert!(text.contains("check --from and --to"), "{text}");
+        assert!(text.contains("--allow-empty"), "{text}");
+        assert!(!text.contains("would delete"), "{text}");
+    }
+
+    #[test]
+    fn an_empty_result_over_live_rows_says_how_many_a_swap_would_delete() {
+        let text = empty_result_refusal(Some(12));
+        assert!(text.contains("would delete the 12 rows"), "{text}");
+        assert!(text.contains("--allow-empty"), "{text}");
+        let unknown = empty_result_refusal(None);
+        assert!(unknown.contains("would delete every row"), "{unknown}");
+    }
 }
