@@ -16,7 +16,8 @@
 //! - data files and `_delta_log` entries per table as they are on disk
 //!   (replaced files count until vacuumed), the files the newest version
 //!   reads ("live"), bytes under the storage root;
-//! - RSS and peak RSS of `strata run` (/proc).
+//! - the operator state the newest checkpoint wrote (what the open windows
+//!   hold), and RSS and peak RSS of `strata run` (/proc).
 //!
 //! At the end the periods are printed again as one table. The bench fails
 //! when `strata run` or the generator stop early, `strata run` does not exit
@@ -112,6 +113,8 @@ struct Period {
     live_files: u64,
     log_entries: u64,
     bytes: u64,
+    /// Operator state of the newest checkpoint, as encoded (Arrow IPC).
+    state_bytes: u64,
     rss_mib: f64,
     peak_rss_mib: f64,
     tables: BTreeMap<String, TableFiles>,
@@ -224,12 +227,12 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | RSS / peak MiB |"
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB | RSS / peak MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &periods {
         println!(
-            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.0} / {:.0} |",
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} | {:.0} / {:.0} |",
             p.at_min,
             p.epochs as f64 / args.report_secs as f64,
             ms(p.epoch_ms.at(Percentile::P50), 1.0),
@@ -244,6 +247,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
             p.live_files,
             p.log_entries,
             p.bytes as f64 / 1048576.0,
+            p.state_bytes as f64 / 1048576.0,
             p.rss_mib,
             p.peak_rss_mib
         );
@@ -317,6 +321,9 @@ async fn measure(
         live_files: tables.values().map(|t| t.live_files).sum(),
         log_entries: tables.values().map(|t| t.log_entries).sum(),
         bytes: dir_bytes(&run.root),
+        state_bytes: manifests
+            .newest()
+            .map_or(0, |epoch| state_bytes(&run.root, epoch)),
         rss_mib,
         peak_rss_mib,
         tables,
@@ -346,11 +353,12 @@ fn print_period(p: &Period) {
         per_million(&p.dwd_scan)
     );
     println!(
-        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
+        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
         p.files,
         p.live_files,
         p.log_entries,
         p.bytes as f64 / 1048576.0,
+        p.state_bytes as f64 / 1048576.0,
         p.rss_mib,
         p.peak_rss_mib
     );
@@ -469,6 +477,20 @@ fn dir_bytes(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Bytes of the state files the checkpoint of `epoch` wrote
+/// (`_strata/checkpoints/beike/state/{epoch:020}-{run}-{layer}.arrow`): the
+/// windows and groups the layers hold, which grow with their windows (an
+/// hour's distinct clients, a day's cumulative slices) and are what memory
+/// must hold whatever else it does.
+fn state_bytes(root: &Path, epoch: u64) -> u64 {
+    let prefix = format!("{epoch:020}-");
+    entries(&root.join("_strata/checkpoints/beike/state"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
 }
 
 /// VmRSS and VmHWM of a process, MiB (0 when /proc cannot tell).
