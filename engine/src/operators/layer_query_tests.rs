@@ -80,8 +80,9 @@ fn batch(rows: &[Deal]) -> RecordBatch {
 }
 
 /// Feeds `rows` in batches of 50, advancing the watermark (max seen - DELAY)
-/// after each; checkpoints and restores into a fresh query half way; ends
-/// with a watermark past everything.
+/// after each; takes a checkpoint after each batch and goes on with the same
+/// query (as epochs do: its windows are left frozen), and restores one into
+/// a fresh query half way; ends with a watermark past everything.
 async fn run(sql: &str, rows: &[Deal]) -> Vec<RecordBatch> {
     let planner = StreamingPlanner::new(vec![]);
     let inputs = vec![("deals".to_string(), schema())];
@@ -104,6 +105,7 @@ async fn run(sql: &str, rows: &[Deal]) -> Vec<RecordBatch> {
         out.extend(emitted.rows);
         max_ts = max_ts.max(chunk.iter().map(|d| d.ts).max().unwrap());
         out.extend(query.on_watermark(max_ts - DELAY).await.unwrap());
+        query.snapshot().unwrap();
     }
     out.extend(query.on_watermark(i64::MAX).await.unwrap());
     out

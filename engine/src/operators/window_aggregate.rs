@@ -18,6 +18,13 @@
 //! accumulator's intermediate state (the same state DataFusion exchanges
 //! between partial and final aggregation) and restore by merging it back.
 //!
+//! Taking that state consumes DataFusion's accumulators, so a checkpoint
+//! leaves each window it took *frozen*: its state batch, turned back into
+//! groups only when a row arrives for it or it closes. A checkpoint then
+//! costs what the epoch changed (the windows rows arrived in), not every
+//! open window's hash tables rebuilt every epoch: a day's CUMULATE slices
+//! or an hour's distinct sets are taken once, not five times a second.
+//!
 //! Without a `window_end` key the same operator keeps one never-closing
 //! bucket: a plain `GROUP BY` whose current results are emitted as updates.
 
@@ -34,7 +41,7 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_expr::{GroupsAccumulatorAdapter, PhysicalExpr};
 use datafusion::physical_plan::ExecutionPlan;
-use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::group_values::new_group_values;
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 
@@ -44,15 +51,13 @@ use crate::predicate::null_is_false;
 
 #[path = "window_state_carry.rs"]
 mod carry;
+#[path = "window_groups.rs"]
+mod groups;
+
+use groups::{Groups, Window, split_by_window};
 
 /// The bucket of a plain (windowless) `GROUP BY`.
 const NO_WINDOW: i64 = i64::MAX;
-
-/// Groups and accumulators of one window.
-struct Groups {
-    values: Box<dyn GroupValues>,
-    accumulators: Vec<Box<dyn GroupsAccumulator>>,
-}
 
 /// A windowed (or plain) `GROUP BY`, planned by DataFusion, run incrementally.
 pub struct WindowAggregate {
@@ -61,7 +66,7 @@ pub struct WindowAggregate {
     aggregates: Vec<Arc<AggregateFunctionExpr>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     window_end: Option<usize>,
-    windows: BTreeMap<i64, Groups>,
+    windows: BTreeMap<i64, Window>,
     output_schema: SchemaRef,
     state_schema: SchemaRef,
     /// How many state columns each accumulator has.
@@ -187,7 +192,7 @@ impl WindowAggregate {
 
     /// Groups held across all open windows.
     pub fn groups(&self) -> usize {
-        self.windows.values().map(|g| g.values.len()).sum()
+        self.windows.values().map(Window::groups).sum()
     }
 
     fn new_groups(&self) -> Result<Groups> {
@@ -308,11 +313,11 @@ impl WindowAggregate {
         args: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> Result<()> {
-        if !self.windows.contains_key(&window) {
-            let groups = self.new_groups()?;
-            self.windows.insert(window, groups);
-        }
-        let Some(groups) = self.windows.get_mut(&window) else {
+        let live = match self.windows.remove(&window) {
+            None => self.new_groups()?,
+            Some(w) => self.groups_of(w)?,
+        };
+        let Window::Live(groups) = self.windows.entry(window).or_insert(Window::Live(live)) else {
             return Ok(());
         };
         groups.values.intern(keys, &mut self.ids)?;
@@ -345,7 +350,8 @@ impl WindowAggregate {
         let closed: Vec<i64> = self.windows.range(..=watermark).map(|(k, _)| *k).collect();
         let mut out = Vec::with_capacity(closed.len());
         for end in closed {
-            if let Some(groups) = self.windows.remove(&end) {
+            if let Some(window) = self.windows.remove(&end) {
+                let groups = self.groups_of(window)?;
                 out.push(self.emit(groups)?);
             }
         }
@@ -372,8 +378,8 @@ impl WindowAggregate {
             let needed: Vec<i64> = self.windows.range(..=last).map(|(k, _)| *k).collect();
             let mut states: BTreeMap<i64, RecordBatch> = BTreeMap::new();
             for end in needed {
-                if let Some(groups) = self.windows.remove(&end) {
-                    states.insert(end, self.state_of(groups)?);
+                if let Some(window) = self.windows.remove(&end) {
+                    states.insert(end, self.state_of(window)?);
                 }
             }
             for end in &ends {
@@ -389,8 +395,7 @@ impl WindowAggregate {
             }
             for (end, state) in states {
                 if slicing.last_end(end) > watermark {
-                    let groups = self.groups_from(&state)?;
-                    self.windows.insert(end, groups);
+                    self.windows.insert(end, Window::Frozen(state));
                 }
             }
         }
@@ -418,14 +423,26 @@ impl WindowAggregate {
         Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
     }
 
-    /// One window's (or slice's) groups as a state batch: keys, then each
+    /// One window's (or slice's) state batch: keys, then each
     /// accumulator's intermediate state.
-    fn state_of(&self, mut groups: Groups) -> Result<RecordBatch> {
+    fn state_of(&self, window: Window) -> Result<RecordBatch> {
+        let mut groups = match window {
+            Window::Frozen(state) => return Ok(state),
+            Window::Live(groups) => groups,
+        };
         let mut columns = groups.values.emit(EmitTo::All)?;
         for acc in &mut groups.accumulators {
             columns.extend(acc.state(EmitTo::All)?);
         }
         Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
+    }
+
+    /// One window's (or slice's) groups, thawed from its state if frozen.
+    fn groups_of(&mut self, window: Window) -> Result<Groups> {
+        match window {
+            Window::Live(groups) => Ok(groups),
+            Window::Frozen(state) => self.groups_from(&state),
+        }
     }
 
     /// The current results of the groups of a plain `GROUP BY` that changed
@@ -477,17 +494,16 @@ impl WindowAggregate {
     }
 
     /// The state of every open window, for a checkpoint: group keys, then
-    /// each accumulator's intermediate state. The operator keeps its state.
+    /// each accumulator's intermediate state. The operator keeps its state:
+    /// every window is left frozen (see the module's docs).
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         let mut parts = Vec::with_capacity(self.windows.len());
-        for (_, groups) in std::mem::take(&mut self.windows) {
-            parts.push(self.state_of(groups)?);
+        for (end, window) in std::mem::take(&mut self.windows) {
+            let state = self.state_of(window)?;
+            parts.push(state.clone());
+            self.windows.insert(end, Window::Frozen(state));
         }
-        let snapshot = concat(&self.state_schema, parts)?;
-        if let Some(snapshot) = &snapshot {
-            self.restore(snapshot)?;
-        }
-        Ok(snapshot)
+        concat(&self.state_schema, parts)
     }
 
     /// Loads the state a [`snapshot`](Self::snapshot) returned.
@@ -518,8 +534,7 @@ impl WindowAggregate {
             }
         }
         for (end, part) in windows {
-            let groups = self.groups_from(&part)?;
-            self.windows.insert(end, groups);
+            self.windows.insert(end, Window::Frozen(part));
         }
         Ok(())
     }
@@ -557,26 +572,6 @@ fn timestamps(array: &ArrayRef) -> Result<&TimestampMicrosecondArray> {
         .as_any()
         .downcast_ref::<TimestampMicrosecondArray>()
         .ok_or_else(|| DataFusionError::Plan("window_end must be a microsecond timestamp".into()))
-}
-
-fn split_by_window(batch: &RecordBatch, end_index: usize) -> Result<Vec<(i64, RecordBatch)>> {
-    let ends = timestamps(batch.column(end_index))?;
-    let mut by_window: BTreeMap<i64, Vec<u32>> = BTreeMap::new();
-    for (row, end) in ends.values().iter().enumerate() {
-        by_window.entry(*end).or_default().push(row as u32);
-    }
-    by_window
-        .into_iter()
-        .map(|(end, rows)| {
-            let rows = UInt32Array::from(rows);
-            let columns = batch
-                .columns()
-                .iter()
-                .map(|c| take(c.as_ref(), &rows, None))
-                .collect::<std::result::Result<Vec<_>, _>>()?;
-            Ok((end, RecordBatch::try_new(batch.schema(), columns)?))
-        })
-        .collect()
 }
 
 fn concat(schema: &SchemaRef, parts: Vec<RecordBatch>) -> Result<Option<RecordBatch>> {
