@@ -23,7 +23,7 @@ use crate::storage::TableLocation;
 
 /// Compacts the table at `location`, tier by tier (see
 /// [`tiers`](crate::maintenance::tiers)), to each tier that has enough
-/// small files (`dry_run`: only counts them).
+/// small files (`dry_run`: only counts the table's files).
 pub async fn compact(
     location: &TableLocation,
     spec: &MaintenanceSpec,
@@ -31,7 +31,7 @@ pub async fn compact(
 ) -> Result<TableReport> {
     let url = location.url.to_string();
     let mut table = open_existing(location).await?;
-    let files = active_files(&table, &url)?;
+    let mut files = active_files(&table, &url)?;
     let mut report = TableReport {
         files_before: files.len(),
         files_after: files.len(),
@@ -43,9 +43,9 @@ pub async fn compact(
     let target = spec.target_file_size.max(tiers::MIN_TIER);
     let mut proven = false;
     for tier in tiers::tiers(target) {
-        let sizes = active_files(&table, &url)?
-            .into_iter()
-            .map(|(_, size)| u64::try_from(size).unwrap_or(0));
+        let sizes = files
+            .iter()
+            .map(|(_, size)| u64::try_from(*size).unwrap_or(0));
         if !tiers::due(sizes, tier, spec.min_small_files) {
             continue;
         }
@@ -64,9 +64,10 @@ pub async fn compact(
         {
             Ok((compacted, metrics)) => {
                 table = compacted;
+                files = active_files(&table, &url)?;
                 report.compacted.0 += metrics.num_files_removed;
                 report.compacted.1 += metrics.num_files_added;
-                report.files_after = active_files(&table, &url)?.len();
+                report.files_after = files.len();
                 info!(table = %url, tier_mib = tier / (1024 * 1024), removed = metrics.num_files_removed,
                       added = metrics.num_files_added, files = report.files_after, "compacted");
             }
