@@ -7,6 +7,7 @@ mod cli;
 mod commands;
 mod datagen;
 mod failure;
+mod heap_trim;
 mod logging;
 
 use std::process::ExitCode;
@@ -16,6 +17,12 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format);
+    if matches!(
+        cli.command,
+        cli::Command::Run { .. } | cli::Command::Serve { .. }
+    ) {
+        heap_trim::start();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata")
