@@ -2,7 +2,9 @@
 them; restarted with the new file, the ODS table gains the column in place
 (old rows read it as null, new rows have the value), nothing is lost or
 doubled, and a Flight SQL client of a server that kept running sees the
-new column. A change Delta cannot take in place is refused, untouched.
+new column. A widened type (decimal(18,2) -> decimal(20,2)) rewrites the
+table on restart, every row kept in the wider type, exactly once. A change
+that is not a widening is refused, untouched.
 
 Needs: the shared broker (memory storage) from scripts/test.
 """
@@ -104,6 +106,56 @@ def test_a_new_nullable_field_is_merged_into_the_table(tmp_path, strata_bin, kaf
     finally:
         server.terminate()
         server.wait(30)
+
+
+def with_big_amounts(records: list[Sent]) -> list[Sent]:
+    """The same deals, every third with an amount of 17 integer digits,
+    which decimal(18,2) cannot hold and decimal(20,2) can."""
+    out = []
+    for i, s in enumerate(records):
+        value = json.loads(s.value)
+        if i % 3 == 0:
+            value["amount"] = f"{12_345_678_901_234_567 + i}.25"
+        out.append(Sent(key=s.key, value=json.dumps(value).encode(), partition=s.partition))
+    return out
+
+
+def test_a_widened_decimal_rewrites_the_table_keeping_every_row(tmp_path, strata_bin, kafka, rng):
+    topic = unique("deals")
+    create_topic(kafka, topic, partitions=PARTITIONS)
+    before = produce(kafka, topic, make_records(1_000, PARTITIONS, malformed_every=0, rng=rng))
+    wh = Warehouse(tmp_path, kafka, topic)
+    strata = Strata(strata_bin, wh, "--no-serve").start()
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(before))[1], 120, "the first rows")
+    assert strata.stop() == 0, strata.log()[-3000:]
+    old_version = DeltaTable(str(wh.table_path)).version()
+
+    wh.write()
+    wh.path.write_text(wh.path.read_text().replace('type: "decimal(18,2)"', 'type: "decimal(20,2)"'))
+    planned = subprocess.run([strata_bin, "plan", str(wh.path)], capture_output=True, text=True, timeout=120)
+    assert planned.returncode == 0, planned.stdout + planned.stderr
+    assert "widens `amount` decimal(18,2) -> decimal(20,2)" in planned.stdout, planned.stdout
+    assert DeltaTable(str(wh.table_path)).version() == old_version, "plan changed the table"
+
+    # Deals with amounts only the wider type holds, before and while it runs.
+    after = produce(kafka, topic, with_big_amounts(make_records(500, PARTITIONS, 0, rng, first=1_000)))
+    strata = Strata(strata_bin, wh, "--no-serve").start()
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(before) + len(after))[1], 120,
+               "the rows after the rewrite")
+    more = produce(kafka, topic, with_big_amounts(make_records(500, PARTITIONS, 0, rng, first=1_500)))
+    sent = before + after + more
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(sent))[1], 120, "every row")
+    assert strata.stop() == 0, strata.log()[-3000:]
+    assert "rewrote the table in the wider types" in strata.log()
+
+    table = DeltaTable(str(wh.table_path))
+    amount = table.schema().to_arrow().field("amount").type
+    assert "Decimal128(20, 2)" in str(amount), amount
+    check_exactly_once(wh, sent)
+    rewrites = [h for h in table.history() if "strata.widen" in h]
+    assert len(rewrites) == 1, table.history()
+    assert rewrites[0]["strata.widen"]["rows"] == len(before)
+    assert rewrites[0]["strata.widen"]["from_version"] == old_version
 
 
 def test_a_type_change_is_refused_and_the_table_untouched(tmp_path, strata_bin, kafka, rng):

@@ -6,6 +6,7 @@ pub mod commit_race;
 pub mod epoch_rows;
 pub mod log_listing;
 pub mod merge_predicate;
+pub(crate) mod proof;
 pub mod schema_change;
 pub mod storable;
 pub mod table;
@@ -14,3 +15,6 @@ pub mod table_committer;
 mod table_committer_tests;
 pub mod table_writer;
 pub mod upsert_writer;
+pub mod widen;
+#[cfg(test)]
+mod widen_tests;

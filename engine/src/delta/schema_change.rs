@@ -4,9 +4,13 @@
 //! gains a column. Moving the table aside to rebuild it would lose the ODS
 //! history older than Kafka's retention, so a change Delta can take in place
 //! is merged into the table's schema on start (a new nullable column: old
-//! rows read as null). What would change the meaning of rows already
-//! written (a type change, a new NOT NULL column, a rename) is refused with
-//! what to do instead.
+//! rows read as null). A widening Delta allows (int -> bigint, float ->
+//! double, a decimal with more digits) is applied by rewriting the table in
+//! the wider type (`crate::delta::widen`): Delta's `typeWidening` feature
+//! would do it in place, but neither delta-rs 1.1 nor the Python `deltalake`
+//! can read or write a table with that feature. What would change the
+//! meaning of rows already written (a narrowing or other type change, a new
+//! NOT NULL column, a rename) is refused with what to do instead.
 //!
 //! Types are compared as Delta types (the kernel's), the form both the table
 //! and the layer's Arrow schema convert to, so an Arrow spelling Delta does
@@ -21,12 +25,22 @@ pub enum SchemaChange {
     Unchanged,
     /// New nullable columns to add to the table.
     AddColumns(Vec<StructField>),
+    /// Columns the layer now writes in a wider type (and maybe new
+    /// nullable columns): the table is rewritten in `schema`.
+    Widen {
+        /// The widened columns: name, the table's type, the new one.
+        columns: Vec<(String, DataType, DataType)>,
+        /// The table's schema after the rewrite: its columns in their
+        /// order, the widened ones in the new type, then the new columns.
+        schema: StructType,
+    },
 }
 
 /// Compares the table's schema with what the layer writes; an `Err` says
 /// why the change cannot be applied in place, and what to do.
 pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaChange, String> {
     let mut added = Vec::new();
+    let mut widened = Vec::new();
     let mut problems = Vec::new();
     for field in layer.fields() {
         match table.field(field.name()) {
@@ -34,19 +48,18 @@ pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaCha
                 if existing.data_type() != field.data_type()
                     && widens(existing.data_type(), field.data_type()) =>
             {
-                problems.push(format!(
-                    "column `{}` is {} in the table and the layer now writes {}: Delta's `typeWidening` table feature allows that widening, but the Delta library Strata uses (delta-rs, deltalake 1.1) can neither read nor write tables with that feature, so it is not applied in place (cast back, e.g. `CAST(x AS {})`, or write the wider value as a new column)",
-                    field.name(),
-                    existing.data_type(),
-                    field.data_type(),
-                    sql_type(existing.data_type())
+                widened.push((
+                    field.name().clone(),
+                    existing.data_type().clone(),
+                    field.data_type().clone(),
                 ))
             }
             Some(existing) if existing.data_type() != field.data_type() => problems.push(format!(
-                "column `{}` is {} in the table but the layer now writes {} (a type change is not applied in place: restore the type, or write it as a new column)",
+                "column `{}` is {} in the table but the layer now writes {} (only widenings are applied: a wider integer, float to double, a decimal with more digits; restore the type, e.g. `CAST(x AS {}) AS x`, or write it as a new column)",
                 field.name(),
                 existing.data_type(),
-                field.data_type()
+                field.data_type(),
+                sql_type(existing.data_type())
             )),
             Some(_) => {}
             None if !field.is_nullable() => problems.push(format!(
@@ -74,6 +87,22 @@ pub fn schema_change(table: &StructType, layer: &StructType) -> Result<SchemaCha
     }
     if !problems.is_empty() {
         return Err(problems.join("; "));
+    }
+    if !widened.is_empty() {
+        let wider = |f: &StructField| {
+            let to = widened.iter().find(|(name, _, _)| name == f.name());
+            match to {
+                Some((_, _, to)) => StructField::new(f.name(), to.clone(), f.is_nullable())
+                    .with_metadata(f.metadata().clone()),
+                None => f.clone(),
+            }
+        };
+        let fields: Vec<StructField> = table.fields().map(wider).chain(added).collect();
+        let schema = StructType::try_new(fields).map_err(|e| e.to_string())?;
+        return Ok(SchemaChange::Widen {
+            columns: widened,
+            schema,
+        });
     }
     Ok(if added.is_empty() {
         SchemaChange::Unchanged
@@ -160,14 +189,49 @@ mod tests {
     }
 
     #[test]
-    fn widenings_delta_allows_are_refused_saying_why() {
-        let table = schema(&[("n", DataType::INTEGER, true), ("x", DataType::FLOAT, true)]);
-        let wider = schema(&[("n", DataType::LONG, true), ("x", DataType::DOUBLE, true)]);
-        let e = schema_change(&table, &wider).unwrap_err();
+    fn widenings_delta_allows_rewrite_the_table_in_the_wider_types() {
+        let table = schema(&[
+            ("id", DataType::STRING, false),
+            ("n", DataType::INTEGER, true),
+            ("x", DataType::FLOAT, true),
+        ]);
+        let wider = schema(&[
+            ("x", DataType::DOUBLE, true),
+            ("id", DataType::STRING, false),
+            ("n", DataType::LONG, true),
+            ("agent", DataType::STRING, true),
+        ]);
+        let Ok(SchemaChange::Widen {
+            columns,
+            schema: after,
+        }) = schema_change(&table, &wider)
+        else {
+            panic!("{:?}", schema_change(&table, &wider));
+        };
+        assert_eq!(
+            columns,
+            vec![
+                ("x".to_string(), DataType::FLOAT, DataType::DOUBLE),
+                ("n".to_string(), DataType::INTEGER, DataType::LONG),
+            ]
+        );
+        // The table's column order, then the new column.
+        assert_eq!(
+            after,
+            schema(&[
+                ("id", DataType::STRING, false),
+                ("n", DataType::LONG, true),
+                ("x", DataType::DOUBLE, true),
+                ("agent", DataType::STRING, true),
+            ])
+        );
+        let narrower = schema(&[
+            ("id", DataType::STRING, false),
+            ("n", DataType::SHORT, true),
+        ]);
+        let e = schema_change(&table, &narrower).unwrap_err();
         assert!(
-            e.contains("`typeWidening`")
-                && e.contains("CAST(x AS INT)")
-                && e.contains("CAST(x AS FLOAT)"),
+            e.contains("only widenings") && e.contains("CAST(x AS INT)"),
             "{e}"
         );
         assert!(widens(
@@ -193,7 +257,7 @@ mod tests {
         ]);
         let e = schema_change(&table, &retyped).unwrap_err();
         assert!(
-            e.contains("column `n` is integer") && e.contains("type change"),
+            e.contains("column `n` is integer") && e.contains("only widenings are applied"),
             "{e}"
         );
         let not_null = schema(&[

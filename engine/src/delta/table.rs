@@ -11,6 +11,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use tracing::{debug, info};
 
 use crate::delta::schema_change::{SchemaChange, schema_change};
+use crate::delta::widen::rewrite_widened;
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
@@ -35,7 +36,7 @@ pub async fn open_or_create(
         .build()
         .map_err(EngineError::delta(&url, "opening the table"))?;
     match table.load().await {
-        Ok(()) => evolve_schema(table, schema, &url).await,
+        Ok(()) => evolve_schema(table, location, schema, &url).await,
         Err(DeltaTableError::NotATable(_)) => {
             let kernel_schema: StructType = schema
                 .as_ref()
@@ -99,10 +100,15 @@ pub async fn read_existing(location: &TableLocation, ctx: &SessionContext) -> Re
 }
 
 /// An existing table must have the columns the pipeline writes; new
-/// nullable ones are added to it (see [`schema_change`]), anything else is
-/// refused here, rather than by every write later with a less helpful
+/// nullable ones are added to it, wider types rewrite it (see
+/// [`schema_change`], [`rewrite_widened`]), anything else is refused here, rather than by every write later with a less helpful
 /// message.
-async fn evolve_schema(table: DeltaTable, expected: &SchemaRef, url: &str) -> Result<DeltaTable> {
+async fn evolve_schema(
+    table: DeltaTable,
+    location: &TableLocation,
+    expected: &SchemaRef,
+    url: &str,
+) -> Result<DeltaTable> {
     let actual = table
         .snapshot()
         .map_err(EngineError::delta(url, "reading the table state"))?
@@ -122,6 +128,9 @@ async fn evolve_schema(table: DeltaTable, expected: &SchemaRef, url: &str) -> Re
                 .map_err(EngineError::delta(url, "adding the layer's new columns"))?;
             info!(table = %url, columns = %names.join(", "), "added the layer's new nullable columns to the table (older rows read them as null)");
             Ok(table)
+        }
+        Ok(SchemaChange::Widen { columns, schema }) => {
+            rewrite_widened(table, location, &schema, &columns).await
         }
         Err(reason) => Err(EngineError::Config(format!(
             "table {url} cannot take the layer's output as it is now: {reason}"

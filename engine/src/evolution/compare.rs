@@ -9,8 +9,9 @@
 //!   and group keys keep their state, aggregates matched by expression keep
 //!   theirs, new ones start empty, dropped ones are forgotten; another
 //!   operator, window or key set cannot read the old state;
-//! - its tables' schemas: new nullable columns are merged in; type changes,
-//!   NOT NULL columns and renames are refused (see
+//! - its tables' schemas: new nullable columns are merged in; widened
+//!   types rewrite the table (proven row for row first); other type
+//!   changes, NOT NULL columns and renames are refused (see
 //!   [`crate::delta::schema_change`]).
 
 use deltalake::kernel::StructType;
@@ -205,6 +206,15 @@ pub fn compare_layer(
                     fields
                         .iter()
                         .map(|f| f.name().as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+                Ok(SchemaChange::Widen { columns, .. }) => entry.changes.push(format!(
+                    "table `{}` widens {} (the table is rewritten on start in the wider type(s): staged, proven row for row, then swapped in one commit)",
+                    table.table,
+                    columns
+                        .iter()
+                        .map(|(name, from, to)| format!("`{name}` {from} -> {to}"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 )),

@@ -15,9 +15,9 @@ use deltalake::DeltaTableError;
 use deltalake::kernel::transaction::{CommitProperties, TransactionError};
 use tracing::info;
 
+use crate::delta::proof::{active_files, every_file_present};
 use crate::delta::table::open_existing;
 use crate::error::{EngineError, Result};
-use crate::maintenance::proof::{active_files, every_file_present};
 use crate::maintenance::{MaintenanceSpec, TableReport, tiers};
 use crate::storage::TableLocation;
 

@@ -8,10 +8,10 @@ use arrow::array::{Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::DeltaTable;
 
+use crate::delta::proof::active_files;
 use crate::delta::table::{open_existing, open_or_create, read_existing};
 use crate::delta::table_committer::{CommitOutcome, TableCommitter};
 use crate::delta::table_writer::TableWriter;
-use crate::maintenance::proof::active_files;
 use crate::maintenance::{MaintainOptions, MaintenanceSpec, compact, vacuum};
 use crate::storage::{StorageRoot, TableLocation};
 

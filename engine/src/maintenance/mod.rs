@@ -24,7 +24,6 @@
 
 mod background;
 mod compact;
-mod proof;
 mod tables;
 pub mod tiers;
 mod vacuum;

@@ -22,11 +22,11 @@ use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tracing::info;
 
+use crate::delta::proof::every_file_present;
 use crate::delta::table::open_existing;
 use crate::delta::upsert_writer::STAGING_DIR;
 use crate::error::{EngineError, Result};
 use crate::maintenance::MaintainOptions;
-use crate::maintenance::proof::every_file_present;
 use crate::storage::TableLocation;
 
 /// Removes the files of the table at `location` that no version within

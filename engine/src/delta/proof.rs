@@ -42,7 +42,7 @@ pub(crate) async fn every_file_present(table: &DeltaTable, url: &str) -> Result<
         .collect();
     if let Some(first) = missing.first() {
         return Err(EngineError::Config(format!(
-            "table {url} names {} file(s) that do not exist (first: {first}); maintenance refuses to change a damaged table. Restore the files from a backup, or restore the table to an earlier version",
+            "table {url} names {} file(s) that do not exist (first: {first}); compaction, VACUUM and rewrites refuse to change a damaged table. Restore the files from a backup, or restore the table to an earlier version",
             missing.len()
         )));
     }
