@@ -8,10 +8,10 @@
 //! thread's arena (up to 8 per core), so the resident size climbed to the
 //! sum of the arenas' peaks (~16 MiB/min in the 30-minute soak) while the
 //! live heap stayed flat. `malloc_trim(0)` releases the free pages of every
-//! arena; called from a thread of its own every few seconds it costs a few
-//! milliseconds there and nothing on the epoch path. (`MALLOC_ARENA_MAX=2`
-//! also bounded the growth, at a cost of 10-20% in epoch time from lock
-//! contention.)
+//! arena. It runs on a thread of its own every few seconds, off the epoch
+//! path (the soak's epoch and query percentiles did not rise with it; see
+//! the README's soak section). `MALLOC_ARENA_MAX=2` also bounded the
+//! growth, but cost 10-20% in epoch time from contention on fewer arenas.
 //!
 //! `STRATA_HEAP_TRIM_SECS` sets the period (default 10; `0` turns it off,
 //! which the soak bench uses to compare). Only glibc has `malloc_trim`;
