@@ -120,16 +120,22 @@ def with_big_amounts(records: list[Sent]) -> list[Sent]:
     return out
 
 
-def test_a_widened_decimal_rewrites_the_table_keeping_every_row(tmp_path, strata_bin, kafka, rng):
+def first_run(tmp_path, strata_bin: str, kafka: str, rng, n: int) -> tuple[Warehouse, list[Sent], int]:
+    """`n` deals landed by a run that then stops: the warehouse, what was
+    sent, and the table's version."""
     topic = unique("deals")
     create_topic(kafka, topic, partitions=PARTITIONS)
-    before = produce(kafka, topic, make_records(1_000, PARTITIONS, malformed_every=0, rng=rng))
+    sent = produce(kafka, topic, make_records(n, PARTITIONS, malformed_every=0, rng=rng))
     wh = Warehouse(tmp_path, kafka, topic)
     strata = Strata(strata_bin, wh, "--no-serve").start()
-    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(before))[1], 120, "the first rows")
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(sent))[1], 120, "the first rows")
     assert strata.stop() == 0, strata.log()[-3000:]
-    old_version = DeltaTable(str(wh.table_path)).version()
+    return wh, sent, DeltaTable(str(wh.table_path)).version()
 
+
+def test_a_widened_decimal_rewrites_the_table_keeping_every_row(tmp_path, strata_bin, kafka, rng):
+    wh, before, old_version = first_run(tmp_path, strata_bin, kafka, rng, 1_000)
+    topic = wh.topic
     wh.write()
     wh.path.write_text(wh.path.read_text().replace('type: "decimal(18,2)"', 'type: "decimal(20,2)"'))
     planned = subprocess.run([strata_bin, "plan", str(wh.path)], capture_output=True, text=True, timeout=120)
@@ -159,14 +165,7 @@ def test_a_widened_decimal_rewrites_the_table_keeping_every_row(tmp_path, strata
 
 
 def test_a_type_change_is_refused_and_the_table_untouched(tmp_path, strata_bin, kafka, rng):
-    topic = unique("deals")
-    create_topic(kafka, topic, partitions=PARTITIONS)
-    sent = produce(kafka, topic, make_records(300, PARTITIONS, malformed_every=0, rng=rng))
-    wh = Warehouse(tmp_path, kafka, topic)
-    strata = Strata(strata_bin, wh, "--no-serve").start()
-    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= len(sent))[1], 120, "the rows")
-    assert strata.stop() == 0, strata.log()[-3000:]
-    version = DeltaTable(str(wh.table_path)).version()
+    wh, sent, version = first_run(tmp_path, strata_bin, kafka, rng, 300)
 
     wh.write()
     wh.path.write_text(wh.path.read_text().replace("{name: city, type: string}", "{name: city, type: int}"))

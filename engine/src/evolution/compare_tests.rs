@@ -150,7 +150,7 @@ fn another_window_size_or_key_set_is_incompatible_with_the_choices() {
 }
 
 #[test]
-fn table_schemas_merge_nullable_columns_and_refuse_type_changes() {
+fn table_schemas_merge_nullable_columns_widen_and_refuse_other_type_changes() {
     let old = deployed("v1", None);
     let new = proposed("v1", None, Some(schema(&[("a", false)])));
     let entry = &compare(std::slice::from_ref(&old), &[new], "w.yaml")[0];
@@ -165,9 +165,23 @@ fn table_schemas_merge_nullable_columns_and_refuse_type_changes() {
         StructField::new("n", DataType::LONG, true),
     ])
     .unwrap();
-    let entry = &compare(&[old], &[new], "w.yaml")[0];
+    let entry = &compare(std::slice::from_ref(&old), &[new], "w.yaml")[0];
     assert_eq!(entry.verdict, Verdict::Incompatible);
-    assert!(entry.problems[0].contains("type change"), "{entry:?}");
+    assert!(entry.problems[0].contains("only widenings"), "{entry:?}");
+    let mut new = proposed("v1", None, table());
+    new.tables[0].existing = Some(
+        StructType::try_new([
+            StructField::new("a", DataType::LONG, false),
+            StructField::new("n", DataType::INTEGER, true),
+        ])
+        .unwrap(),
+    );
+    let entry = &compare(&[old], &[new], "w.yaml")[0];
+    assert_eq!(entry.verdict, Verdict::Compatible);
+    assert!(
+        entry.changes[0].contains("widens `n` integer -> long"),
+        "{entry:?}"
+    );
 }
 
 #[test]
