@@ -101,8 +101,8 @@ pub async fn read_existing(location: &TableLocation, ctx: &SessionContext) -> Re
 
 /// An existing table must have the columns the pipeline writes; new
 /// nullable ones are added to it, wider types rewrite it (see
-/// [`schema_change`], [`rewrite_widened`]), anything else is refused here, rather than by every write later with a less helpful
-/// message.
+/// [`schema_change`], [`rewrite_widened`]), anything else is refused here,
+/// rather than by every write later with a less helpful message.
 async fn evolve_schema(
     table: DeltaTable,
     location: &TableLocation,
