@@ -85,8 +85,14 @@ pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
 /// The existing table at `location`, read as a DataFrame of `ctx` (its
 /// object store registered there, so later plans of `ctx` can read it too).
 pub async fn read_existing(location: &TableLocation, ctx: &SessionContext) -> Result<DataFrame> {
-    let url = location.url.to_string();
     let table = open_existing(location).await?;
+    read_version(&table, ctx).await
+}
+
+/// The version `table` holds, read as a DataFrame of `ctx` (as
+/// [`read_existing`], for a table already loaded).
+pub async fn read_version(table: &DeltaTable, ctx: &SessionContext) -> Result<DataFrame> {
+    let url = table.table_url().to_string();
     table
         .update_datafusion_session(&ctx.state())
         .map_err(EngineError::delta(&url, "preparing the scan"))?;

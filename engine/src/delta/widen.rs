@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::Schema;
 use datafusion::common::ScalarValue;
-use datafusion::execution::context::SessionContext;
 use datafusion::prelude::{DataFrame, Expr, cast, col, lit};
 use deltalake::delta_datafusion::DeltaSessionContext;
 use deltalake::kernel::engine::arrow_conversion::TryIntoArrow;
@@ -43,6 +42,7 @@ use serde_json::json;
 use tracing::info;
 
 use crate::delta::proof::every_file_present;
+use crate::delta::table::read_version;
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
@@ -75,7 +75,7 @@ pub async fn rewrite_widened(
         .map_err(|e| fail("converting the schema", e.to_string()))?;
 
     let ctx = DeltaSessionContext::new().into_inner();
-    let old = read(&table, &ctx, &url).await?;
+    let old = read_version(&table, &ctx).await?;
     let select = casts(&target, old.schema().fields());
     let old = old
         .select(select)
@@ -94,7 +94,7 @@ pub async fn rewrite_widened(
         .map_err(EngineError::delta(&url, "writing the staging table"))?;
     // In the target's column order (a provider lists partition columns last).
     let names: Vec<&str> = target.fields().iter().map(|f| f.name().as_str()).collect();
-    let staged_rows = read(&staged, &ctx, &url)
+    let staged_rows = read_version(&staged, &ctx)
         .await?
         .select_columns(&names)
         .map_err(|e| fail("reading the staging table", e.to_string()))?;
@@ -132,7 +132,7 @@ pub async fn rewrite_widened(
                 e.to_string(),
             )
         })?;
-    let now = count(&read(&rewritten, &ctx, &url).await?).await?;
+    let now = count(&read_version(&rewritten, &ctx).await?).await?;
     remove_staging(&staging).await?;
     if now != rows {
         return Err(EngineError::Config(format!(
@@ -177,19 +177,6 @@ fn casts(target: &Schema, present: &arrow::datatypes::Fields) -> Vec<Expr> {
             value.alias(name)
         })
         .collect()
-}
-
-async fn read(table: &DeltaTable, ctx: &SessionContext, url: &str) -> Result<DataFrame> {
-    table
-        .update_datafusion_session(&ctx.state())
-        .map_err(EngineError::delta(url, "preparing the scan"))?;
-    let provider = table
-        .table_provider()
-        .build()
-        .await
-        .map_err(|e| EngineError::datafusion(url, "preparing the scan")(e))?;
-    ctx.read_table(Arc::new(provider))
-        .map_err(|e| EngineError::datafusion(url, "reading the table")(e))
 }
 
 async fn count(rows: &DataFrame) -> Result<u64> {
