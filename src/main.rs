@@ -3,11 +3,11 @@
 //! Subcommands: `validate` a warehouse file, `run` its layers, `gen`erate
 //! sample events. See `strata --help`.
 
+mod allocator;
 mod cli;
 mod commands;
 mod datagen;
 mod failure;
-mod heap_trim;
 mod logging;
 
 use std::process::ExitCode;
@@ -17,12 +17,6 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.log_format);
-    if matches!(
-        cli.command,
-        cli::Command::Run { .. } | cli::Command::Serve { .. }
-    ) {
-        heap_trim::start();
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata")
