@@ -11,7 +11,7 @@
 //! a decay time (10 s) without anyone calling it. Measured on one machine,
 //! the same build profile, the soak's first 15 minutes (README, "Running
 //! for months"): RSS 284 -> 304 MiB against 242 -> 301 with glibc and the
-//! trim, at 10% less CPU, epochs 9-11% shorter and point queries 25-33%
+//! trim, at 10% less CPU, epochs 9-11% shorter and point queries 28-33%
 //! faster. It does not make RSS flat either (377 MiB at 30 minutes), so
 //! what still grows is not only what an allocator keeps.
 //!
