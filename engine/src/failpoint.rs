@@ -16,6 +16,10 @@ use std::sync::OnceLock;
 pub enum Point {
     /// The sinks have written their files; no manifest yet.
     BeforeManifest,
+    /// As [`Point::BeforeManifest`], in an epoch that wrote rows (with
+    /// `:*`, the first such epoch, however many empty ones came before:
+    /// a test need not guess when the first records arrive).
+    BeforeManifestWithRows,
     /// The manifest is durable; no table has committed the epoch.
     AfterManifest,
     /// The first table has committed the epoch; the others (tables commit
@@ -38,6 +42,7 @@ impl Point {
     pub fn name(self) -> Cow<'static, str> {
         match self {
             Point::BeforeManifest => "before_manifest".into(),
+            Point::BeforeManifestWithRows => "before_manifest_with_rows".into(),
             Point::AfterManifest => "after_manifest".into(),
             Point::BetweenTableCommits => "between_table_commits".into(),
             Point::AfterTableCommit(n) => format!("after_table_commit_{n}").into(),

@@ -221,6 +221,9 @@ impl Coordinator {
             manifest.sinks.extend(ack.sinks);
         }
         self.failpoints.hit(Point::BeforeManifest, epoch)?;
+        if rows > 0 {
+            self.failpoints.hit(Point::BeforeManifestWithRows, epoch)?;
+        }
         self.fence.check(&self.dataflow, epoch)?;
         self.store.write(&manifest).await?;
         self.failpoints.hit(Point::AfterManifest, epoch)?;
