@@ -206,25 +206,8 @@ impl LeaseStore {
                 },
             };
             if free {
-                let mut holder = me.clone();
-                holder.renewed_at_ms = chrono::Utc::now().timestamp_millis();
-                let started = Instant::now();
-                if self.create(next, &holder).await? {
-                    if let Some(Current {
-                        holder: Some(h), ..
-                    }) = &current
-                        && !h.released
-                    {
-                        warn!(lease = %self.location, previous = %h, "took over a lease its holder stopped renewing");
-                    }
-                    self.delete_before(next).await;
-                    info!(lease = %self.location, n = next, "holding the warehouse's lease");
-                    return Ok(Lease {
-                        store: self.clone(),
-                        holder,
-                        n: next,
-                        fence: Fence::held(self.ttl, started),
-                    });
+                if let Some(lease) = self.take(next, me, current.as_ref()).await? {
+                    return Ok(lease);
                 }
                 // Someone else wrote it first: look again.
                 seen = None;
@@ -254,6 +237,63 @@ impl LeaseStore {
                 }
             }
         }
+    }
+
+    /// Takes the lease for `me` if it is free or released, or its holder
+    /// ran on this host and is gone; otherwise names who holds it, without
+    /// waiting. For work that only the warehouse's writer may do and that
+    /// can be left to it: compaction by `strata maintain` while a run
+    /// compacts in the background.
+    pub async fn try_acquire(&self, me: &Holder) -> Result<std::result::Result<Lease, String>> {
+        loop {
+            let current = self.current().await?;
+            let next = current.as_ref().map_or(1, |c| c.n + 1);
+            let holder = current.as_ref().map(|c| c.holder.as_ref());
+            let held_by = match holder {
+                None => None,
+                Some(Some(h)) if h.released || died_here(h, me) => None,
+                Some(Some(h)) => Some(h.to_string()),
+                Some(None) => Some("an unknown run".to_string()),
+            };
+            if let Some(who) = held_by {
+                return Ok(Err(who));
+            }
+            if let Some(lease) = self.take(next, me, current.as_ref()).await? {
+                return Ok(Ok(lease));
+            }
+            // Someone else wrote it first: look again.
+        }
+    }
+
+    /// Writes lease object `next` for `me`, after `current`; `None` if
+    /// someone else wrote it first.
+    async fn take(
+        &self,
+        next: u64,
+        me: &Holder,
+        current: Option<&Current>,
+    ) -> Result<Option<Lease>> {
+        let mut holder = me.clone();
+        holder.renewed_at_ms = chrono::Utc::now().timestamp_millis();
+        let started = Instant::now();
+        if !self.create(next, &holder).await? {
+            return Ok(None);
+        }
+        if let Some(Current {
+            holder: Some(h), ..
+        }) = current
+            && !h.released
+        {
+            warn!(lease = %self.location, previous = %h, "took over a lease its holder stopped renewing");
+        }
+        self.delete_before(next).await;
+        info!(lease = %self.location, n = next, "holding the warehouse's lease");
+        Ok(Some(Lease {
+            store: self.clone(),
+            holder,
+            n: next,
+            fence: Fence::held(self.ttl, started),
+        }))
     }
 }
 

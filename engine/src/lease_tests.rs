@@ -185,3 +185,18 @@ async fn a_lease_whose_process_died_on_this_host_is_taken_at_once() {
             .is_err()
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn trying_names_a_live_holder_and_takes_a_released_lease() {
+    let memory = Arc::new(InMemory::new());
+    let stop = Shutdown::new();
+    let first = kept_by_first(&memory, &stop).await;
+    // However long it waits: a renewed lease is never taken by trying.
+    tokio::time::sleep(TTL * 3).await;
+    let held = store(&memory).try_acquire(&process(2)).await.unwrap();
+    let who = held.err().expect("held by a live run");
+    assert!(who.contains("pid 1 on"), "{who}");
+    first.release().await.unwrap();
+    let taken = store(&memory).try_acquire(&process(2)).await.unwrap();
+    assert_eq!(taken.expect("released").holder.pid, 2);
+}
