@@ -1,11 +1,17 @@
 //! `strata maintain FILE`: compacts each table's small files, cleans up its
 //! log and, with `--vacuum`, removes files no version within the retention
-//! needs (see `strata_engine::maintenance`). Safe while `strata run` runs.
+//! needs (see `strata_engine::maintenance`). Safe while `strata run` runs:
+//! compaction is then left to the run's background maintenance, as two
+//! compactions of one table must not race (see
+//! `MaintainOptions::compaction_elsewhere`); without a run, this command
+//! holds the warehouse's lease while it compacts.
 
 use std::time::Duration;
 
+use strata_engine::lease::{self, KeptLease, LeaseStore};
 use strata_engine::maintenance::{MaintainOptions, MaintenanceSpec, maintain, tables_of};
 use strata_engine::sql::program::duration;
+use strata_engine::{Metrics, Shutdown};
 
 use crate::cli::MaintainArgs;
 use crate::commands::{load_warehouse, plan_layers};
@@ -20,11 +26,18 @@ pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
         .iter()
         .filter_map(|l| l.checkpoint_interval)
         .fold(w.checkpoint.interval, Duration::max);
+    // A dry run changes nothing: no lease needed.
+    let (lease, compaction_elsewhere) = if args.dry_run {
+        (None, false)
+    } else {
+        compactor(&plan.dataflow.storage).await?
+    };
     let options = MaintainOptions {
         vacuum: args.vacuum,
         dry_run: args.dry_run,
         min_retention: strata_layers::min_vacuum_retention(longest_interval),
         keep_log: false,
+        compaction_elsewhere,
     };
     let mut failed = None;
     for table in tables {
@@ -74,9 +87,32 @@ pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
             }
         }
     }
+    if let Some(lease) = lease
+        && let Err(e) = lease.release().await
+    {
+        failed.get_or_insert(e);
+    }
     match failed {
         Some(e) => Err(e.into()),
         None => Ok(()),
+    }
+}
+
+/// Takes the warehouse's lease to compact, kept renewed while this command
+/// runs; or, when a run holds it, says that compaction is left to it.
+async fn compactor(
+    root: &strata_engine::storage::StorageRoot,
+) -> Result<(Option<KeptLease>, bool), Failure> {
+    let store = LeaseStore::open(root, lease::DEFAULT_TTL)?;
+    let me = lease::this_process(lease::DEFAULT_TTL);
+    match store.try_acquire(&me).await? {
+        Ok(held) => Ok((Some(held.keep(Shutdown::new(), Metrics::new())), false)),
+        Err(holder) => {
+            print(format!(
+                "compaction left to the run that holds the warehouse ({holder}): it compacts in the background at each layer's maintenance.interval (with `interval: off`, stop it to compact here); logs and VACUUM are done here"
+            ))?;
+            Ok((None, true))
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Opening a layer's Delta table, creating it on first use.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, SchemaRef};
@@ -15,9 +16,28 @@ use crate::delta::widen::rewrite_widened;
 use crate::error::{EngineError, Result};
 use crate::storage::TableLocation;
 
+/// How long a Delta checkpoint keeps the `remove` of a replaced file
+/// (`delta.deletedFileRetentionDuration`, 7 days unless set).
+///
+/// Delta keeps every remove younger than that in every checkpoint, so
+/// VACUUM can tell a recently replaced file from an old one. A table that
+/// commits every 200 ms replaces each epoch's small file within minutes
+/// (compaction): with 7 days, a checkpoint would carry millions of removes,
+/// be rewritten every 100 commits and be read whole by every reader that
+/// sees a new one, its cost growing for a week. Strata's VACUUM does not
+/// need them (it reads the version at the retention's edge, see
+/// `crate::maintenance::vacuum`), so its tables keep removes 5 minutes.
+/// Another engine's VACUUM takes that as its retention: vacuum Strata's
+/// tables with `strata maintain --vacuum`.
+pub const REMOVES_KEPT_FOR: &str = "interval 5 minutes";
+
+/// [`REMOVES_KEPT_FOR`] as a duration.
+const REMOVES_KEPT: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
 /// Loads the table at `location`, or creates it with `schema`, partitioned
 /// by `partition_columns`. An existing table gains the schema's new nullable
-/// columns; other differences are refused.
+/// columns, and [`REMOVES_KEPT_FOR`] if it has another value; other
+/// differences are refused.
 pub async fn open_or_create(
     location: &TableLocation,
     schema: &SchemaRef,
@@ -36,7 +56,10 @@ pub async fn open_or_create(
         .build()
         .map_err(EngineError::delta(&url, "opening the table"))?;
     match table.load().await {
-        Ok(()) => evolve_schema(table, location, schema, &url).await,
+        Ok(()) => {
+            let table = keep_removes_briefly(table, &url).await?;
+            evolve_schema(table, location, schema, &url).await
+        }
         Err(DeltaTableError::NotATable(_)) => {
             let kernel_schema: StructType = schema
                 .as_ref()
@@ -58,6 +81,10 @@ pub async fn open_or_create(
                     TableProperty::DataSkippingStatsColumns,
                     Some(stats_columns.join(",")),
                 )
+                .with_configuration_property(
+                    TableProperty::DeletedFileRetentionDuration,
+                    Some(REMOVES_KEPT_FOR),
+                )
                 .await
                 .map_err(EngineError::delta(&url, "creating the table"))?;
             debug!(table = %url, "created delta table");
@@ -65,6 +92,35 @@ pub async fn open_or_create(
         }
         Err(e) => Err(EngineError::delta(&url, "loading the table")(e)),
     }
+}
+
+/// Sets [`REMOVES_KEPT_FOR`] on a table that has another value (one created
+/// before Strata set it): one metadata commit, at open.
+async fn keep_removes_briefly(table: DeltaTable, url: &str) -> Result<DeltaTable> {
+    let key = TableProperty::DeletedFileRetentionDuration.as_ref();
+    let current = table
+        .snapshot()
+        .map_err(EngineError::delta(url, "reading the table state"))?
+        .table_config()
+        .deleted_file_retention_duration;
+    if current == Some(REMOVES_KEPT) {
+        return Ok(table);
+    }
+    let table = table
+        .set_tbl_properties()
+        .with_properties(HashMap::from([(
+            key.to_string(),
+            REMOVES_KEPT_FOR.to_string(),
+        )]))
+        .with_raise_if_not_exists(false)
+        .await
+        .map_err(EngineError::delta(
+            url,
+            "setting how long checkpoints keep removes",
+        ))?;
+    info!(table = %url, was = ?current.unwrap_or(std::time::Duration::from_secs(7 * 24 * 3600)), now = REMOVES_KEPT_FOR,
+          "checkpoints of this table now keep replaced files' removes briefly (Strata's VACUUM reads the version at the retention's edge instead)");
+    Ok(table)
 }
 
 /// Loads the existing table at `location` (an error if there is none).
@@ -79,6 +135,24 @@ pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
         .load()
         .await
         .map_err(EngineError::delta(&url, "loading the table"))?;
+    Ok(table)
+}
+
+/// Loads `version` of the existing table at `location`.
+pub async fn open_version(location: &TableLocation, version: u64) -> Result<DeltaTable> {
+    let url = location.url.to_string();
+    let mut table = DeltaTableBuilder::from_url(location.url.clone())
+        .map_err(EngineError::delta(&url, "resolving the table location"))?
+        .with_storage_options(location.options.clone())
+        .build()
+        .map_err(EngineError::delta(&url, "opening the table"))?;
+    table
+        .load_version(version)
+        .await
+        .map_err(EngineError::delta(
+            &url,
+            format!("loading version {version}"),
+        ))?;
     Ok(table)
 }
 

@@ -140,6 +140,7 @@ async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_nee
         dry_run: true,
         min_retention: Duration::from_secs(30),
         keep_log: false,
+        compaction_elsewhere: false,
     };
     let would = vacuum(&location, hour, options).await.unwrap();
     assert_eq!(would, vec![crashed.adds[0].path.clone()]);
@@ -180,6 +181,7 @@ async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
         dry_run: false,
         min_retention: Duration::from_secs(30),
         keep_log: false,
+        compaction_elsewhere: false,
     };
     let short = vacuum(&location, Duration::from_secs(1), options).await;
     assert!(
@@ -203,4 +205,137 @@ async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
         .to_string();
     assert!(err.contains("do not exist"), "{err}");
     assert_eq!(parquet_files(&dir.path().join("dws/t")).len(), before.len());
+}
+
+fn commit_file(dir: &std::path::Path, version: u64) -> std::path::PathBuf {
+    dir.join(format!("_delta_log/{version:020}.json"))
+}
+
+#[tokio::test]
+async fn vacuum_keeps_old_files_the_version_at_the_retentions_edge_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let root = dir.path().join("dws/t");
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=6 {
+        let pending = pre_commit(&table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    // Epochs 1-6 were written and committed three hours ago (versions 0-6,
+    // in order); compaction replaces their files now (version 7).
+    let three_hours = Duration::from_secs(3 * 3600);
+    for version in 0..=6u64 {
+        age(
+            &commit_file(&root, version),
+            three_hours - Duration::from_secs(version),
+        );
+    }
+    let epoch_files = parquet_files(&root);
+    assert_eq!(epoch_files.len(), 6);
+    for f in &epoch_files {
+        age(f, three_hours);
+    }
+    compact(&location, &spec(), false).await.unwrap();
+    assert_eq!(open_existing(&location).await.unwrap().version(), Some(7));
+
+    // Retention 1 hour: a reader at its edge sees version 6, which reads
+    // the six old files, replaced just now.
+    let hour = Duration::from_secs(3600);
+    let options = MaintainOptions {
+        vacuum: true,
+        dry_run: false,
+        min_retention: Duration::from_secs(30),
+        keep_log: false,
+        compaction_elsewhere: false,
+    };
+    let removed = vacuum(&location, hour, options).await.unwrap();
+    assert_eq!(removed, Vec::<String>::new());
+    let mut edge = open_existing(&location).await.unwrap();
+    edge.load_version(6).await.unwrap();
+    for (path, _) in active_files(&edge, "edge").unwrap() {
+        assert!(root.join(path.as_ref()).exists(), "{path}");
+    }
+
+    // Two hours later (the compaction committed two hours ago), version 7
+    // is the edge: the six files are needed by no version within the hour.
+    age(&commit_file(&root, 7), Duration::from_secs(2 * 3600));
+    let mut removed = vacuum(&location, hour, options).await.unwrap();
+    removed.sort();
+    let mut expected: Vec<String> = epoch_files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(removed, expected);
+    assert_eq!(parquet_files(&root).len(), 1);
+    assert_eq!(values(&location).await, (1..=6).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn tables_keep_removes_in_checkpoints_briefly_old_ones_too() {
+    use crate::delta::table::REMOVES_KEPT_FOR;
+    let kept = |t: &DeltaTable| {
+        t.snapshot()
+            .unwrap()
+            .table_config()
+            .deleted_file_retention_duration
+    };
+    let five_minutes = Some(Duration::from_secs(300));
+    assert_eq!(REMOVES_KEPT_FOR, "interval 5 minutes");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, created) = table(&dir).await;
+    assert_eq!(kept(&created), five_minutes);
+
+    // A table created before Strata set it (Delta's 7 days) gets it when
+    // Strata opens it, and keeps its rows.
+    let url = url::Url::from_directory_path(dir.path()).unwrap();
+    let root = StorageRoot::new(url.as_str(), Default::default()).unwrap();
+    let location = root.table("dws", "old").unwrap();
+    std::fs::create_dir_all(dir.path().join("dws/old")).unwrap();
+    let kernel: deltalake::kernel::StructType =
+        deltalake::kernel::engine::arrow_conversion::TryIntoKernel::try_into_kernel(
+            schema().as_ref(),
+        )
+        .unwrap();
+    let old = deltalake::DeltaTableBuilder::from_url(location.url.clone())
+        .unwrap()
+        .build()
+        .unwrap()
+        .create()
+        .with_columns(kernel.fields().cloned())
+        .await
+        .unwrap();
+    assert_eq!(kept(&old), None);
+    let mut committer = TableCommitter::open(old.clone(), "layer").await.unwrap();
+    let pending = pre_commit(&old, 1).await;
+    committer.commit(1, &pending).await.unwrap();
+    let reopened = open_or_create(&location, &schema(), &[]).await.unwrap();
+    assert_eq!(kept(&reopened), five_minutes);
+    assert_eq!(kept(&open_existing(&location).await.unwrap()), five_minutes);
+    assert_eq!(values(&location).await, vec![1]);
+}
+
+/// Why one compactor per warehouse (`MaintainOptions::compaction_elsewhere`):
+/// delta-rs lets two compactions of the same files both commit (two
+/// `dataChange=false` removes of one file do not conflict), so each adds
+/// the rows of the files both replaced. If delta-rs starts refusing the
+/// second commit, this test fails, and the rule could be relaxed.
+#[tokio::test]
+async fn two_racing_compactions_would_read_every_row_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=4 {
+        let pending = pre_commit(&table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    let first = open_existing(&location).await.unwrap();
+    let second = open_existing(&location).await.unwrap();
+    first.optimize().await.unwrap();
+    let raced = second.optimize().await;
+    assert!(
+        raced.is_ok(),
+        "delta-rs refused the second compaction: {raced:?}"
+    );
+    assert_eq!(values(&location).await, vec![1, 1, 2, 2, 3, 3, 4, 4]);
 }

@@ -18,12 +18,18 @@
 //!   retention needs (replaced by compaction or upserts, written by epochs
 //!   that crashed before their manifest, staged upserts of crashed epochs).
 //!
+//! One compactor per warehouse: the lease holder (`strata run`'s
+//! background task, or `strata maintain` when no run holds the lease; see
+//! [`MaintainOptions::compaction_elsewhere`]).
+//!
 //! Destructive steps prove their input first (every file the table names
 //! exists, the retention cannot reach files of an epoch still being
 //! committed) and refuse, changing nothing, when they cannot.
 
 mod background;
 mod compact;
+mod removable;
+mod retention_edge;
 mod tables;
 pub mod tiers;
 mod vacuum;
@@ -87,6 +93,13 @@ pub struct MaintainOptions {
     /// belong to an epoch still being committed (a few checkpoint
     /// intervals).
     pub min_retention: Duration,
+    /// Leave compaction to another process (only count the files): the
+    /// running `strata run`, whose background maintenance is the one
+    /// compactor while it holds the warehouse's lease. Two compactions of
+    /// one table must never race: delta-rs lets two `dataChange=false`
+    /// removes of one file both commit, so each would add the rows of the
+    /// files both replaced, and every such row would be read twice.
+    pub compaction_elsewhere: bool,
 }
 
 /// What maintenance did to one table.
@@ -113,7 +126,12 @@ pub async fn maintain(
     spec: &MaintenanceSpec,
     options: MaintainOptions,
 ) -> Result<TableReport> {
-    let mut report = compact(location, spec, options.dry_run).await?;
+    let mut report = compact(
+        location,
+        spec,
+        options.dry_run || options.compaction_elsewhere,
+    )
+    .await?;
     if !options.dry_run && !options.keep_log {
         report.log_entries_removed = vacuum::clean_log(location, spec.log_retention).await?;
     }

@@ -1,33 +1,56 @@
 //! VACUUM and log cleanup: removing what no version within the retention
 //! needs.
 //!
-//! VACUUM runs in Delta's full mode: besides files replaced by compaction
-//! and upserts (the log's `remove` actions), it removes files the log never
-//! named, older than the retention: those are the files of epochs that
-//! crashed before their manifest (an epoch's files are written before the
-//! manifest decides it). Staged upserts of crashed epochs
-//! (`_strata_staging/`, which Delta's VACUUM skips as hidden) go too.
+//! Delta's VACUUM keeps a replaced file while its `remove` is younger than
+//! the retention, which needs every remove of the retention in every
+//! checkpoint: at 200 ms epochs, millions over 7 days, in a checkpoint
+//! rewritten every 100 commits (see
+//! [`REMOVES_KEPT_FOR`](crate::delta::table::REMOVES_KEPT_FOR)). Strata's
+//! VACUUM asks the versions instead. The versions within the retention are
+//! the one a reader at the retention's edge sees ([`retention_edge`]) and
+//! every newer one; a file one of them reads is either
+//! - read by the edge version (added at or before it, removed after it), or
+//! - added after the edge, so written after the edge, less the time a
+//!   written file may wait for its commit, or
+//! - read by the newest version.
 //!
-//! The retention is floored (see [`MaintainOptions::min_retention`]): a
-//! file younger than a few checkpoint intervals may belong to an epoch
-//! whose manifest is written but whose table commit is still to come, and
-//! recovery would need it.
+//! So VACUUM keeps the files of the newest version and of the edge version,
+//! and every file written after the edge less that wait ([`removable`]),
+//! whatever the log says about removes. It loads two versions and lists the
+//! table, as Delta's does.
+//!
+//! The wait is the retention floor ([`MaintainOptions::min_retention`]: a
+//! few checkpoint intervals), the time an epoch's files may take to reach
+//! their commit and a compaction's rewritten file to reach its. A file
+//! committed later than that after it was written (an epoch the process
+//! crashed in, committed by the recovery after a longer outage) counts as
+//! written when it was: a VACUUM that runs a retention after it can remove
+//! it from versions within the retention that no longer read it (the
+//! newest still does).
+//!
+//! Files the log never named, older than the edge and the wait, go too:
+//! those are the files of epochs that crashed before their manifest (an
+//! epoch's files are written before the manifest decides it). Staged
+//! upserts of crashed epochs (`_strata_staging/`) go as well.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
-use deltalake::kernel::transaction::CommitProperties;
-use deltalake::operations::vacuum::VacuumMode;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt, stream};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
 use tracing::info;
 
-use crate::delta::proof::every_file_present;
-use crate::delta::table::open_existing;
+use crate::delta::proof::{active_files, every_file_present};
+use crate::delta::table::{open_existing, open_version};
 use crate::delta::upsert_writer::STAGING_DIR;
 use crate::error::{EngineError, Result};
-use crate::maintenance::MaintainOptions;
+use crate::maintenance::removable::removable;
+use crate::maintenance::{MaintainOptions, retention_edge};
 use crate::storage::TableLocation;
+
+/// How many files VACUUM removes at once.
+const REMOVALS_AT_ONCE: usize = 32;
 
 /// Removes the files of the table at `location` that no version within
 /// `retention` needs (`options.dry_run`: lists them only); returns them.
@@ -43,30 +66,44 @@ pub async fn vacuum(
             options.min_retention
         )));
     }
+    let chrono = |d: Duration| {
+        chrono::Duration::from_std(d)
+            .map_err(|e| EngineError::Config(format!("retention {d:?}: {e}")))
+    };
+    let edge = chrono::Utc::now() - chrono(retention)?;
     let table = open_existing(location).await?;
     every_file_present(&table, &url).await?;
-    let chrono_retention = chrono::Duration::from_std(retention)
-        .map_err(|e| EngineError::Config(format!("retention {retention:?}: {e}")))?;
     let store = table.log_store().object_store(None);
-    let (_, metrics) = table
-        .vacuum()
-        .with_mode(VacuumMode::Full)
-        .with_retention_period(chrono_retention)
-        // The floor above is Strata's rule; the table's own property
-        // (7 days by default) would refuse shorter retentions.
-        .with_enforce_retention_duration(false)
-        .with_dry_run(options.dry_run)
-        .with_commit_properties(CommitProperties::default().with_cleanup_expired_logs(Some(false)))
-        .await
-        .map_err(EngineError::delta(&url, "vacuuming"))?;
-    let mut removed = metrics.files_deleted;
+    let newest = table.version().unwrap_or(0);
+    let mut needed: HashSet<Path> = active_files(&table, &url)?
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect();
+    let at_edge = retention_edge::version_at(store.as_ref(), &url, newest, edge).await?;
+    if at_edge < newest {
+        let old = open_version(location, at_edge).await.map_err(|e| {
+            EngineError::Config(format!(
+                "VACUUM cannot read version {at_edge} of {url}, the one a reader at the retention's edge ({edge}) sees, so it cannot tell which files that version needs; nothing was removed. {e}"
+            ))
+        })?;
+        needed.extend(active_files(&old, &url)?.into_iter().map(|(path, _)| path));
+    }
+    let listed: Vec<_> =
+        store
+            .list(None)
+            .try_collect()
+            .await
+            .map_err(EngineError::object_store(
+                url.clone(),
+                "listing the table's files",
+            ))?;
+    let mut doomed = removable(listed, &needed, edge - chrono(options.min_retention)?);
     // Staged upserts a merge consumed are deleted by it; those left are of
     // epochs that crashed.
-    let cutoff = chrono::Utc::now() - chrono_retention;
     let staging = Path::from(STAGING_DIR);
     let stale: Vec<Path> = store
         .list(Some(&staging))
-        .try_filter(|o| std::future::ready(o.last_modified < cutoff))
+        .try_filter(|o| std::future::ready(o.last_modified < edge))
         .map_ok(|o| o.location)
         .try_collect()
         .await
@@ -74,20 +111,27 @@ pub async fn vacuum(
             format!("{url}{STAGING_DIR}"),
             "listing staged upserts",
         ))?;
-    for path in stale {
-        if !options.dry_run {
-            store
-                .delete(&path)
-                .await
-                .map_err(EngineError::object_store(
-                    format!("{url}{path}"),
-                    "removing a staged upsert of a crashed epoch",
-                ))?;
-        }
-        removed.push(path.to_string());
+    doomed.extend(stale);
+    if !options.dry_run {
+        stream::iter(doomed.iter().cloned())
+            .map(|path| {
+                let (store, url) = (store.clone(), url.clone());
+                async move {
+                    match store.delete(&path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                        Err(e) => Err(EngineError::object_store(
+                            format!("{url}{path}"),
+                            "removing a file no version within the retention needs",
+                        )(e)),
+                    }
+                }
+            })
+            .buffer_unordered(REMOVALS_AT_ONCE)
+            .try_collect::<Vec<()>>()
+            .await?;
     }
-    info!(table = %url, files = removed.len(), dry_run = options.dry_run, "vacuumed");
-    Ok(removed)
+    info!(table = %url, files = doomed.len(), edge_version = at_edge, dry_run = options.dry_run, "vacuumed");
+    Ok(doomed.into_iter().map(|p| p.to_string()).collect())
 }
 
 /// Removes `_delta_log` entries older than `retention` that the newest
