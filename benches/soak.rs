@@ -366,8 +366,11 @@ fn print_period(p: &Period) {
     );
     for (name, t) in &p.tables {
         println!(
-            "    {name:<40} files {:>6} (live {:>4})  log entries {:>6}",
-            t.files, t.live_files, t.log_entries
+            "    {name:<40} files {:>6} (live {:>4})  log entries {:>6}  checkpoint {:>6.1} KiB",
+            t.files,
+            t.live_files,
+            t.log_entries,
+            t.checkpoint_bytes as f64 / 1024.0
         );
     }
 }
@@ -405,6 +408,10 @@ struct TableFiles {
     live_files: u64,
     /// Entries of `_delta_log` (commits, checkpoints, checksums).
     log_entries: u64,
+    /// Bytes of the newest Delta checkpoint (what a reader that sees a new
+    /// checkpoint reads whole; it carries the live files and the removes
+    /// younger than `delta.deletedFileRetentionDuration`).
+    checkpoint_bytes: u64,
 }
 
 /// Every directory under `root` with a `_delta_log`, by its path relative to
@@ -423,6 +430,7 @@ fn tables_on_disk(root: &Path) -> BTreeMap<String, TableFiles> {
                     files: count_files(&dir, true),
                     live_files: 0,
                     log_entries: entries(&log).count() as u64,
+                    checkpoint_bytes: newest_checkpoint_bytes(&log),
                 },
             );
             continue;
@@ -446,6 +454,19 @@ async fn live_files(dir: &Path) -> u64 {
         Ok(table) => table.get_file_uris().map_or(0, |f| f.count() as u64),
         Err(_) => 0,
     }
+}
+
+/// Bytes of the newest `*.checkpoint.parquet` in `log` (0 if none).
+fn newest_checkpoint_bytes(log: &Path) -> u64 {
+    entries(log)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .ends_with(".checkpoint.parquet")
+        })
+        .max_by_key(|e| e.file_name())
+        .and_then(|e| e.metadata().ok())
+        .map_or(0, |m| m.len())
 }
 
 /// A directory's entries that can still be read.
