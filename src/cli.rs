@@ -91,7 +91,7 @@ pub enum Command {
     Backfill(BackfillArgs),
     /// Compact the tables' small files and clean up their logs; with
     /// --vacuum, also remove files no version within the retention needs
-    /// (safe while `strata run` runs).
+    /// (safe while `strata run` runs: compaction is then left to the run).
     Maintain(MaintainArgs),
     /// Compare the file with what the storage root holds (tables' schemas,
     /// the newest checkpoint's layers, their SQL and state layout) and say
