@@ -50,11 +50,7 @@ pub async fn open_or_create(
         std::fs::create_dir_all(&dir)
             .map_err(EngineError::io(format!("cannot create {}", dir.display())))?;
     }
-    let mut table = DeltaTableBuilder::from_url(location.url.clone())
-        .map_err(EngineError::delta(&url, "resolving the table location"))?
-        .with_storage_options(location.options.clone())
-        .build()
-        .map_err(EngineError::delta(&url, "opening the table"))?;
+    let mut table = unloaded(location)?;
     match table.load().await {
         Ok(()) => {
             let table = keep_removes_briefly(table, &url).await?;
@@ -123,14 +119,20 @@ async fn keep_removes_briefly(table: DeltaTable, url: &str) -> Result<DeltaTable
     Ok(table)
 }
 
-/// Loads the existing table at `location` (an error if there is none).
-pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
+/// The table at `location`, not loaded yet.
+fn unloaded(location: &TableLocation) -> Result<DeltaTable> {
     let url = location.url.to_string();
-    let mut table = DeltaTableBuilder::from_url(location.url.clone())
+    DeltaTableBuilder::from_url(location.url.clone())
         .map_err(EngineError::delta(&url, "resolving the table location"))?
         .with_storage_options(location.options.clone())
         .build()
-        .map_err(EngineError::delta(&url, "opening the table"))?;
+        .map_err(EngineError::delta(&url, "opening the table"))
+}
+
+/// Loads the existing table at `location` (an error if there is none).
+pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
+    let url = location.url.to_string();
+    let mut table = unloaded(location)?;
     table
         .load()
         .await
@@ -141,11 +143,7 @@ pub async fn open_existing(location: &TableLocation) -> Result<DeltaTable> {
 /// Loads `version` of the existing table at `location`.
 pub async fn open_version(location: &TableLocation, version: u64) -> Result<DeltaTable> {
     let url = location.url.to_string();
-    let mut table = DeltaTableBuilder::from_url(location.url.clone())
-        .map_err(EngineError::delta(&url, "resolving the table location"))?
-        .with_storage_options(location.options.clone())
-        .build()
-        .map_err(EngineError::delta(&url, "opening the table"))?;
+    let mut table = unloaded(location)?;
     table
         .load_version(version)
         .await

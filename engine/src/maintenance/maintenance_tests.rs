@@ -67,6 +67,17 @@ async fn values(location: &TableLocation) -> Vec<i64> {
     out
 }
 
+/// A committer of `table` that has committed epochs `1..=epochs`, one row
+/// (and file) each.
+async fn committed(table: &DeltaTable, epochs: u64) -> TableCommitter {
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    for epoch in 1..=epochs {
+        let pending = pre_commit(table, epoch).await;
+        committer.commit(epoch, &pending).await.unwrap();
+    }
+    committer
+}
+
 fn spec() -> MaintenanceSpec {
     MaintenanceSpec {
         min_small_files: 4,
@@ -78,11 +89,7 @@ fn spec() -> MaintenanceSpec {
 async fn an_epoch_commit_that_races_a_compaction_still_commits() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
-    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
-    for epoch in 1..=10 {
-        let pending = pre_commit(&table, epoch).await;
-        committer.commit(epoch, &pending).await.unwrap();
-    }
+    let mut committer = committed(&table, 10).await;
     // Epoch 11 is written on the committer's snapshot; compaction commits
     // first, removing every file of that snapshot.
     let pending = pre_commit(&table, 11).await;
@@ -120,11 +127,7 @@ fn parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_need() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
-    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
-    for epoch in 1..=6 {
-        let pending = pre_commit(&table, epoch).await;
-        committer.commit(epoch, &pending).await.unwrap();
-    }
+    committed(&table, 6).await;
     // Epoch 7's file is written, then the process dies before its manifest.
     let crashed = pre_commit(&table, 7).await;
     let orphan = dir.path().join("dws/t").join(&crashed.adds[0].path);
@@ -171,11 +174,7 @@ async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_nee
 async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
-    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
-    for epoch in 1..=5 {
-        let pending = pre_commit(&table, epoch).await;
-        committer.commit(epoch, &pending).await.unwrap();
-    }
+    committed(&table, 5).await;
     let options = MaintainOptions {
         vacuum: true,
         dry_run: false,
@@ -216,11 +215,7 @@ async fn vacuum_keeps_old_files_the_version_at_the_retentions_edge_reads() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
     let root = dir.path().join("dws/t");
-    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
-    for epoch in 1..=6 {
-        let pending = pre_commit(&table, epoch).await;
-        committer.commit(epoch, &pending).await.unwrap();
-    }
+    committed(&table, 6).await;
     // Epochs 1-6 were written and committed three hours ago (versions 0-6,
     // in order); compaction replaces their files now (version 7).
     let three_hours = Duration::from_secs(3 * 3600);
@@ -324,11 +319,7 @@ async fn tables_keep_removes_in_checkpoints_briefly_old_ones_too() {
 async fn two_racing_compactions_would_read_every_row_twice() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
-    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
-    for epoch in 1..=4 {
-        let pending = pre_commit(&table, epoch).await;
-        committer.commit(epoch, &pending).await.unwrap();
-    }
+    committed(&table, 4).await;
     let first = open_existing(&location).await.unwrap();
     let second = open_existing(&location).await.unwrap();
     first.optimize().await.unwrap();
