@@ -6,8 +6,10 @@
 //! every upsert, about a metric of its own it then derives, so a warning
 //! per epoch of every upserting layer; its transactions warn "table updated
 //! during transaction" whenever a commit finds the table moved on and
-//! checks for conflicts, as compaction does beside the live epochs: normal
-//! operation, whose outcome Strata logs itself); `RUST_LOG` directives are
+//! checks for conflicts, as compaction does beside the live epochs, and
+//! log an ERROR "exceeded maximum commit attempts" when an epoch commit
+//! (one attempt: Strata retries it itself) loses the race at the write:
+//! normal operation, whose outcome Strata logs itself); `RUST_LOG` directives are
 //! applied on top, so `RUST_LOG=debug` or `RUST_LOG=buoyant_kernel=info`
 //! still work.
 
@@ -17,7 +19,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
-const DEFAULT_DIRECTIVES: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=error,buoyant_kernel=off,datafusion=warn,rdkafka=warn";
+const DEFAULT_DIRECTIVES: &str = "info,deltalake=warn,deltalake_core=warn,deltalake_core::operations::merge=error,deltalake_core::kernel::transaction=off,buoyant_kernel=off,datafusion=warn,rdkafka=warn";
 
 pub fn init(format: LogFormat) {
     let directives = match std::env::var("RUST_LOG") {

@@ -29,6 +29,10 @@ pub struct StateReset {
     pub from: String,
 }
 
+/// How long a stopping run waits for the background maintenance pass in
+/// progress.
+const MAINTENANCE_GRACE: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn run(
     file: &Path,
     layers: &[String],
@@ -117,16 +121,24 @@ pub async fn run(
     info!(warehouse = %warehouse.name, layers = plan.dataflow.layers.len(), sources = plan.dataflow.sources.len(), storage = %warehouse.storage.root, "starting");
     // The layers' error is the one that decides the exit code; the
     // servers' are logged (they stop because the layers did).
-    let maintenance = maintain::spawn_background(&warehouse, &plan.dataflow, shutdown.clone());
+    let mut maintenance = maintain::spawn_background(&warehouse, &plan.dataflow, shutdown.clone());
     let outcome = run_dataflow_observed(plan.dataflow, shutdown.clone(), metrics, fence).await;
     if let Ok(report) = &outcome {
         info!(epochs = report.epochs, rows = report.rows, "layers stopped");
     }
     // Bounded runs end by themselves: the server goes with them.
     shutdown.trigger();
-    // A compaction cut short commits nothing (its files go at the next VACUUM).
-    maintenance.abort();
-    let _ = maintenance.await;
+    // The maintenance pass in progress finishes its table (the loop stops
+    // between tables): a Delta scan still running when the runtime ends
+    // panics in its thread. One that takes longer is cut short, which
+    // commits nothing (its files go at the next VACUUM).
+    if tokio::time::timeout(MAINTENANCE_GRACE, &mut maintenance)
+        .await
+        .is_err()
+    {
+        maintenance.abort();
+        let _ = maintenance.await;
+    }
     let released = lease.release().await;
     let mut served = Ok(());
     if let Some(server) = server
