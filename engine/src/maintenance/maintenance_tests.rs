@@ -78,6 +78,16 @@ async fn committed(table: &DeltaTable, epochs: u64) -> TableCommitter {
     committer
 }
 
+/// VACUUM (`dry_run`: only listing) with a 30 s retention floor.
+fn vacuuming(dry_run: bool) -> MaintainOptions {
+    MaintainOptions {
+        vacuum: true,
+        dry_run,
+        min_retention: Duration::from_secs(30),
+        ..Default::default()
+    }
+}
+
 fn spec() -> MaintenanceSpec {
     MaintenanceSpec {
         min_small_files: 4,
@@ -138,13 +148,7 @@ async fn vacuum_removes_a_crashed_epochs_file_and_keeps_what_recent_versions_nee
     let before_compaction = compacted.version().unwrap() - 1;
 
     let hour = Duration::from_secs(3600);
-    let options = MaintainOptions {
-        vacuum: true,
-        dry_run: true,
-        min_retention: Duration::from_secs(30),
-        keep_log: false,
-        compaction_elsewhere: false,
-    };
+    let options = vacuuming(true);
     let would = vacuum(&location, hour, options).await.unwrap();
     assert_eq!(would, vec![crashed.adds[0].path.clone()]);
     assert!(orphan.exists(), "a dry run removed a file");
@@ -175,13 +179,7 @@ async fn maintenance_refuses_a_damaged_table_and_a_too_short_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (location, table) = table(&dir).await;
     committed(&table, 5).await;
-    let options = MaintainOptions {
-        vacuum: true,
-        dry_run: false,
-        min_retention: Duration::from_secs(30),
-        keep_log: false,
-        compaction_elsewhere: false,
-    };
+    let options = vacuuming(false);
     let short = vacuum(&location, Duration::from_secs(1), options).await;
     assert!(
         short.is_err_and(|e| e.to_string().contains("Nothing was removed")),
@@ -236,13 +234,7 @@ async fn vacuum_keeps_old_files_the_version_at_the_retentions_edge_reads() {
     // Retention 1 hour: a reader at its edge sees version 6, which reads
     // the six old files, replaced just now.
     let hour = Duration::from_secs(3600);
-    let options = MaintainOptions {
-        vacuum: true,
-        dry_run: false,
-        min_retention: Duration::from_secs(30),
-        keep_log: false,
-        compaction_elsewhere: false,
-    };
+    let options = vacuuming(false);
     let removed = vacuum(&location, hour, options).await.unwrap();
     assert_eq!(removed, Vec::<String>::new());
     let mut edge = open_existing(&location).await.unwrap();
