@@ -322,3 +322,24 @@ async fn two_racing_compactions_would_read_every_row_twice() {
     );
     assert_eq!(values(&location).await, vec![1, 1, 2, 2, 3, 3, 4, 4]);
 }
+
+#[tokio::test]
+async fn vacuum_removes_staged_upserts_of_crashed_epochs_older_than_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    committed(&table, 2).await;
+    let staging = dir
+        .path()
+        .join("dws/t")
+        .join(crate::delta::upsert_writer::STAGING_DIR);
+    std::fs::create_dir_all(&staging).unwrap();
+    let (old, new) = (staging.join("old.parquet"), staging.join("new.parquet"));
+    std::fs::write(&old, b"staged").unwrap();
+    std::fs::write(&new, b"staged").unwrap();
+    age(&old, Duration::from_secs(2 * 3600));
+    let removed = vacuum(&location, Duration::from_secs(3600), vacuuming(false))
+        .await
+        .unwrap();
+    assert_eq!(removed, vec!["_strata_staging/old.parquet".to_string()]);
+    assert!(!old.exists() && new.exists());
+}

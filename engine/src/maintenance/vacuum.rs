@@ -97,20 +97,15 @@ pub async fn vacuum(
                 url.clone(),
                 "listing the table's files",
             ))?;
-    let mut doomed = removable(listed, &needed, edge - chrono(options.min_retention)?);
     // Staged upserts a merge consumed are deleted by it; those left are of
-    // epochs that crashed.
+    // epochs that crashed (the same listing: it covers the staging too).
     let staging = Path::from(STAGING_DIR);
-    let stale: Vec<Path> = store
-        .list(Some(&staging))
-        .try_filter(|o| std::future::ready(o.last_modified < edge))
-        .map_ok(|o| o.location)
-        .try_collect()
-        .await
-        .map_err(EngineError::object_store(
-            format!("{url}{STAGING_DIR}"),
-            "listing staged upserts",
-        ))?;
+    let stale: Vec<Path> = listed
+        .iter()
+        .filter(|o| o.location.prefix_matches(&staging) && o.last_modified < edge)
+        .map(|o| o.location.clone())
+        .collect();
+    let mut doomed = removable(listed, &needed, edge - chrono(options.min_retention)?);
     doomed.extend(stale);
     if !options.dry_run {
         stream::iter(doomed.iter().cloned())
