@@ -225,3 +225,55 @@ async fn an_upsert_after_a_swap_merges_on_the_newest_version() {
         [("a".into(), 7), ("b".into(), 201), ("c".into(), 300)]
     );
 }
+
+/// Appends are written at the version after the committer's last one,
+/// without reading the table's file list (see `table_committer`'s doc);
+/// the Delta checkpoint still comes every `delta.checkpointInterval`
+/// versions, and the table reads back whole.
+#[tokio::test]
+async fn appends_checkpoint_on_the_interval_without_reloading_the_file_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, table) = table(&dir).await;
+    let table = table
+        .set_tbl_properties()
+        .with_properties(std::collections::HashMap::from([(
+            "delta.checkpointInterval".to_string(),
+            "4".to_string(),
+        )]))
+        .await
+        .unwrap();
+    let opened_at = table.version().unwrap();
+    let mut committer = TableCommitter::open(table.clone(), "layer").await.unwrap();
+    let mut expected = Vec::new();
+    for epoch in 1..=9u64 {
+        let key = format!("k{epoch}");
+        let outcome = append(
+            &mut committer,
+            &table,
+            epoch,
+            rows(&[&key], &[epoch as i64]),
+        )
+        .await;
+        assert_eq!(
+            outcome.ok(),
+            Some(CommitOutcome::Committed {
+                version: opened_at + epoch
+            })
+        );
+        expected.push((key, epoch as i64));
+    }
+    expected.sort();
+    assert_eq!(contents(&location).await, expected);
+    let log = dir.path().join("dws/t/_delta_log");
+    let checkpoints: Vec<u64> = (opened_at + 1..=opened_at + 9)
+        .filter(|v| log.join(format!("{v:020}.checkpoint.parquet")).exists())
+        .collect();
+    let due: Vec<u64> = (opened_at + 1..=opened_at + 9)
+        .filter(|v| (v + 1) % 4 == 0)
+        .collect();
+    assert_eq!(checkpoints, due);
+    let reopened = TableCommitter::open(open_existing(&location).await.unwrap(), "layer")
+        .await
+        .unwrap();
+    assert_eq!(reopened.committed_epoch(), Some(9));
+}
