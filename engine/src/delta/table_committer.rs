@@ -233,13 +233,13 @@ impl TableCommitter {
         self.version = version.map(str::to_string);
     }
 
-    /// One attempt at an append: a blind append written as version `head
-    /// + 1`, create-only. delta-rs would count every file of the snapshot
-    /// as read, and fail the append on any removal since; so it is given
-    /// no retries, and [`Self::commit`] rebuilds the commit on the newest
-    /// version instead. delta-rs's commit is prepared (protocol checks,
-    /// the log entry) but its post-commit step, which reloads the file
-    /// list, is not run: see the module's doc.
+    /// One attempt at an append: a blind append written create-only as
+    /// the version after `head`. delta-rs would count every file of the
+    /// snapshot as read, and fail the append on any removal since; so it is
+    /// given no retries, and [`Self::commit`] rebuilds the commit on the
+    /// newest version instead. delta-rs's commit is prepared (protocol
+    /// checks, the log entry) but its post-commit step, which reloads the
+    /// file list, is not run: see the module's doc.
     async fn append(&mut self, txn: i64, adds: &[Add]) -> Result<u64, DeltaTableError> {
         let actions: Vec<Action> = adds.iter().cloned().map(Action::Add).collect();
         let operation = DeltaOperation::StreamingUpdate {
