@@ -230,6 +230,13 @@ def test_prometheus_scrapes_alerts_fire_and_resolve(tmp_path, strata_bin, own_br
         assert 0 <= prom.value('strata_lease_renewal_age_seconds') < 15
         assert prom.value('process_resident_memory_bytes{job="strata"}') > 1e6
         assert prom.value('process_open_fds{job="strata"}') > 3
+        # Memory split: without the executable's pages, and jemalloc's own
+        # figures (registered by the binary): what the program holds is
+        # resident, and less than the process's RSS.
+        rss = prom.value('process_resident_memory_bytes{job="strata"}')
+        assert 1e6 < prom.value('strata_resident_anonymous_bytes{job="strata"}') < rss
+        allocated = prom.value('strata_heap_allocated_bytes{job="strata"}')
+        assert 1e6 < allocated <= prom.value('strata_heap_resident_bytes{job="strata"}')
         assert http_get(qs.url("/healthz"))[0] == 200
         wait_until(lambda: http_get(qs.url("/readyz"))[0] == 200, 30, "/readyz to be ready")
 

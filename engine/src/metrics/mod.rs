@@ -21,6 +21,8 @@ pub mod families;
 mod process;
 pub mod rates;
 
+pub use process::{HeapStats, heap, report_heap_with};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

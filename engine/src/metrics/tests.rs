@@ -41,6 +41,7 @@ fn counters_and_scrape_time_gauges_are_encoded_with_their_labels() {
         .and_then(|v| v.parse::<f64>().ok());
     assert!(delay.is_some_and(|d| d > 1e9), "{text}");
     assert!(text.contains("process_open_fds"), "{text}");
+    assert!(text.contains("strata_resident_anonymous_bytes"), "{text}");
 }
 
 #[test]
