@@ -17,7 +17,11 @@
 //!   (replaced files count until vacuumed), the files the newest version
 //!   reads ("live"), bytes under the storage root;
 //! - the operator state the newest checkpoint wrote (what the open windows
-//!   hold), and RSS and peak RSS of `strata run` (/proc).
+//!   hold), and RSS, its anonymous part and peak RSS of `strata run`
+//!   (/proc: about a third of the RSS is the executable's own code, read
+//!   in as code paths first run, so the anonymous part is what a leak
+//!   would grow), the share of a core it used in the period, and how busy
+//!   the machine was (the broker and the generator share its cores).
 //!
 //! At the end the periods are printed again as one table. The bench fails
 //! when `strata run` or the generator stop early, `strata run` does not exit
@@ -116,7 +120,18 @@ struct Period {
     /// Operator state of the newest checkpoint, as encoded (Arrow IPC).
     state_bytes: u64,
     rss_mib: f64,
+    anon_rss_mib: f64,
     peak_rss_mib: f64,
+    /// CPU seconds `strata run` had used by the period's end.
+    cpu_secs: f64,
+    /// Its share of one core over the period, in percent.
+    cpu_percent: f64,
+    /// Busy and total CPU time of the machine by the period's end (jiffies
+    /// of `/proc/stat`).
+    machine: (f64, f64),
+    /// How busy the machine's cores were over the period, in percent: the
+    /// broker and the generator share them with `strata run`.
+    machine_percent: f64,
     tables: BTreeMap<String, TableFiles>,
 }
 
@@ -200,6 +215,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
                 period_from_epoch,
                 std::mem::take(&mut queries),
                 std::mem::take(&mut failures),
+                periods.last(),
             )
             .await?;
             print_period(&period);
@@ -229,12 +245,12 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB | RSS / peak MiB |"
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB | RSS (anonymous) / peak MiB | CPU (machine busy) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &periods {
         println!(
-            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} | {:.0} / {:.0} |",
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} | {:.0} ({:.0}) / {:.0} | {:.0}% ({:.0}%) |",
             p.at_min,
             p.epochs as f64 / args.report_secs as f64,
             ms(p.epoch_ms.at(Percentile::P50), 1.0),
@@ -251,7 +267,10 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
             p.bytes as f64 / 1048576.0,
             p.state_bytes as f64 / 1048576.0,
             p.rss_mib,
-            p.peak_rss_mib
+            p.anon_rss_mib,
+            p.peak_rss_mib,
+            p.cpu_percent,
+            p.machine_percent
         );
     }
     let achieved = match start_count {
@@ -297,6 +316,7 @@ async fn measure(
     from_epoch: Option<u64>,
     queries: Vec<i64>,
     query_failures: u32,
+    previous: Option<&Period>,
 ) -> BenchResult<Period> {
     let epoch_ms = manifests.gaps_ms_after(from_epoch);
     let epochs = match (manifests.newest(), from_epoch) {
@@ -310,9 +330,15 @@ async fn measure(
     for (name, t) in tables.iter_mut() {
         t.live_files = live_files(&run.root.join(name)).await;
     }
-    let (rss_mib, peak_rss_mib) = rss(run.pipeline.pid());
+    let (rss_mib, anon_rss_mib, peak_rss_mib) = rss(run.pipeline.pid());
+    let cpu = cpu_secs(run.pipeline.pid());
+    let (since_secs, since_cpu, since_machine) = previous.map_or((0.0, 0.0, (0.0, 0.0)), |p| {
+        (p.at_min * 60.0, p.cpu_secs, p.machine)
+    });
+    let machine = machine_jiffies();
+    let at_secs = started.elapsed().as_secs_f64();
     Ok(Period {
-        at_min: started.elapsed().as_secs_f64() / 60.0,
+        at_min: at_secs / 60.0,
         epochs,
         epoch_ms,
         query_us: Samples::new(queries),
@@ -327,7 +353,13 @@ async fn measure(
             .newest()
             .map_or(0, |epoch| state_bytes(&run.root, epoch)),
         rss_mib,
+        anon_rss_mib,
         peak_rss_mib,
+        cpu_secs: cpu,
+        cpu_percent: (cpu - since_cpu) / (at_secs - since_secs).max(1.0) * 100.0,
+        machine,
+        machine_percent: (machine.0 - since_machine.0) / (machine.1 - since_machine.1).max(1.0)
+            * 100.0,
         tables,
     })
 }
@@ -355,14 +387,17 @@ fn print_period(p: &Period) {
         per_million(&p.dwd_scan)
     );
     println!(
-        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB; strata run RSS {:.0} MiB, peak {:.0} MiB",
+        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB; strata run RSS {:.0} MiB ({:.0} anonymous), peak {:.0} MiB, {:.0}% of a core (the machine's cores {:.0}% busy)",
         p.files,
         p.live_files,
         p.log_entries,
         p.bytes as f64 / 1048576.0,
         p.state_bytes as f64 / 1048576.0,
         p.rss_mib,
-        p.peak_rss_mib
+        p.anon_rss_mib,
+        p.peak_rss_mib,
+        p.cpu_percent,
+        p.machine_percent
     );
     for (name, t) in &p.tables {
         println!(
@@ -516,8 +551,42 @@ fn state_bytes(root: &Path, epoch: u64) -> u64 {
         .sum()
 }
 
-/// VmRSS and VmHWM of a process, MiB (0 when /proc cannot tell).
-fn rss(pid: u32) -> (f64, f64) {
+/// User and system CPU seconds of a process so far (`/proc/PID/stat`
+/// fields 14 and 15, in Linux's 100 ticks a second; 0 when it cannot tell).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: count after its `)`.
+    let rest = stat.rfind(')').map_or("", |at| &stat[at + 1..]);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Busy and total jiffies of all the machine's cores (`/proc/stat`'s
+/// `cpu` line: busy is all but idle and iowait; zeros when it cannot tell).
+fn machine_jiffies() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let times: Vec<f64> = stat
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu "))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|v| v.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let total: f64 = times.iter().take(8).sum();
+    let idle = times.get(3).unwrap_or(&0.0) + times.get(4).unwrap_or(&0.0);
+    (total - idle, total)
+}
+
+/// VmRSS, RssAnon and VmHWM of a process, MiB (0 when /proc cannot tell).
+fn rss(pid: u32) -> (f64, f64, f64) {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let field = |name: &str| {
         status
@@ -527,5 +596,5 @@ fn rss(pid: u32) -> (f64, f64) {
             .map(|kib| kib / 1024.0)
             .unwrap_or(0.0)
     };
-    (field("VmRSS:"), field("VmHWM:"))
+    (field("VmRSS:"), field("RssAnon:"), field("VmHWM:"))
 }
