@@ -135,6 +135,24 @@ struct Period {
     tables: BTreeMap<String, TableFiles>,
 }
 
+/// Where a period starts: the end of the one before, or the bench's start.
+#[derive(Clone, Copy)]
+struct Since {
+    secs: f64,
+    cpu_secs: f64,
+    machine: (f64, f64),
+}
+
+impl Period {
+    fn end(&self) -> Since {
+        Since {
+            secs: self.at_min * 60.0,
+            cpu_secs: self.cpu_secs,
+            machine: self.machine,
+        }
+    }
+}
+
 /// A full scan over Flight SQL.
 struct Scan {
     rows: usize,
@@ -163,6 +181,9 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     let logged = LoggedRecords::new(&kafka)?;
     let mut manifests = ManifestTimes::new(&run.root, "beike");
     let started = Instant::now();
+    // The machine's CPU times when the measuring starts: the first
+    // period's share counts from here, not from the machine's boot.
+    let machine_at_start = machine_jiffies();
     let total = Duration::from_secs(args.minutes * 60);
     let mut periods = Vec::new();
     let mut next_report = Duration::from_secs(args.report_secs);
@@ -215,7 +236,14 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
                 period_from_epoch,
                 std::mem::take(&mut queries),
                 std::mem::take(&mut failures),
-                periods.last(),
+                periods.last().map_or(
+                    Since {
+                        secs: 0.0,
+                        cpu_secs: 0.0,
+                        machine: machine_at_start,
+                    },
+                    Period::end,
+                ),
             )
             .await?;
             print_period(&period);
@@ -316,7 +344,7 @@ async fn measure(
     from_epoch: Option<u64>,
     queries: Vec<i64>,
     query_failures: u32,
-    previous: Option<&Period>,
+    since: Since,
 ) -> BenchResult<Period> {
     let epoch_ms = manifests.gaps_ms_after(from_epoch);
     let epochs = match (manifests.newest(), from_epoch) {
@@ -332,9 +360,11 @@ async fn measure(
     }
     let (rss_mib, anon_rss_mib, peak_rss_mib) = rss(run.pipeline.pid());
     let cpu = cpu_secs(run.pipeline.pid());
-    let (since_secs, since_cpu, since_machine) = previous.map_or((0.0, 0.0, (0.0, 0.0)), |p| {
-        (p.at_min * 60.0, p.cpu_secs, p.machine)
-    });
+    let Since {
+        secs: since_secs,
+        cpu_secs: since_cpu,
+        machine: since_machine,
+    } = since;
     let machine = machine_jiffies();
     let at_secs = started.elapsed().as_secs_f64();
     Ok(Period {
