@@ -21,7 +21,6 @@
 //! buffers, zstd, aws-lc) share it; `background_threads` turns the purging
 //! threads on by default. `MALLOC_CONF` tunes it at start (see jemalloc's
 //! manual), e.g. `MALLOC_CONF=dirty_decay_ms:1000`.
-
 //!
 //! Its statistics (the `stats` feature) feed `strata_heap_allocated_bytes`
 //! and `strata_heap_resident_bytes` ([`heap`], registered with the engine's
