@@ -52,12 +52,7 @@ pub fn heap() -> Option<HeapStats> {
     HEAP.get().and_then(|read| read())
 }
 
-/// A `/proc/self/status` field given in kB, in bytes.
-fn status_bytes(field: &str) -> Option<i64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status_field_bytes(&status, field)
-}
-
+/// A field of `/proc/self/status` given in kB, in bytes.
 fn status_field_bytes(status: &str, field: &str) -> Option<i64> {
     let line = status.lines().find(|l| {
         l.strip_prefix(field)
@@ -84,35 +79,38 @@ fn open_fds() -> Option<i64> {
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // One read of /proc/self/status for both of its fields.
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let heap = heap();
+        let bytes = |b: u64| i64::try_from(b).ok();
         let gauges = [
             (
                 "process_resident_memory_bytes",
                 "Resident memory of the process",
-                status_bytes("VmRSS"),
+                status_field_bytes(&status, "VmRSS"),
             ),
             (
                 "strata_resident_anonymous_bytes",
                 "Resident memory not backed by a file (heap, stacks): without the executable's code pages",
-                status_bytes("RssAnon"),
+                status_field_bytes(&status, "RssAnon"),
             ),
-        ];
-        let heap = heap();
-        let heap_gauges = [
             (
                 "strata_heap_allocated_bytes",
                 "Bytes the program holds from its allocator",
-                heap.map(|h| h.allocated),
+                heap.and_then(|h| bytes(h.allocated)),
             ),
             (
                 "strata_heap_resident_bytes",
                 "Bytes of physical memory the allocator holds: allocated, its metadata, freed pages not yet returned",
-                heap.map(|h| h.resident),
+                heap.and_then(|h| bytes(h.resident)),
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors of the process",
+                open_fds(),
             ),
         ];
-        let heap_gauges = heap_gauges
-            .into_iter()
-            .map(|(name, help, v)| (name, help, v.and_then(|v| i64::try_from(v).ok())));
-        for (name, help, value) in gauges.into_iter().chain(heap_gauges) {
+        for (name, help, value) in gauges {
             if let Some(value) = value {
                 let g = ConstGauge::new(value);
                 g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
@@ -125,15 +123,6 @@ impl Collector for ProcessCollector {
                 "User and system CPU time of the process",
                 None,
                 c.metric_type(),
-            )?)?;
-        }
-        if let Some(fds) = open_fds() {
-            let g = ConstGauge::new(fds);
-            g.encode(encoder.encode_descriptor(
-                "process_open_fds",
-                "Open file descriptors of the process",
-                None,
-                g.metric_type(),
             )?)?;
         }
         Ok(())
