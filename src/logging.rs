@@ -7,9 +7,10 @@
 //! per epoch of every upserting layer; its transactions warn "table updated
 //! during transaction" whenever a commit finds the table moved on and
 //! checks for conflicts, as compaction does beside the live epochs, and
-//! log an ERROR "exceeded maximum commit attempts" when an epoch commit
-//! (one attempt: Strata retries it itself) loses the race at the write:
-//! normal operation, whose outcome Strata logs itself); `RUST_LOG` directives are
+//! log an ERROR "exceeded maximum commit attempts" when a commit out of
+//! attempts (a type widening's, made once; compaction's, after many races
+//! with live epochs) loses the race at the write: normal operation, whose
+//! outcome Strata logs itself); `RUST_LOG` directives are
 //! applied on top, so `RUST_LOG=debug` or `RUST_LOG=buoyant_kernel=info`
 //! still work.
 

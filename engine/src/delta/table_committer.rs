@@ -236,7 +236,7 @@ impl TableCommitter {
     /// One attempt at an append: a blind append written create-only as
     /// the version after `head`. delta-rs would count every file of the
     /// snapshot as read, and fail the append on any removal since; so it is
-    /// given no retries, and [`Self::commit`] rebuilds the commit on the
+    /// written once, and [`Self::commit`] rebuilds the commit on the
     /// newest version instead. delta-rs's commit is prepared (protocol
     /// checks, the log entry) but its post-commit step, which reloads the
     /// file list, is not run: see the module's doc.
@@ -249,7 +249,6 @@ impl TableCommitter {
         };
         let properties = self
             .properties(txn)
-            .with_max_retries(0)
             .with_metadata(self.commit_info(Some(("isBlindAppend", Value::Bool(true)))));
         let operation_id = Uuid::new_v4();
         let log_store = self.table.log_store();
