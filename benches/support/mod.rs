@@ -1,5 +1,6 @@
 //! What the benches share: running `strata` as a child process and measuring
-//! its peak memory, and reading what it committed from the Delta log.
+//! its peak memory and, while it runs, its CPU and memory from /proc; what
+//! the storage root holds on disk; what it committed, from the Delta log.
 
 // Each bench binary compiles this module and uses part of it.
 #![allow(dead_code)]
@@ -10,5 +11,7 @@ pub mod delta_log;
 pub mod endpoints;
 pub mod flags;
 pub mod manifests;
+pub mod procfs;
 pub mod runner;
 pub mod stats;
+pub mod table_dirs;
