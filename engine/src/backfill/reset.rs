@@ -199,9 +199,8 @@ pub async fn reset_state(
         .latest()
         .await?
         .and_then(|m| m.layers.into_iter().find(|l| l.name == layer))
-        .and_then(|l| l.state)
     {
-        Some(file) => Some(staged_store.read_state(&file).await?),
+        Some(saved) => staged_store.read_layer_state(&saved).await?,
         None => None,
     };
 
@@ -252,11 +251,9 @@ pub async fn reset_state(
             l.shape = shape.clone();
             state.clone()
         } else {
-            match &l.state {
-                Some(file) => Some(live_store.read_state(file).await?),
-                None => None,
-            }
+            live_store.read_layer_state(l).await?
         };
+        l.state_slices.clear();
         l.state = match batch {
             Some(b) => Some(live_store.write_state(epoch, &l.name, &b).await?.0),
             None => None,

@@ -1,4 +1,4 @@
-//! The manifest as it is on disk: format 2, spelled out in types this module
+//! The manifest as it is on disk: formats 2 and 3, spelled out in types this module
 //! owns, so that no change to a runtime type (offsets, lookup counters,
 //! deltalake's `Add`) can silently change what a running warehouse's
 //! checkpoints say. Reading checks the format first: a manifest of a newer
@@ -16,12 +16,20 @@ use serde::{Deserialize, Serialize};
 use crate::checkpoint::manifest::{
     LayerCheckpoint, Manifest, PartitionTime, PendingCommit, SourceCheckpoint, Upsert,
 };
+use crate::checkpoint::state_log::StateSlice;
 use crate::evolution::LayerShape;
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
 
-/// The format this engine writes, and the newest it reads.
-pub const MANIFEST_FORMAT: u32 = 2;
+/// The newest format this engine writes and reads. Format 3 is format 2
+/// with layer state kept by parts (`state_slices`: rows of earlier state
+/// files, see `checkpoint::state_log`), which a Strata reading format 2
+/// would take for no state at all; a manifest is written as format 3 only
+/// when a layer's state is kept so, so warehouses without windowed layers
+/// can still be run by a Strata of format 2.
+pub const MANIFEST_FORMAT: u32 = 3;
+/// The format of manifests without state slices.
+const WHOLE_STATE_FORMAT: u32 = 2;
 /// The oldest format it reads.
 pub const OLDEST_READABLE: u32 = 2;
 
@@ -79,7 +87,16 @@ pub fn encode(manifest: &Manifest) -> serde_json::Result<Vec<u8>> {
     serde_json::to_vec(&ManifestV2::from(manifest))
 }
 
-/// Format 2.
+/// The format `manifest` is written in: the oldest that says all it says.
+fn format_of(manifest: &Manifest) -> u32 {
+    if manifest.layers.iter().any(|l| !l.state_slices.is_empty()) {
+        MANIFEST_FORMAT
+    } else {
+        WHOLE_STATE_FORMAT
+    }
+}
+
+/// Formats 2 and 3.
 #[derive(Debug, Serialize, Deserialize)]
 struct ManifestV2 {
     format: u32,
@@ -120,6 +137,9 @@ struct LayerV2 {
     name: String,
     watermark: Option<i64>,
     state: Option<String>,
+    /// Format 3: the rows of state files that hold the layer's state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    state_slices: Vec<SliceV3>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     published: BTreeMap<String, u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -127,6 +147,14 @@ struct LayerV2 {
     /// Added within format 2: older manifests have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     shape: Option<LayerShape>,
+}
+
+/// Rows `offset .. offset + rows` of a state file.
+#[derive(Debug, Serialize, Deserialize)]
+struct SliceV3 {
+    file: String,
+    offset: u64,
+    rows: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -213,6 +241,15 @@ impl From<ManifestV2> for Manifest {
                     name: l.name,
                     watermark: l.watermark,
                     state: l.state,
+                    state_slices: l
+                        .state_slices
+                        .into_iter()
+                        .map(|s| StateSlice {
+                            file: s.file,
+                            offset: s.offset,
+                            rows: s.rows,
+                        })
+                        .collect(),
                     published: l.published,
                     lookups: l
                         .lookups
@@ -268,7 +305,7 @@ impl From<ManifestV2> for Manifest {
 impl From<&Manifest> for ManifestV2 {
     fn from(m: &Manifest) -> Self {
         ManifestV2 {
-            format: MANIFEST_FORMAT,
+            format: format_of(m),
             dataflow: m.dataflow.clone(),
             epoch: m.epoch,
             created_at_ms: m.created_at_ms,
@@ -304,6 +341,15 @@ impl From<&Manifest> for ManifestV2 {
                     name: l.name.clone(),
                     watermark: l.watermark,
                     state: l.state.clone(),
+                    state_slices: l
+                        .state_slices
+                        .iter()
+                        .map(|s| SliceV3 {
+                            file: s.file.clone(),
+                            offset: s.offset,
+                            rows: s.rows,
+                        })
+                        .collect(),
                     published: l.published.clone(),
                     lookups: l
                         .lookups

@@ -91,9 +91,9 @@ fn every_fixture_manifest_reads_and_writes_back_the_same() {
 
 #[test]
 fn formats_it_does_not_read_are_refused_with_what_to_do() {
-    let newer = br#"{"format": 3, "anything": "else"}"#;
+    let newer = br#"{"format": 4, "anything": "else"}"#;
     let e = decode(newer).expect_err("a newer format");
-    assert_eq!(e, FormatError::Newer(3));
+    assert_eq!(e, FormatError::Newer(4));
     assert!(e.to_string().contains("written by a newer Strata"), "{e}");
     let older = br#"{"format": 1}"#;
     assert_eq!(

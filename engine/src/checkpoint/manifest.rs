@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 use deltalake::kernel::Add;
 
+use crate::checkpoint::state_log::StateSlice;
 use crate::evolution::LayerShape;
 use crate::kafka::offsets::SourceOffsets;
 use crate::lookup::LookupStats;
@@ -60,8 +61,12 @@ pub struct LayerCheckpoint {
     pub name: String,
     /// Its input watermark, microseconds (what makes rows late).
     pub watermark: Option<i64>,
-    /// Its operator state file, relative to the checkpoint directory.
+    /// Its operator state file, relative to the checkpoint directory, when
+    /// the state was written whole.
     pub state: Option<String>,
+    /// The rows of earlier state files that hold its state, when the
+    /// operator keeps it by parts (see `checkpoint::state_log`).
+    pub state_slices: Vec<StateSlice>,
     /// Rows it published to Kafka in the epoch, by the table they came
     /// from (the layer's own for `publish:`, side tables for `side_topics:`).
     pub published: BTreeMap<String, u64>,
@@ -157,14 +162,37 @@ mod tests {
                 offsets,
                 event_times: vec![],
             }],
-            layers: vec![LayerCheckpoint {
-                name: "ods_deals".into(),
-                published: BTreeMap::from([("ods_deals_late".to_string(), 12)]),
-                watermark: Some(5),
-                state: None,
-                lookups: vec![],
-                shape: Some(LayerShape::new(Some("SELECT 1"), None, None)),
-            }],
+            layers: vec![
+                LayerCheckpoint {
+                    name: "ods_deals".into(),
+                    published: BTreeMap::from([("ods_deals_late".to_string(), 12)]),
+                    watermark: Some(5),
+                    state: None,
+                    state_slices: vec![],
+                    lookups: vec![],
+                    shape: Some(LayerShape::new(Some("SELECT 1"), None, None)),
+                },
+                LayerCheckpoint {
+                    name: "dws".into(),
+                    published: BTreeMap::new(),
+                    watermark: Some(5),
+                    state: None,
+                    state_slices: vec![
+                        StateSlice {
+                            file: "state/1-r-dws.arrow".into(),
+                            offset: 4,
+                            rows: 2,
+                        },
+                        StateSlice {
+                            file: "state/3-r-dws.arrow".into(),
+                            offset: 0,
+                            rows: 9,
+                        },
+                    ],
+                    lookups: vec![],
+                    shape: None,
+                },
+            ],
             sinks: vec![PendingCommit {
                 table: "file:///t/".into(),
                 app_id: "ods_deals".into(),
@@ -177,6 +205,8 @@ mod tests {
         let bytes = crate::checkpoint::format::encode(&m).unwrap();
         let text = String::from_utf8(bytes.clone()).unwrap();
         assert!(text.contains(r#""next_offset":100"#), "{text}");
+        // State kept by parts: format 3 (a format-2 reader would see none).
+        assert!(text.contains(r#""format":3"#), "{text}");
         let back = crate::checkpoint::format::decode(&bytes).unwrap();
         assert_eq!(back, m);
     }

@@ -3,4 +3,5 @@
 
 pub mod format;
 pub mod manifest;
+pub mod state_log;
 pub mod store;

@@ -10,8 +10,10 @@
 //! next run's manifest names, even for the same epoch (the manifest is the
 //! commit point; only the files it names are read).
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+use arrow::compute::concat_batches;
 use arrow::ipc::reader::StreamReader;
 use arrow::ipc::writer::StreamWriter;
 use arrow::record_batch::RecordBatch;
@@ -20,7 +22,7 @@ use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload};
 
 use crate::checkpoint::format::{FormatError, decode, encode};
-use crate::checkpoint::manifest::Manifest;
+use crate::checkpoint::manifest::{LayerCheckpoint, Manifest};
 use crate::error::{EngineError, Result};
 use crate::storage::{StorageRoot, numbered_objects};
 
@@ -213,14 +215,68 @@ impl CheckpointStore {
             .map_err(|e| corrupt(e.to_string()))
     }
 
+    /// A layer's state as a checkpoint recorded it: its whole state file,
+    /// or the rows of the state files its parts are in (each file read
+    /// once); `None` when it kept none.
+    pub async fn read_layer_state(&self, layer: &LayerCheckpoint) -> Result<Option<RecordBatch>> {
+        if let Some(file) = &layer.state {
+            return self.read_state(file).await.map(Some);
+        }
+        let mut names: Vec<&str> = layer.state_slices.iter().map(|s| s.file.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        let read = futures::future::try_join_all(names.iter().map(|n| self.read_state(n))).await?;
+        let files: HashMap<&str, RecordBatch> = names.into_iter().zip(read).collect();
+        let mut parts = Vec::with_capacity(layer.state_slices.len());
+        for slice in &layer.state_slices {
+            let Some(file) = files.get(slice.file.as_str()) else {
+                continue;
+            };
+            let (offset, rows) = (slice.offset as usize, slice.rows as usize);
+            if offset.saturating_add(rows) > file.num_rows() {
+                return Err(EngineError::CorruptManifest {
+                    path: format!("{}{}", self.location, slice.file),
+                    reason: format!(
+                        "layer `{}`'s checkpoint names rows {offset}..{} of it, which holds {}",
+                        layer.name,
+                        offset + rows,
+                        file.num_rows()
+                    ),
+                });
+            }
+            parts.push(file.slice(offset, rows));
+        }
+        match parts.first() {
+            Some(first) => concat_batches(&first.schema(), &parts)
+                .map(Some)
+                .map_err(EngineError::arrow("gathering operator state")),
+            None => Ok(None),
+        }
+    }
+
     /// Deletes all but the newest `keep` manifests, and state files of the
-    /// epochs they leave.
+    /// epochs they leave that the oldest manifest kept does not name (a
+    /// layer kept by parts names the files of earlier epochs its unchanged
+    /// parts are in; once a manifest stops naming a file, no newer one
+    /// names it, so what the oldest kept one names is all that is needed).
     pub async fn prune(&self, keep: usize) -> Result<()> {
         let epochs = self.epochs().await?;
         let excess = epochs.len().saturating_sub(keep);
         let Some(&oldest_kept) = epochs.get(excess) else {
             return Ok(());
         };
+        let named: HashSet<String> = self
+            .read(oldest_kept)
+            .await?
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.state
+                    .iter()
+                    .cloned()
+                    .chain(l.state_slices.iter().map(|s| s.file.clone()))
+            })
+            .collect();
         for epoch in &epochs[..excess] {
             let path = self.prefix.clone().join(Manifest::file_name(*epoch));
             self.store
@@ -240,7 +296,12 @@ impl CheckpointStore {
                 .filename()
                 .and_then(|f| f.split('-').next())
                 .and_then(|e| e.parse::<u64>().ok());
-            if epoch.is_some_and(|e| e < oldest_kept) {
+            let name = state
+                .location
+                .filename()
+                .map(|f| format!("state/{f}"))
+                .unwrap_or_default();
+            if epoch.is_some_and(|e| e < oldest_kept) && !named.contains(&name) {
                 self.store
                     .delete(&state.location)
                     .await
@@ -261,6 +322,8 @@ mod tests {
     use object_store::path::Path;
 
     use super::CheckpointStore;
+    use crate::checkpoint::manifest::{LayerCheckpoint, Manifest};
+    use crate::checkpoint::state_log::StateSlice;
 
     fn batch(v: i64) -> RecordBatch {
         RecordBatch::try_from_iter([(
@@ -268,6 +331,126 @@ mod tests {
             Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef,
         )])
         .unwrap_or_else(|e| panic!("a batch: {e}"))
+    }
+
+    fn values(batch: &RecordBatch) -> Vec<i64> {
+        let column = batch.column(0).as_any().downcast_ref::<Int64Array>();
+        column.map(|c| c.values().to_vec()).unwrap_or_default()
+    }
+
+    fn manifest(epoch: u64, state: Option<String>, slices: &[(&str, u64, u64)]) -> Manifest {
+        Manifest {
+            format: 3,
+            dataflow: "w".into(),
+            epoch,
+            created_at_ms: 0,
+            sources: vec![],
+            layers: vec![LayerCheckpoint {
+                name: "dws".into(),
+                watermark: None,
+                state,
+                state_slices: slices
+                    .iter()
+                    .map(|(file, offset, rows)| StateSlice {
+                        file: file.to_string(),
+                        offset: *offset,
+                        rows: *rows,
+                    })
+                    .collect(),
+                published: Default::default(),
+                lookups: vec![],
+                shape: None,
+            }],
+            sinks: vec![],
+            version: None,
+        }
+    }
+
+    /// A layer kept by parts reads its rows from the files its slices
+    /// name; pruning keeps every file a kept manifest names, however old,
+    /// and lets them go once none does.
+    #[tokio::test]
+    async fn state_kept_by_parts_is_read_from_its_slices_and_outlives_pruning_while_named() {
+        let memory: Arc<dyn object_store::ObjectStore> = Arc::new(InMemory::new());
+        let store = CheckpointStore::new(memory.clone(), Path::from("c"), "memory://c/", "w");
+        fn ok<T>(e: crate::error::EngineError) -> T {
+            panic!("{e}")
+        }
+        let many = |v: &[i64]| {
+            RecordBatch::try_from_iter([(
+                "v",
+                Arc::new(Int64Array::from(v.to_vec())) as arrow::array::ArrayRef,
+            )])
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let (first, _) = store
+            .write_state(1, "dws", &many(&[1, 2, 3]))
+            .await
+            .unwrap_or_else(ok);
+        let (second, _) = store
+            .write_state(2, "dws", &many(&[20]))
+            .await
+            .unwrap_or_else(ok);
+        let by_parts = [
+            (first.as_str(), 0, 1),
+            (first.as_str(), 2, 1),
+            (second.as_str(), 0, 1),
+        ];
+        store
+            .write(&manifest(1, None, &[(first.as_str(), 0, 3)]))
+            .await
+            .unwrap_or_else(ok);
+        for epoch in 2..=4 {
+            store
+                .write(&manifest(epoch, None, &by_parts))
+                .await
+                .unwrap_or_else(ok);
+        }
+        let read = |m: Manifest| {
+            let store = &store;
+            async move { store.read_layer_state(&m.layers[0]).await }
+        };
+        let state = read(manifest(4, None, &by_parts)).await.unwrap_or_else(ok);
+        assert_eq!(state.as_ref().map(values), Some(vec![1, 3, 20]));
+
+        // Epochs 1 and 2 go; their files stay, epoch 3 still names them.
+        store.prune(2).await.unwrap_or_else(ok);
+        assert_eq!(store.epochs().await.unwrap_or_else(ok), vec![3, 4]);
+        let state = read(store.read(4).await.unwrap_or_else(ok))
+            .await
+            .unwrap_or_else(ok);
+        assert_eq!(state.as_ref().map(values), Some(vec![1, 3, 20]));
+
+        // A checkpoint with every part whole: nothing names them any more.
+        let (whole, _) = store
+            .write_state(5, "dws", &many(&[1, 3, 20]))
+            .await
+            .unwrap_or_else(ok);
+        store
+            .write(&manifest(5, Some(whole.clone()), &[]))
+            .await
+            .unwrap_or_else(ok);
+        store.prune(1).await.unwrap_or_else(ok);
+        assert!(
+            store.read_state(&first).await.is_err(),
+            "{first} was pruned"
+        );
+        assert!(
+            store.read_state(&second).await.is_err(),
+            "{second} was pruned"
+        );
+        let state = read(manifest(5, Some(whole), &[])).await.unwrap_or_else(ok);
+        assert_eq!(state.as_ref().map(values), Some(vec![1, 3, 20]));
+
+        // Rows a file does not have: refused, naming the file.
+        let (sixth, _) = store
+            .write_state(6, "dws", &many(&[7]))
+            .await
+            .unwrap_or_else(ok);
+        let e = read(manifest(6, None, &[(sixth.as_str(), 0, 2)]))
+            .await
+            .expect_err("refused");
+        assert!(e.to_string().contains(&sixth), "{e}");
     }
 
     #[tokio::test]

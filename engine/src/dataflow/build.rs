@@ -11,6 +11,7 @@ use crate::dataflow::edge::{EdgeSender, edge};
 use crate::dataflow::edge_budget::InFlightBudget;
 use crate::dataflow::io::{DataflowIo, TableCommit};
 use crate::dataflow::layer_plan::config;
+use crate::dataflow::layer_state::LayerState;
 use crate::dataflow::layer_task::{InputChannel, LateSink, LayerSinks, LayerTask};
 use crate::dataflow::message::Ack;
 use crate::dataflow::plan::{DataflowPlan, LayerPlan, SideRole};
@@ -184,6 +185,7 @@ pub(crate) async fn build_layer(
         received_in_epoch: 0,
         shape,
         name,
+        state: LayerState::default(),
     };
     Ok(BuiltLayer {
         task,

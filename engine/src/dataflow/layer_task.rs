@@ -25,6 +25,7 @@ use crate::checkpoint::manifest::{LayerCheckpoint, PendingCommit, SourceCheckpoi
 use crate::checkpoint::store::CheckpointStore;
 use crate::dataflow::edge::{EdgeReceiver, EdgeSender};
 use crate::dataflow::io::TableSink;
+use crate::dataflow::layer_state::{LayerState, SavedState};
 use crate::dataflow::message::{Ack, Message};
 use crate::dataflow::side_output::annotate;
 use crate::dataflow::side_sink::SideSink;
@@ -122,6 +123,8 @@ pub(crate) struct LayerTask {
     pub(crate) received_in_epoch: u64,
     /// Its SQL's hash and state layout, recorded in each manifest.
     pub(crate) shape: LayerShape,
+    /// Where its operator state's parts are.
+    pub(crate) state: LayerState,
 }
 
 impl LayerTask {
@@ -344,8 +347,6 @@ impl LayerTask {
     }
 
     async fn checkpoint(&mut self, epoch: u64) -> Result<()> {
-        let mut state = None;
-        let (mut state_bytes, mut state_rows) = (0, 0);
         if let Some(query) = &mut self.query {
             let updated = query
                 .on_checkpoint()
@@ -356,23 +357,22 @@ impl LayerTask {
                 ))?;
             self.output(updated).await?;
         }
-        if let Some(query) = &mut self.query
-            && let Some(snapshot) = query
-                .snapshot()
-                .map_err(EngineError::datafusion(&self.name, "snapshotting state"))?
-        {
-            let (name, bytes) = self.store.write_state(epoch, &self.name, &snapshot).await?;
-            state = Some(name);
-            state_bytes = bytes;
-            state_rows = snapshot.num_rows() as u64;
-        }
+        let saved = match &mut self.query {
+            Some(query) => {
+                self.state
+                    .checkpoint(query, &self.store, epoch, &self.name)
+                    .await?
+            }
+            None => SavedState::default(),
+        };
         let (sinks, published) = self.sinks.pre_commit().await?;
         let ack = Ack {
             epoch,
             layer: LayerCheckpoint {
                 name: self.name.clone(),
                 watermark: self.watermark,
-                state,
+                state: saved.whole,
+                state_slices: saved.slices,
                 published,
                 lookups: self
                     .query
@@ -385,8 +385,8 @@ impl LayerTask {
             sinks,
             rows: std::mem::take(&mut self.rows_in_epoch),
             rows_in: std::mem::take(&mut self.received_in_epoch),
-            state_bytes,
-            state_rows,
+            state_bytes: saved.bytes,
+            state_rows: saved.rows,
         };
         let in_flight: Vec<String> = self
             .inputs

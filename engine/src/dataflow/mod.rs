@@ -17,6 +17,7 @@ mod edge_budget;
 pub mod io;
 pub mod kafka_io;
 pub mod layer_plan;
+mod layer_state;
 mod layer_task;
 pub mod message;
 pub mod plan;

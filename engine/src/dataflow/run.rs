@@ -366,10 +366,7 @@ async fn restore_layers(
             info!(layer = %name, "state reset: the checkpointed state was not restored");
             continue;
         }
-        let state = match &saved.state {
-            Some(file) => Some(store.read_state(file).await?),
-            None => None,
-        };
+        let state = store.read_layer_state(saved).await?;
         // Both layouts recorded and compatible (`check_state` refused the
         // rest): aggregates are carried over by expression.
         let carry = match (

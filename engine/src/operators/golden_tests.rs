@@ -25,6 +25,8 @@
 //! watermark 00:01:00          <- every input's (or `watermark deals 00:01:00`)
 //! checkpoint                  <- as at a barrier: updated results out (plain GROUP BY),
 //!                                then every layer snapshots and restores into a fresh query
+//!                                (window state by parts: only the windows changed since the
+//!                                last checkpoint are taken, the rest read from earlier ones)
 //! expect per_minute           <- rows the layer emitted since its last expect (sorted)
 //! window_start | window_end | n
 //! 00:00:00 | 00:01:00 | 1
@@ -45,8 +47,12 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 
 use crate::delta::storable::{conform, storable_schema};
+
+#[path = "golden_state.rs"]
+mod kept;
 use crate::operators::layer_query::LayerQuery;
 use crate::sql::planner::{PlannedQuery, StreamingPlanner, TIME_COLUMN_KEY};
+use kept::KeptState;
 
 const BASE_DATE: &str = "2026-01-01";
 
@@ -220,6 +226,7 @@ struct Layer {
     watermark: Option<i64>,
     emitted: Vec<RecordBatch>,
     late: BTreeMap<String, (Vec<RecordBatch>, Vec<&'static str>)>,
+    state: KeptState,
 }
 
 struct Run {
@@ -346,7 +353,7 @@ impl Run {
             let Some(query) = &mut layer.query else {
                 continue;
             };
-            let state = query.snapshot().expect("a snapshot");
+            let state = layer.state.checkpoint(query);
             let mut fresh = LayerQuery::new(planned, ctx.clone()).expect("a query");
             fresh.restore(state, layer.watermark).expect("restored");
             layer.query = Some(fresh);
@@ -427,6 +434,7 @@ async fn run_file(path: &Path) -> (String, Vec<String>) {
                     watermark: None,
                     emitted: Vec::new(),
                     late: BTreeMap::new(),
+                    state: KeptState::default(),
                 });
             }
             "plan" | "error" => {

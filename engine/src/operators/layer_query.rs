@@ -14,7 +14,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 
 use crate::lookup::{Dimension, LookupStats};
-use crate::operators::operator::{Operator, build};
+use crate::operators::operator::{Operator, StateParts, build};
 use crate::predicate::null_is_false;
 use crate::sql::lookup_join::LookupHandling;
 use crate::sql::planner::PlannedQuery;
@@ -144,6 +144,13 @@ impl LayerQuery {
     /// The query's state, for a checkpoint.
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         self.operator.snapshot()
+    }
+
+    /// The query's state as parts by window, for an incremental checkpoint
+    /// (`None`: its state is one whole; see
+    /// [`Operator::snapshot_parts`]).
+    pub fn snapshot_parts(&mut self, every_part: bool) -> Result<Option<StateParts>> {
+        self.operator.snapshot_parts(every_part)
     }
 
     /// Loads a checkpoint: the query's state, if it had any, and the

@@ -28,6 +28,15 @@ use crate::operators::window_operator::WindowOperator;
 use crate::sql::program::Program;
 use crate::sql::stream_join_plan::StreamJoinKind;
 
+/// An operator's state as parts (see [`Operator::snapshot_parts`]).
+#[derive(Debug, Default)]
+pub struct StateParts {
+    /// The parts that changed, by key, each a state batch.
+    pub changed: Vec<(i64, RecordBatch)>,
+    /// The keys of every part held, changed or not.
+    pub held: Vec<i64>,
+}
+
 /// A streaming operator: the stateful heart of a layer's query.
 #[async_trait]
 pub trait Operator: Send {
@@ -47,6 +56,18 @@ pub trait Operator: Send {
 
     /// The operator's state, for a checkpoint (`None`: nothing to keep).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>>;
+
+    /// The operator's state as parts keyed by window, for an incremental
+    /// checkpoint (see [`StateLog`](crate::checkpoint::state_log::StateLog)):
+    /// the parts changed since the last snapshot (every part when
+    /// `every_part`), and the keys of all it holds. `None` (the default):
+    /// the operator's state is one whole, from [`snapshot`](Self::snapshot).
+    /// The parts' rows, concatenated in any order, are a state
+    /// [`restore`](Self::restore) reads.
+    fn snapshot_parts(&mut self, every_part: bool) -> Result<Option<StateParts>> {
+        let _ = every_part;
+        Ok(None)
+    }
 
     /// Loads a checkpoint: its state, if it had one, and the watermark the
     /// layer had reached (what was emitted up to then is not emitted again).

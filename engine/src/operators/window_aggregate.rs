@@ -53,8 +53,10 @@ use crate::predicate::null_is_false;
 mod carry;
 #[path = "window_groups.rs"]
 mod groups;
+#[path = "window_snapshot.rs"]
+mod snapshot;
 
-use groups::{Groups, Window, split_by_window};
+use groups::{Groups, Window};
 
 /// The bucket of a plain (windowless) `GROUP BY`.
 const NO_WINDOW: i64 = i64::MAX;
@@ -82,6 +84,8 @@ pub struct WindowAggregate {
     window_start: Option<usize>,
     /// The aggregate's input rows (what its arguments are evaluated on).
     input_schema: SchemaRef,
+    /// Windows rows arrived in since the last snapshot.
+    dirty: BTreeSet<i64>,
 }
 
 impl WindowAggregate {
@@ -160,6 +164,7 @@ impl WindowAggregate {
             slicing: None,
             window_start: group_schema_index(agg.group_expr().expr(), "window_start"),
             input_schema: input,
+            dirty: BTreeSet::new(),
         })
     }
 
@@ -313,6 +318,7 @@ impl WindowAggregate {
         args: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> Result<()> {
+        self.dirty.insert(window);
         let live = match self.windows.remove(&window) {
             None => self.new_groups()?,
             Some(w) => self.groups_of(w)?,
@@ -491,52 +497,6 @@ impl WindowAggregate {
             columns.push(acc.evaluate(EmitTo::All)?);
         }
         Ok(RecordBatch::try_new(self.output_schema.clone(), columns)?)
-    }
-
-    /// The state of every open window, for a checkpoint: group keys, then
-    /// each accumulator's intermediate state. The operator keeps its state:
-    /// every window is left frozen (see the module's docs).
-    pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        let mut parts = Vec::with_capacity(self.windows.len());
-        for (end, window) in std::mem::take(&mut self.windows) {
-            let state = self.state_of(window)?;
-            parts.push(state.clone());
-            self.windows.insert(end, Window::Frozen(state));
-        }
-        concat(&self.state_schema, parts)
-    }
-
-    /// Loads the state a [`snapshot`](Self::snapshot) returned.
-    pub fn restore(&mut self, snapshot: &RecordBatch) -> Result<()> {
-        if snapshot.schema().fields() != self.state_schema.fields() {
-            return Err(DataFusionError::Execution(
-                "the checkpointed state does not match this query (was the layer's SQL changed? backfill it instead)".into(),
-            ));
-        }
-        let windows: Vec<(i64, RecordBatch)> = match self.window_end {
-            None => vec![(NO_WINDOW, snapshot.clone())],
-            Some(i) => split_by_window(snapshot, i)?,
-        };
-        if let (Some(slicing), Some(start)) = (self.slicing, self.window_start) {
-            // State of an earlier Strata held HOP/CUMULATE rows per window,
-            // not per slice: merging it as slices would count rows twice.
-            for (end, part) in &windows {
-                let starts = timestamps(part.column(start))?;
-                if starts
-                    .values()
-                    .iter()
-                    .any(|s| end - s != slicing.slice_us())
-                {
-                    return Err(DataFusionError::Execution(
-                        "the checkpointed state holds whole HOP/CUMULATE windows (written by an earlier Strata); this one keeps slices: backfill the layer, or move its checkpoints aside and replay it".into(),
-                    ));
-                }
-            }
-        }
-        for (end, part) in windows {
-            self.windows.insert(end, Window::Frozen(part));
-        }
-        Ok(())
     }
 
     fn groups_from(&mut self, state: &RecordBatch) -> Result<Groups> {

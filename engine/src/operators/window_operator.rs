@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use datafusion::error::Result;
 use datafusion::execution::TaskContext;
 
-use crate::operators::operator::Operator;
+use crate::operators::operator::{Operator, StateParts};
 use crate::operators::slicing::Slicing;
 use crate::operators::window_aggregate::WindowAggregate;
 use crate::sql::program::{AGGREGATE_SLOT, AggregateNode};
@@ -67,6 +67,10 @@ impl Operator for WindowOperator {
 
     fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
         self.aggregate.snapshot()
+    }
+
+    fn snapshot_parts(&mut self, every_part: bool) -> Result<Option<StateParts>> {
+        self.aggregate.snapshot_parts(every_part).map(Some)
     }
 
     fn restore(&mut self, state: Option<RecordBatch>, watermark: Option<i64>) -> Result<()> {
