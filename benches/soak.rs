@@ -16,8 +16,9 @@
 //! - data files and `_delta_log` entries per table as they are on disk
 //!   (replaced files count until vacuumed), the files the newest version
 //!   reads ("live"), bytes under the storage root;
-//! - the operator state the newest checkpoint wrote (what the open windows
-//!   hold), and RSS, its anonymous part and peak RSS of `strata run`
+//! - the operator state the newest checkpoint names (what the open windows
+//!   hold; a restore reads it) and what it wrote (windows are written by
+//!   parts: only those the epoch changed), and RSS, its anonymous part and peak RSS of `strata run`
 //!   (/proc: about a third of the RSS is the executable's own code, read
 //!   in as code paths first run, so the anonymous part is what a leak
 //!   would grow), the share of a core it used in the period, and how busy
@@ -119,8 +120,10 @@ struct Period {
     live_files: u64,
     log_entries: u64,
     bytes: u64,
-    /// Operator state of the newest checkpoint, as encoded (Arrow IPC).
+    /// Operator state the newest checkpoint names, as encoded (Arrow IPC).
     state_bytes: u64,
+    /// Of which the newest checkpoint wrote (the windows its epoch changed).
+    state_written: u64,
     rss_mib: f64,
     anon_rss_mib: f64,
     peak_rss_mib: f64,
@@ -275,12 +278,12 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB | RSS (anonymous) / peak MiB | CPU (machine busy) |"
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB (KiB the newest epoch wrote) | RSS (anonymous) / peak MiB | CPU (machine busy) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &periods {
         println!(
-            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} | {:.0} ({:.0}) / {:.0} | {:.0}% ({:.0}%) |",
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} ({:.0}) | {:.0} ({:.0}) / {:.0} | {:.0}% ({:.0}%) |",
             p.at_min,
             p.epochs as f64 / args.report_secs as f64,
             ms(p.epoch_ms.at(Percentile::P50), 1.0),
@@ -296,6 +299,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
             p.log_entries,
             p.bytes as f64 / 1048576.0,
             p.state_bytes as f64 / 1048576.0,
+            p.state_written as f64 / 1024.0,
             p.rss_mib,
             p.anon_rss_mib,
             p.peak_rss_mib,
@@ -368,6 +372,7 @@ async fn measure(
         machine: since_machine,
     } = since;
     let machine = machine_jiffies();
+    let state = state_bytes(&run.root, "beike");
     let at_secs = started.elapsed().as_secs_f64();
     Ok(Period {
         at_min: at_secs / 60.0,
@@ -381,9 +386,8 @@ async fn measure(
         live_files: tables.values().map(|t| t.live_files).sum(),
         log_entries: tables.values().map(|t| t.log_entries).sum(),
         bytes: dir_bytes(&run.root),
-        state_bytes: manifests
-            .newest()
-            .map_or(0, |epoch| state_bytes(&run.root, epoch)),
+        state_bytes: state.0,
+        state_written: state.1,
         rss_mib,
         anon_rss_mib,
         peak_rss_mib,
@@ -419,12 +423,13 @@ fn print_period(p: &Period) {
         per_million(&p.dwd_scan)
     );
     println!(
-        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB; strata run RSS {:.0} MiB ({:.0} anonymous), peak {:.0} MiB, {:.0}% of a core (the machine's cores {:.0}% busy)",
+        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB ({:.0} KiB written by the newest epoch); strata run RSS {:.0} MiB ({:.0} anonymous), peak {:.0} MiB, {:.0}% of a core (the machine's cores {:.0}% busy)",
         p.files,
         p.live_files,
         p.log_entries,
         p.bytes as f64 / 1048576.0,
         p.state_bytes as f64 / 1048576.0,
+        p.state_written as f64 / 1024.0,
         p.rss_mib,
         p.anon_rss_mib,
         p.peak_rss_mib,

@@ -86,13 +86,11 @@ impl ManifestTimes {
     }
 }
 
-/// The watermark (microseconds) of `layer` at the newest checkpoint of
-/// warehouse `name` under `root`: how far the live pipeline has closed it,
-/// the default `--to` of a backfill. `None` before a checkpoint names one.
-pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
+/// The newest manifest of warehouse `name` under `root`, and its epoch.
+fn newest_manifest(root: &Path, name: &str) -> Option<(u64, serde_json::Value)> {
     let dir = root.join("_strata/checkpoints").join(name);
     // Manifests are named by their zero-padded epoch.
-    let (_, newest) = std::fs::read_dir(&dir)
+    let (epoch, newest) = std::fs::read_dir(&dir)
         .ok()?
         .flatten()
         .filter_map(|e| {
@@ -102,7 +100,14 @@ pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
         })
         .max()?;
     let text = std::fs::read_to_string(newest).ok()?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some((epoch, serde_json::from_str(&text).ok()?))
+}
+
+/// The watermark (microseconds) of `layer` at the newest checkpoint of
+/// warehouse `name` under `root`: how far the live pipeline has closed it,
+/// the default `--to` of a backfill. `None` before a checkpoint names one.
+pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
+    let (_, manifest) = newest_manifest(root, name)?;
     manifest
         .get("layers")?
         .as_array()?
@@ -110,4 +115,28 @@ pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
         .find(|l| l.get("name").and_then(|n| n.as_str()) == Some(layer))?
         .get("watermark")?
         .as_i64()
+}
+
+/// The newest checkpoint's epoch and the state files it names (relative
+/// to the checkpoint directory): each layer's whole state file, or the
+/// files its state slices are in (the earlier checkpoints' files that hold
+/// windows no later epoch changed).
+pub fn named_state_files(root: &Path, name: &str) -> Option<(u64, Vec<String>)> {
+    let (epoch, manifest) = newest_manifest(root, name)?;
+    let mut files = Vec::new();
+    for layer in manifest.get("layers")?.as_array()? {
+        files.extend(
+            layer
+                .get("state")
+                .and_then(|s| s.as_str())
+                .map(String::from),
+        );
+        let slices = layer.get("state_slices").and_then(|s| s.as_array());
+        for slice in slices.into_iter().flatten() {
+            files.extend(slice.get("file").and_then(|f| f.as_str()).map(String::from));
+        }
+    }
+    files.sort();
+    files.dedup();
+    Some((epoch, files))
 }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::manifests::named_state_files;
+
 /// A table's directory as it is on disk.
 pub struct TableFiles {
     /// Parquet files outside `_delta_log` (live or replaced, until vacuumed).
@@ -108,16 +110,24 @@ pub fn dir_bytes(dir: &Path) -> u64 {
     total
 }
 
-/// Bytes of the state files the checkpoint of `epoch` wrote
-/// (`_strata/checkpoints/beike/state/{epoch:020}-{run}-{layer}.arrow`): the
-/// windows and groups the layers hold, which grow with their windows (an
-/// hour's distinct clients, a day's cumulative slices) and are what memory
-/// must hold whatever else it does.
-pub fn state_bytes(root: &Path, epoch: u64) -> u64 {
+/// The operator state of warehouse `name`'s newest checkpoint: bytes of
+/// the state files it names (what a restore reads: the windows and groups
+/// the layers hold, which grow with their windows, an hour's distinct
+/// clients, a day's cumulative slices), and bytes of the files it wrote
+/// itself (what the epoch changed: with windows kept by parts, only the
+/// windows its rows fell in).
+pub fn state_bytes(root: &Path, name: &str) -> (u64, u64) {
+    let Some((epoch, files)) = named_state_files(root, name) else {
+        return (0, 0);
+    };
+    let dir = root.join("_strata/checkpoints").join(name);
+    let size = |file: &str| std::fs::metadata(dir.join(file)).map_or(0, |m| m.len());
+    let named = files.iter().map(|f| size(f)).sum();
     let prefix = format!("{epoch:020}-");
-    entries(&root.join("_strata/checkpoints/beike/state"))
+    let written = entries(&dir.join("state"))
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
-        .sum()
+        .sum();
+    (named, written)
 }
