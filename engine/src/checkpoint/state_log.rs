@@ -1,27 +1,29 @@
 //! Incremental operator state: which state file holds each part of a
-//! layer's state, so a checkpoint writes only the parts that changed.
+//! layer's state, so a checkpoint writes only the parts that are new.
 //!
-//! A window aggregate's state is a set of windows (or slices), and an epoch
-//! changes few of them: the window its rows fell in. A day's CUMULATE Top-N
+//! A window aggregate's state is its open windows (or slices), and an
+//! epoch's rows touch few of them, with few groups: a day's CUMULATE Top-N
 //! holds up to 1,440 one-minute slices, an hour's `COUNT(DISTINCT)` a set
-//! per group; writing all of them at every checkpoint (five times a second
-//! at 200 ms epochs) made each epoch cost what the whole day held. So the
-//! operator hands over its state as parts keyed by window, saying which
-//! changed since the last checkpoint; the layer writes those to the epoch's
-//! state file, and the manifest names, for the rest, the rows of the earlier
-//! files that hold them ([`StateSlice`]s). This is pure bookkeeping, apart
-//! from the I/O: the layer task writes the files, recovery reads the slices.
+//! per group. Writing all of it at every checkpoint (five times a second at
+//! 200 ms epochs) made each epoch cost what the day held. So the operator
+//! hands over its state as parts with ids: each checkpoint freezes the
+//! groups the epoch's rows touched into new parts (partial states, merged
+//! when read), and says which parts it holds. The layer writes the new
+//! parts to the epoch's state file, and the manifest names, for the rest,
+//! the rows of the earlier files that hold them ([`StateSlice`]s). This is
+//! pure bookkeeping, apart from the I/O: the layer task writes the files,
+//! recovery reads the slices.
 //!
 //! Every state file a manifest names is read whole at a restore. So that a
-//! restore never reads more than a bounded number of files, and files whose
-//! parts were all replaced are let go, the log asks for every part again
-//! (one whole file) when the files it names reach [`StateLog::new`]'s bound,
-//! and at a run's first checkpoint, where it does not know what the
-//! restored files hold.
+//! restore reads a bounded number of files, and windows do not pile up
+//! parts, the log asks for every part again (the operator then merges each
+//! window's parts into one, and the layer writes one whole file) when the
+//! files it names reach [`StateLog::new`]'s bound, and at a run's first
+//! checkpoint, where it does not know what the restored files hold.
 //!
 //! Files are only ever named by newer checkpoints for as long as one of
-//! their parts is unchanged: once a checkpoint stops naming a file, no later
-//! one names it again. Pruning relies on that (see
+//! their parts is held: once a checkpoint stops naming a file, no later one
+//! names it again. Pruning relies on that (see
 //! [`CheckpointStore::prune`](crate::checkpoint::store::CheckpointStore::prune)).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,14 +82,14 @@ impl StateLog {
     }
 
     /// Whether the next checkpoint must write every part, not only the
-    /// changed ones: the run's first, and when the files named reached the
+    /// new ones: the run's first, and when the files named reached the
     /// bound.
     pub fn wants_every_part(&self) -> bool {
         !self.whole_written || self.files() >= self.max_files
     }
 
-    /// Records a checkpoint: `written` (none when no part changed) holds
-    /// the parts that changed (every part when `every_part`), and `held`
+    /// Records a checkpoint: `written` (none when no part is new) holds
+    /// the new parts (every part when `every_part`), and `held`
     /// are the keys of every part the operator holds now; the others are
     /// forgotten.
     pub fn record(&mut self, written: Option<Written<'_>>, held: &[i64], every_part: bool) {
@@ -171,7 +173,7 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_writes_the_changed_parts_and_names_the_rest_where_they_are() {
+    fn a_checkpoint_writes_the_new_parts_and_names_the_rest_where_they_are() {
         let mut log = StateLog::new(8);
         assert!(log.wants_every_part(), "a run's first checkpoint");
         let every = [(10, 3), (20, 2), (30, 4)];

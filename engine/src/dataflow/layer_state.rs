@@ -1,6 +1,6 @@
 //! A layer's operator state at a checkpoint: written whole, or, for an
-//! operator that keeps it as parts by window, only the parts the epoch
-//! changed (see [`StateLog`]).
+//! operator that keeps it as parts (a window aggregate), only the parts new
+//! since the last checkpoint (see [`StateLog`]).
 
 use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
@@ -78,7 +78,7 @@ impl LayerState {
             Some((_, first)) => {
                 let batches: Vec<&RecordBatch> = parts.changed.iter().map(|(_, b)| b).collect();
                 let state = concat_batches(&first.schema(), batches)
-                    .map_err(EngineError::arrow("gathering changed operator state"))?;
+                    .map_err(EngineError::arrow("gathering new operator state"))?;
                 Some(store.write_state(epoch, layer, &state).await?)
             }
             None => None,

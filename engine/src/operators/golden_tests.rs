@@ -25,8 +25,10 @@
 //! watermark 00:01:00          <- every input's (or `watermark deals 00:01:00`)
 //! checkpoint                  <- as at a barrier: updated results out (plain GROUP BY),
 //!                                then every layer snapshots and restores into a fresh query
-//!                                (window state by parts: only the windows changed since the
-//!                                last checkpoint are taken, the rest read from earlier ones)
+//! snapshot                    <- as at a barrier, without the restore: window state is
+//!                                taken by parts, only the groups new since the last barrier,
+//!                                every third barrier every part (each window's merged); the
+//!                                next `checkpoint` restores from all the parts kept
 //! expect per_minute           <- rows the layer emitted since its last expect (sorted)
 //! window_start | window_end | n
 //! 00:00:00 | 00:01:00 | 1
@@ -333,8 +335,9 @@ impl Run {
     }
 
     /// As at a barrier: updated results out, then every layer's state
-    /// snapshotted and restored into a fresh query.
-    async fn checkpoint(&mut self) {
+    /// snapshotted; with `restart`, restored into a fresh query from what
+    /// the checkpoints kept, as a new run would.
+    async fn checkpoint(&mut self, restart: bool) {
         for i in 0..self.layers.len() {
             let Some(query) = &mut self.layers[i].query else {
                 continue;
@@ -354,6 +357,10 @@ impl Run {
                 continue;
             };
             let state = layer.state.checkpoint(query);
+            if !restart {
+                continue;
+            }
+            layer.state = KeptState::default();
             let mut fresh = LayerQuery::new(planned, ctx.clone()).expect("a query");
             fresh.restore(state, layer.watermark).expect("restored");
             layer.query = Some(fresh);
@@ -473,7 +480,8 @@ async fn run_file(path: &Path) -> (String, Vec<String>) {
                 }
                 run.advance().await;
             }
-            "checkpoint" => run.checkpoint().await,
+            "checkpoint" => run.checkpoint(true).await,
+            "snapshot" => run.checkpoint(false).await,
             "expect" => {
                 let got = if arg(1) == "late" {
                     let (layer, input) = (arg(2), arg(3));

@@ -146,7 +146,7 @@ impl LayerQuery {
         self.operator.snapshot()
     }
 
-    /// The query's state as parts by window, for an incremental checkpoint
+    /// The query's state as parts, for an incremental checkpoint
     /// (`None`: its state is one whole; see
     /// [`Operator::snapshot_parts`]).
     pub fn snapshot_parts(&mut self, every_part: bool) -> Result<Option<StateParts>> {

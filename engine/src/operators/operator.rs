@@ -31,9 +31,9 @@ use crate::sql::stream_join_plan::StreamJoinKind;
 /// An operator's state as parts (see [`Operator::snapshot_parts`]).
 #[derive(Debug, Default)]
 pub struct StateParts {
-    /// The parts that changed, by key, each a state batch.
+    /// The parts new since the last snapshot, by id, each a state batch.
     pub changed: Vec<(i64, RecordBatch)>,
-    /// The keys of every part held, changed or not.
+    /// The ids of every part held, new or not.
     pub held: Vec<i64>,
 }
 
@@ -57,13 +57,13 @@ pub trait Operator: Send {
     /// The operator's state, for a checkpoint (`None`: nothing to keep).
     fn snapshot(&mut self) -> Result<Option<RecordBatch>>;
 
-    /// The operator's state as parts keyed by window, for an incremental
-    /// checkpoint (see [`StateLog`](crate::checkpoint::state_log::StateLog)):
-    /// the parts changed since the last snapshot (every part when
-    /// `every_part`), and the keys of all it holds. `None` (the default):
-    /// the operator's state is one whole, from [`snapshot`](Self::snapshot).
-    /// The parts' rows, concatenated in any order, are a state
-    /// [`restore`](Self::restore) reads.
+    /// The operator's state as parts, for an incremental checkpoint (see
+    /// [`StateLog`](crate::checkpoint::state_log::StateLog)): the parts new
+    /// since the last call (every part when `every_part`), and the ids of
+    /// all it holds. `None` (the default): the operator's state is one
+    /// whole, from [`snapshot`](Self::snapshot). The parts' rows,
+    /// concatenated in any order, are a state [`restore`](Self::restore)
+    /// reads.
     fn snapshot_parts(&mut self, every_part: bool) -> Result<Option<StateParts>> {
         let _ = every_part;
         Ok(None)

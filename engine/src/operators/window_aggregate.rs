@@ -19,11 +19,16 @@
 //! between partial and final aggregation) and restore by merging it back.
 //!
 //! Taking that state consumes DataFusion's accumulators, so a checkpoint
-//! leaves each window it took *frozen*: its state batch, turned back into
-//! groups only when a row arrives for it or it closes. A checkpoint then
-//! costs what the epoch changed (the windows rows arrived in), not every
-//! open window's hash tables rebuilt every epoch: a day's CUMULATE slices
-//! or an hour's distinct sets are taken once, not five times a second.
+//! *freezes* the groups of each window rows arrived in into a state batch,
+//! one more *part* of the window, and the window's next rows start new
+//! groups: partial states merge (the same merge DataFusion's final
+//! aggregation does), so a window is its parts and its live groups, merged
+//! only when it closes. A checkpoint then costs what the epoch brought (the
+//! groups its rows touched), not every open window's hash tables rebuilt,
+//! nor an hour's distinct sets copied, five times a second; and it writes
+//! only the new parts (see `checkpoint::state_log`). When a checkpoint asks
+//! for every part (a run's first, and periodically, to bound the files a
+//! restore reads), each window's parts are merged into one.
 //!
 //! Without a `window_end` key the same operator keeps one never-closing
 //! bucket: a plain `GROUP BY` whose current results are emitted as updates.
@@ -84,8 +89,10 @@ pub struct WindowAggregate {
     window_start: Option<usize>,
     /// The aggregate's input rows (what its arguments are evaluated on).
     input_schema: SchemaRef,
-    /// Windows rows arrived in since the last snapshot.
-    dirty: BTreeSet<i64>,
+    /// The id of the next part a window is frozen into.
+    next_part: i64,
+    /// Parts frozen since the last [`snapshot_parts`](Self::snapshot_parts).
+    fresh: BTreeSet<i64>,
 }
 
 impl WindowAggregate {
@@ -164,7 +171,8 @@ impl WindowAggregate {
             slicing: None,
             window_start: group_schema_index(agg.group_expr().expr(), "window_start"),
             input_schema: input,
-            dirty: BTreeSet::new(),
+            next_part: 0,
+            fresh: BTreeSet::new(),
         })
     }
 
@@ -318,13 +326,19 @@ impl WindowAggregate {
         args: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> Result<()> {
-        self.dirty.insert(window);
-        let live = match self.windows.remove(&window) {
-            None => self.new_groups()?,
-            Some(w) => self.groups_of(w)?,
-        };
-        let Window::Live(groups) = self.windows.entry(window).or_insert(Window::Live(live)) else {
-            return Ok(());
+        let mut w = self.windows.remove(&window).unwrap_or_default();
+        if window == NO_WINDOW && !w.parts.is_empty() {
+            // A plain GROUP BY keeps one set of groups: its updated results
+            // are read by group id (see `take_changed`).
+            let groups = self.groups_of(w)?;
+            w = Window {
+                parts: Vec::new(),
+                live: Some(groups),
+            };
+        }
+        let groups = match &mut w.live {
+            Some(groups) => groups,
+            None => w.live.insert(self.new_groups()?),
         };
         groups.values.intern(keys, &mut self.ids)?;
         let total = groups.values.len();
@@ -340,6 +354,7 @@ impl WindowAggregate {
                 .and_then(|f| f.as_any().downcast_ref::<BooleanArray>());
             acc.update_batch(args, &self.ids, filter, total)?;
         }
+        self.windows.insert(window, w);
         Ok(())
     }
 
@@ -384,8 +399,9 @@ impl WindowAggregate {
             let needed: Vec<i64> = self.windows.range(..=last).map(|(k, _)| *k).collect();
             let mut states: BTreeMap<i64, RecordBatch> = BTreeMap::new();
             for end in needed {
-                if let Some(window) = self.windows.remove(&end) {
-                    states.insert(end, self.state_of(window)?);
+                if let Some(mut window) = self.windows.remove(&end) {
+                    states.insert(end, self.state_of(&mut window)?);
+                    self.windows.insert(end, window);
                 }
             }
             for end in &ends {
@@ -397,11 +413,6 @@ impl WindowAggregate {
                 if let Some(merged) = concat(&self.state_schema, parts)? {
                     let groups = self.groups_from(&merged)?;
                     out.push(self.emit(groups)?);
-                }
-            }
-            for (end, state) in states {
-                if slicing.last_end(end) > watermark {
-                    self.windows.insert(end, Window::Frozen(state));
                 }
             }
         }
@@ -429,13 +440,9 @@ impl WindowAggregate {
         Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
     }
 
-    /// One window's (or slice's) state batch: keys, then each
-    /// accumulator's intermediate state.
-    fn state_of(&self, window: Window) -> Result<RecordBatch> {
-        let mut groups = match window {
-            Window::Frozen(state) => return Ok(state),
-            Window::Live(groups) => groups,
-        };
+    /// Groups' state batch: keys, then each accumulator's intermediate
+    /// state (this consumes the groups).
+    fn state_from(&self, mut groups: Groups) -> Result<RecordBatch> {
         let mut columns = groups.values.emit(EmitTo::All)?;
         for acc in &mut groups.accumulators {
             columns.extend(acc.state(EmitTo::All)?);
@@ -443,12 +450,42 @@ impl WindowAggregate {
         Ok(RecordBatch::try_new(self.state_schema.clone(), columns)?)
     }
 
-    /// One window's (or slice's) groups, thawed from its state if frozen.
-    fn groups_of(&mut self, window: Window) -> Result<Groups> {
-        match window {
-            Window::Live(groups) => Ok(groups),
-            Window::Frozen(state) => self.groups_from(&state),
+    /// Freezes a window's live groups into a new part.
+    fn freeze(&mut self, window: &mut Window) -> Result<()> {
+        if let Some(groups) = window.live.take() {
+            let state = self.state_from(groups)?;
+            let id = self.new_part();
+            window.parts.push((id, state));
         }
+        Ok(())
+    }
+
+    /// A new part's id, fresh until the next incremental snapshot.
+    fn new_part(&mut self) -> i64 {
+        let id = self.next_part;
+        self.next_part += 1;
+        self.fresh.insert(id);
+        id
+    }
+
+    /// One window's (or slice's) state: its parts, its live groups frozen
+    /// into one more first (a group may have rows in several parts).
+    fn state_of(&mut self, window: &mut Window) -> Result<RecordBatch> {
+        self.freeze(window)?;
+        let parts = window.parts.iter().map(|(_, p)| p.clone()).collect();
+        Ok(concat(&self.state_schema, parts)?
+            .unwrap_or_else(|| RecordBatch::new_empty(self.state_schema.clone())))
+    }
+
+    /// One window's (or slice's) groups, its parts merged.
+    fn groups_of(&mut self, mut window: Window) -> Result<Groups> {
+        if window.parts.is_empty()
+            && let Some(groups) = window.live
+        {
+            return Ok(groups);
+        }
+        let state = self.state_of(&mut window)?;
+        self.groups_from(&state)
     }
 
     /// The current results of the groups of a plain `GROUP BY` that changed

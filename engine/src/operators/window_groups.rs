@@ -1,7 +1,7 @@
-//! What a window aggregate keeps per open window: DataFusion's groups while
-//! rows arrive, or the state batch a checkpoint took from them (see
+//! What a window aggregate keeps per open window: the state batches
+//! checkpoints took of it, and DataFusion's groups of the rows since (see
 //! [`WindowAggregate`](super::WindowAggregate)'s module docs on frozen
-//! windows).
+//! parts).
 
 use std::collections::BTreeMap;
 
@@ -17,19 +17,21 @@ pub(super) struct Groups {
     pub(super) accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
 
-/// One open window (or slice): its groups while rows arrive, its state
-/// batch once a checkpoint took it and no row has arrived since.
-pub(super) enum Window {
-    Live(Groups),
-    Frozen(RecordBatch),
+/// One open window (or slice): the state batches checkpoints took of it
+/// (its parts, each with an id; a group may have rows in several, merged
+/// when the window is read), and the groups of the rows that arrived
+/// since the last checkpoint.
+#[derive(Default)]
+pub(super) struct Window {
+    pub(super) parts: Vec<(i64, RecordBatch)>,
+    pub(super) live: Option<Groups>,
 }
 
 impl Window {
+    /// Groups held (a group in several parts counts once in each).
     pub(super) fn groups(&self) -> usize {
-        match self {
-            Window::Live(g) => g.values.len(),
-            Window::Frozen(state) => state.num_rows(),
-        }
+        let frozen: usize = self.parts.iter().map(|(_, p)| p.num_rows()).sum();
+        frozen + self.live.as_ref().map_or(0, |g| g.values.len())
     }
 }
 

@@ -12,36 +12,46 @@ use crate::operators::operator::StateParts;
 
 impl WindowAggregate {
     /// The state of every open window, for a checkpoint: group keys, then
-    /// each accumulator's intermediate state. The operator keeps its state:
-    /// every window is left frozen (see the module's docs).
+    /// each accumulator's intermediate state (a group may have rows in
+    /// several parts of its window). The operator keeps its state: every
+    /// window's live groups are frozen into a part (see the module's docs).
     pub fn snapshot(&mut self) -> Result<Option<RecordBatch>> {
-        self.dirty.clear();
-        let mut parts = Vec::with_capacity(self.windows.len());
-        for (end, window) in std::mem::take(&mut self.windows) {
-            let state = self.state_of(window)?;
-            parts.push(state.clone());
-            self.windows.insert(end, Window::Frozen(state));
+        let mut windows = std::mem::take(&mut self.windows);
+        let mut parts = Vec::with_capacity(windows.len());
+        for window in windows.values_mut() {
+            self.freeze(window)?;
+            parts.extend(window.parts.iter().map(|(_, p)| p.clone()));
         }
+        self.windows = windows;
         concat(&self.state_schema, parts)
     }
 
-    /// The state of every open window as parts by window end, for an
-    /// incremental checkpoint: the windows rows arrived in since the last
-    /// snapshot (every window when `every_part`), and the ends of all. As
-    /// [`snapshot`](Self::snapshot), every window is left frozen; a window
-    /// no row reached is neither thawed nor copied.
+    /// The state of every open window as parts, for an incremental
+    /// checkpoint: the parts frozen since the last call (the groups rows
+    /// arrived in; every part when `every_part`, each window's parts then
+    /// merged into one first), and the ids of all.
     pub fn snapshot_parts(&mut self, every_part: bool) -> Result<StateParts> {
-        let dirty = std::mem::take(&mut self.dirty);
-        let mut parts = StateParts::default();
-        for (end, window) in std::mem::take(&mut self.windows) {
-            let changed = every_part || matches!(window, Window::Live(_)) || dirty.contains(&end);
-            let state = self.state_of(window)?;
-            parts.held.push(end);
-            if changed {
-                parts.changed.push((end, state.clone()));
+        let mut windows = std::mem::take(&mut self.windows);
+        for window in windows.values_mut() {
+            self.freeze(window)?;
+            if every_part && window.parts.len() > 1 {
+                let merged = self.state_of(window)?;
+                let groups = self.groups_from(&merged)?;
+                let state = self.state_from(groups)?;
+                window.parts = vec![(self.new_part(), state)];
             }
-            self.windows.insert(end, Window::Frozen(state));
         }
+        let fresh = std::mem::take(&mut self.fresh);
+        let mut parts = StateParts::default();
+        for window in windows.values() {
+            for (id, part) in &window.parts {
+                parts.held.push(*id);
+                if every_part || fresh.contains(id) {
+                    parts.changed.push((*id, part.clone()));
+                }
+            }
+        }
+        self.windows = windows;
         Ok(parts)
     }
 
@@ -73,7 +83,14 @@ impl WindowAggregate {
             }
         }
         for (end, part) in windows {
-            self.windows.insert(end, Window::Frozen(part));
+            let id = self.new_part();
+            self.windows.insert(
+                end,
+                Window {
+                    parts: vec![(id, part)],
+                    live: None,
+                },
+            );
         }
         Ok(())
     }
