@@ -21,8 +21,10 @@
 //!   parts: only those the epoch changed), and RSS, its anonymous part and peak RSS of `strata run`
 //!   (/proc: about a third of the RSS is the executable's own code, read
 //!   in as code paths first run, so the anonymous part is what a leak
-//!   would grow), the share of a core it used in the period, and how busy
-//!   the machine was (the broker and the generator share its cores).
+//!   would grow), the share of a core it used in the period, the broker's
+//!   (when `STRATA_BENCH_BROKER_PID` names it, as `scripts/bench` does),
+//!   and how busy the machine was (the broker and the generator share its
+//!   cores).
 //!
 //! At the end the periods are printed again as one table. The bench fails
 //! when `strata run` or the generator stop early, `strata run` does not exit
@@ -48,7 +50,7 @@ use std::time::{Duration, Instant};
 use strata_flight_server::run_query;
 
 use support::beike::{BeikeOptions, BeikeRun, BenchResult, LoggedRecords};
-use support::endpoints::bench_kafka;
+use support::endpoints::{bench_broker_pid, bench_kafka};
 use support::flags::Flags;
 use support::manifests::ManifestTimes;
 use support::procfs::{cpu_secs, machine_jiffies, rss};
@@ -137,6 +139,11 @@ struct Period {
     /// How busy the machine's cores were over the period, in percent: the
     /// broker and the generator share them with `strata run`.
     machine_percent: f64,
+    /// CPU seconds the broker had used by the period's end, when its pid is
+    /// known (`STRATA_BENCH_BROKER_PID`, set by `scripts/bench`).
+    broker_cpu_secs: Option<f64>,
+    /// Its share of one core over the period, in percent.
+    broker_percent: Option<f64>,
     tables: BTreeMap<String, TableFiles>,
 }
 
@@ -146,6 +153,7 @@ struct Since {
     secs: f64,
     cpu_secs: f64,
     machine: (f64, f64),
+    broker_cpu_secs: Option<f64>,
 }
 
 impl Period {
@@ -154,6 +162,7 @@ impl Period {
             secs: self.at_min * 60.0,
             cpu_secs: self.cpu_secs,
             machine: self.machine,
+            broker_cpu_secs: self.broker_cpu_secs,
         }
     }
 }
@@ -189,6 +198,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     // The machine's CPU times when the measuring starts: the first
     // period's share counts from here, not from the machine's boot.
     let machine_at_start = machine_jiffies();
+    let broker_at_start = bench_broker_pid().map(cpu_secs);
     let total = Duration::from_secs(args.minutes * 60);
     let mut periods = Vec::new();
     let mut next_report = Duration::from_secs(args.report_secs);
@@ -246,6 +256,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
                         secs: 0.0,
                         cpu_secs: 0.0,
                         machine: machine_at_start,
+                        broker_cpu_secs: broker_at_start,
                     },
                     Period::end,
                 ),
@@ -278,12 +289,12 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     }
     println!();
     println!(
-        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB (KiB the newest epoch wrote) | RSS (anonymous) / peak MiB | CPU (machine busy) |"
+        "| minute | epochs/s | epoch time p50 / p99 | point query p50 / p99 | ADS scan | DWD scan (rows, per M rows) | files (live) | log entries | MiB on disk | state MiB (KiB the newest epoch wrote) | RSS (anonymous) / peak MiB | CPU: strata run, broker (machine busy) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for p in &periods {
         println!(
-            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} ({:.0}) | {:.0} ({:.0}) / {:.0} | {:.0}% ({:.0}%) |",
+            "| {:.0} | {:.1} | {} / {} ms | {} / {} ms | {:.0} ms | {:.0} ms ({}, {:.0} ms) | {} ({}) | {} | {:.0} | {:.1} ({:.0}) | {:.0} ({:.0}) / {:.0} | {:.0}%, {} ({:.0}%) |",
             p.at_min,
             p.epochs as f64 / args.report_secs as f64,
             ms(p.epoch_ms.at(Percentile::P50), 1.0),
@@ -304,6 +315,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
             p.anon_rss_mib,
             p.peak_rss_mib,
             p.cpu_percent,
+            percent_of_a_core(p.broker_percent),
             p.machine_percent
         );
     }
@@ -370,7 +382,9 @@ async fn measure(
         secs: since_secs,
         cpu_secs: since_cpu,
         machine: since_machine,
+        broker_cpu_secs: since_broker,
     } = since;
+    let broker = bench_broker_pid().map(cpu_secs);
     let machine = machine_jiffies();
     let state = state_bytes(&run.root, "beike");
     let at_secs = started.elapsed().as_secs_f64();
@@ -396,6 +410,10 @@ async fn measure(
         machine,
         machine_percent: (machine.0 - since_machine.0) / (machine.1 - since_machine.1).max(1.0)
             * 100.0,
+        broker_cpu_secs: broker,
+        broker_percent: broker
+            .zip(since_broker)
+            .map(|(now, then)| (now - then) / (at_secs - since_secs).max(1.0) * 100.0),
         tables,
     })
 }
@@ -423,7 +441,7 @@ fn print_period(p: &Period) {
         per_million(&p.dwd_scan)
     );
     println!(
-        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB ({:.0} KiB written by the newest epoch); strata run RSS {:.0} MiB ({:.0} anonymous), peak {:.0} MiB, {:.0}% of a core (the machine's cores {:.0}% busy)",
+        "  on disk: {} data files ({} live), {} log entries, {:.1} MiB; operator state {:.1} MiB ({:.0} KiB written by the newest epoch); strata run RSS {:.0} MiB ({:.0} anonymous), peak {:.0} MiB, {:.0}% of a core (the broker {}, the machine's cores {:.0}% busy)",
         p.files,
         p.live_files,
         p.log_entries,
@@ -434,6 +452,7 @@ fn print_period(p: &Period) {
         p.anon_rss_mib,
         p.peak_rss_mib,
         p.cpu_percent,
+        percent_of_a_core(p.broker_percent),
         p.machine_percent
     );
     for (name, t) in &p.tables {
@@ -464,6 +483,11 @@ fn per_million(scan: &Scan) -> f64 {
     } else {
         scan.ms * 1e6 / scan.rows as f64
     }
+}
+
+/// A share of one core, or `-` when not measured.
+fn percent_of_a_core(share: Option<f64>) -> String {
+    share.map_or_else(|| "-".into(), |p| format!("{p:.0}%"))
 }
 
 fn ms(value: Option<i64>, per_ms: f64) -> String {

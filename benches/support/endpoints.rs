@@ -11,6 +11,13 @@ pub fn bench_kafka() -> Option<String> {
     kafka
 }
 
+/// The broker's process id, when the bench's runner says it
+/// (`STRATA_BENCH_BROKER_PID`): a bench on a 2-core machine shares it with
+/// the broker, whose share it then reports.
+pub fn bench_broker_pid() -> Option<u32> {
+    std::env::var("STRATA_BENCH_BROKER_PID").ok()?.parse().ok()
+}
+
 /// A local TCP port nobody listens on (now).
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?

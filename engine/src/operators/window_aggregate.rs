@@ -61,7 +61,7 @@ mod groups;
 #[path = "window_snapshot.rs"]
 mod snapshot;
 
-use groups::{Groups, Window};
+use groups::{Groups, Part, Window};
 
 /// The bucket of a plain (windowless) `GROUP BY`.
 const NO_WINDOW: i64 = i64::MAX;
@@ -91,8 +91,6 @@ pub struct WindowAggregate {
     input_schema: SchemaRef,
     /// The id of the next part a window is frozen into.
     next_part: i64,
-    /// Parts frozen since the last [`snapshot_parts`](Self::snapshot_parts).
-    fresh: BTreeSet<i64>,
 }
 
 impl WindowAggregate {
@@ -172,7 +170,6 @@ impl WindowAggregate {
             window_start: group_schema_index(agg.group_expr().expr(), "window_start"),
             input_schema: input,
             next_part: 0,
-            fresh: BTreeSet::new(),
         })
     }
 
@@ -454,25 +451,27 @@ impl WindowAggregate {
     fn freeze(&mut self, window: &mut Window) -> Result<()> {
         if let Some(groups) = window.live.take() {
             let state = self.state_from(groups)?;
-            let id = self.new_part();
-            window.parts.push((id, state));
+            window.parts.push(self.new_part(state));
         }
         Ok(())
     }
 
-    /// A new part's id, fresh until the next incremental snapshot.
-    fn new_part(&mut self) -> i64 {
+    /// A new part, not yet taken by an incremental snapshot.
+    fn new_part(&mut self, state: RecordBatch) -> Part {
         let id = self.next_part;
         self.next_part += 1;
-        self.fresh.insert(id);
-        id
+        Part {
+            id,
+            state,
+            taken: false,
+        }
     }
 
     /// One window's (or slice's) state: its parts, its live groups frozen
     /// into one more first (a group may have rows in several parts).
     fn state_of(&mut self, window: &mut Window) -> Result<RecordBatch> {
         self.freeze(window)?;
-        let parts = window.parts.iter().map(|(_, p)| p.clone()).collect();
+        let parts = window.parts.iter().map(|p| p.state.clone()).collect();
         Ok(concat(&self.state_schema, parts)?
             .unwrap_or_else(|| RecordBatch::new_empty(self.state_schema.clone())))
     }

@@ -17,20 +17,29 @@ pub(super) struct Groups {
     pub(super) accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
 
-/// One open window (or slice): the state batches checkpoints took of it
-/// (its parts, each with an id; a group may have rows in several, merged
-/// when the window is read), and the groups of the rows that arrived
-/// since the last checkpoint.
+/// A state batch a checkpoint took of a window: one partial state of its
+/// groups.
+pub(super) struct Part {
+    /// Its id, for the checkpoints that name it.
+    pub(super) id: i64,
+    pub(super) state: RecordBatch,
+    /// Whether an incremental snapshot has handed it over yet.
+    pub(super) taken: bool,
+}
+
+/// One open window (or slice): its parts (a group may have rows in
+/// several, merged when the window is read), and the groups of the rows
+/// that arrived since the last checkpoint.
 #[derive(Default)]
 pub(super) struct Window {
-    pub(super) parts: Vec<(i64, RecordBatch)>,
+    pub(super) parts: Vec<Part>,
     pub(super) live: Option<Groups>,
 }
 
 impl Window {
     /// Groups held (a group in several parts counts once in each).
     pub(super) fn groups(&self) -> usize {
-        let frozen: usize = self.parts.iter().map(|(_, p)| p.num_rows()).sum();
+        let frozen: usize = self.parts.iter().map(|p| p.state.num_rows()).sum();
         frozen + self.live.as_ref().map_or(0, |g| g.values.len())
     }
 }

@@ -20,7 +20,7 @@ impl WindowAggregate {
         let mut parts = Vec::with_capacity(windows.len());
         for window in windows.values_mut() {
             self.freeze(window)?;
-            parts.extend(window.parts.iter().map(|(_, p)| p.clone()));
+            parts.extend(window.parts.iter().map(|p| p.state.clone()));
         }
         self.windows = windows;
         concat(&self.state_schema, parts)
@@ -38,17 +38,17 @@ impl WindowAggregate {
                 let merged = self.state_of(window)?;
                 let groups = self.groups_from(&merged)?;
                 let state = self.state_from(groups)?;
-                window.parts = vec![(self.new_part(), state)];
+                window.parts = vec![self.new_part(state)];
             }
         }
-        let fresh = std::mem::take(&mut self.fresh);
         let mut parts = StateParts::default();
-        for window in windows.values() {
-            for (id, part) in &window.parts {
-                parts.held.push(*id);
-                if every_part || fresh.contains(id) {
-                    parts.changed.push((*id, part.clone()));
+        for window in windows.values_mut() {
+            for part in &mut window.parts {
+                parts.held.push(part.id);
+                if every_part || !part.taken {
+                    parts.changed.push((part.id, part.state.clone()));
                 }
+                part.taken = true;
             }
         }
         self.windows = windows;
@@ -82,12 +82,12 @@ impl WindowAggregate {
                 }
             }
         }
-        for (end, part) in windows {
-            let id = self.new_part();
+        for (end, state) in windows {
+            let part = self.new_part(state);
             self.windows.insert(
                 end,
                 Window {
-                    parts: vec![(id, part)],
+                    parts: vec![part],
                     live: None,
                 },
             );
