@@ -1,7 +1,7 @@
 //! A window aggregate's state at a checkpoint and back: every open
-//! window's intermediate state (whole, or by window for an incremental
-//! checkpoint), and restoring it. Taking the state leaves each window
-//! frozen (see [`WindowAggregate`]'s module docs).
+//! window's intermediate state (whole, or by parts for an incremental
+//! checkpoint), and restoring it. Taking the state freezes each window's
+//! live groups into one more part (see [`WindowAggregate`]'s module docs).
 
 use arrow::array::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
