@@ -291,17 +291,11 @@ impl CheckpointStore {
             .await
             .map_err(self.err("listing state files"))?;
         for state in states {
-            let epoch = state
-                .location
-                .filename()
-                .and_then(|f| f.split('-').next())
-                .and_then(|e| e.parse::<u64>().ok());
-            let name = state
-                .location
-                .filename()
-                .map(|f| format!("state/{f}"))
-                .unwrap_or_default();
-            if epoch.is_some_and(|e| e < oldest_kept) && !named.contains(&name) {
+            let Some(file) = state.location.filename() else {
+                continue;
+            };
+            let epoch = file.split('-').next().and_then(|e| e.parse::<u64>().ok());
+            if epoch.is_some_and(|e| e < oldest_kept) && !named.contains(&format!("state/{file}")) {
                 self.store
                     .delete(&state.location)
                     .await
@@ -326,9 +320,13 @@ mod tests {
     use crate::checkpoint::state_log::StateSlice;
 
     fn batch(v: i64) -> RecordBatch {
+        many(&[v])
+    }
+
+    fn many(v: &[i64]) -> RecordBatch {
         RecordBatch::try_from_iter([(
             "v",
-            Arc::new(Int64Array::from(vec![v])) as arrow::array::ArrayRef,
+            Arc::new(Int64Array::from(v.to_vec())) as arrow::array::ArrayRef,
         )])
         .unwrap_or_else(|e| panic!("a batch: {e}"))
     }
@@ -376,13 +374,6 @@ mod tests {
         fn ok<T>(e: crate::error::EngineError) -> T {
             panic!("{e}")
         }
-        let many = |v: &[i64]| {
-            RecordBatch::try_from_iter([(
-                "v",
-                Arc::new(Int64Array::from(v.to_vec())) as arrow::array::ArrayRef,
-            )])
-            .unwrap_or_else(|e| panic!("{e}"))
-        };
         let (first, _) = store
             .write_state(1, "dws", &many(&[1, 2, 3]))
             .await
