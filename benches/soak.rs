@@ -17,9 +17,9 @@
 //!   (replaced files count until vacuumed), the files the newest version
 //!   reads ("live"), bytes under the storage root;
 //! - the operator state the newest checkpoint names (what the open windows
-//!   hold; a restore reads it) and what it wrote (windows are written by
-//!   parts: only those the epoch changed), and RSS, its anonymous part and peak RSS of `strata run`
-//!   (/proc: about a third of the RSS is the executable's own code, read
+//!   hold; a restore reads it) and what it wrote (window state is written
+//!   by parts: only the groups the epoch's rows touched), and RSS, its
+//!   anonymous part and peak RSS of `strata run` (/proc: about a third of the RSS is the executable's own code, read
 //!   in as code paths first run, so the anonymous part is what a leak
 //!   would grow), the share of a core it used in the period, the broker's
 //!   (when `STRATA_BENCH_BROKER_PID` names it, as `scripts/bench` does),
@@ -124,7 +124,7 @@ struct Period {
     bytes: u64,
     /// Operator state the newest checkpoint names, as encoded (Arrow IPC).
     state_bytes: u64,
-    /// Of which the newest checkpoint wrote (the windows its epoch changed).
+    /// Of which the newest checkpoint wrote (the groups its epoch touched).
     state_written: u64,
     rss_mib: f64,
     anon_rss_mib: f64,

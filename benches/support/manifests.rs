@@ -120,7 +120,7 @@ pub fn layer_watermark(root: &Path, name: &str, layer: &str) -> Option<i64> {
 /// The newest checkpoint's epoch and the state files it names (relative
 /// to the checkpoint directory): each layer's whole state file, or the
 /// files its state slices are in (the earlier checkpoints' files that hold
-/// windows no later epoch changed).
+/// parts still held).
 pub fn named_state_files(root: &Path, name: &str) -> Option<(u64, Vec<String>)> {
     let (epoch, manifest) = newest_manifest(root, name)?;
     let mut files = Vec::new();

@@ -114,8 +114,8 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 /// the state files it names (what a restore reads: the windows and groups
 /// the layers hold, which grow with their windows, an hour's distinct
 /// clients, a day's cumulative slices), and bytes of the files it wrote
-/// itself (what the epoch changed: with windows kept by parts, only the
-/// windows its rows fell in).
+/// itself (what the epoch brought: with window state kept by parts, only
+/// the groups its rows touched).
 pub fn state_bytes(root: &Path, name: &str) -> (u64, u64) {
     let Some((epoch, files)) = named_state_files(root, name) else {
         return (0, 0);
