@@ -19,9 +19,9 @@
 //! - the operator state the newest checkpoint names (what the open windows
 //!   hold; a restore reads it) and what it wrote (window state is written
 //!   by parts: only the groups the epoch's rows touched), and RSS, its
-//!   anonymous part and peak RSS of `strata run` (/proc: about a third of the RSS is the executable's own code, read
-//!   in as code paths first run, so the anonymous part is what a leak
-//!   would grow), the share of a core it used in the period, the broker's
+//!   anonymous part and peak RSS of `strata run` (/proc: about a third of
+//!   the RSS is the executable's own code, read in as code paths first
+//!   run, so the anonymous part is what a leak would grow), the share of a core it used in the period, the broker's
 //!   (when `STRATA_BENCH_BROKER_PID` names it, as `scripts/bench` does),
 //!   and how busy the machine was (the broker and the generator share its
 //!   cores).
