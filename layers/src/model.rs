@@ -364,6 +364,8 @@ pub struct Maintenance {
     pub vacuum_retention: Option<Duration>,
     /// How long `_delta_log` entries are kept.
     pub log_retention: Option<Duration>,
+    /// When `strata run` vacuums in the background.
+    pub vacuum_interval: Option<strata_engine::maintenance::VacuumEvery>,
 }
 
 /// One entry of `dimensions:`.

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use strata_engine::maintenance::MaintenanceSpec;
+use strata_engine::maintenance::{MaintenanceSpec, VacuumEvery};
 
 use crate::diagnostic::Diagnostics;
 use crate::model::Maintenance;
@@ -18,6 +18,7 @@ const MAINTENANCE_KEYS: &[&str] = &[
     "min_small_files",
     "vacuum_retention",
     "log_retention",
+    "vacuum_interval",
 ];
 
 /// The shortest VACUUM retention a file accepts: below it, files of an
@@ -81,6 +82,24 @@ pub(crate) fn read_maintenance(
     if let Some(r) = s.duration(d, "log_retention") {
         m.log_retention = Some(r.value);
     }
+    if let Some(text) = s.string(d, "vacuum_interval") {
+        m.vacuum_interval = match text.value.trim() {
+            "off" | "false" => Some(VacuumEvery::Off),
+            "auto" => Some(VacuumEvery::Auto),
+            other => match crate::duration::parse_duration(other) {
+                Some(every) if !every.is_zero() => Some(VacuumEvery::Every(every)),
+                _ => {
+                    d.error(
+                        text.pos,
+                        &format!("{path}.vacuum_interval"),
+                        format!("`{other}` is not a duration, `auto` or `off`"),
+                        Some("write e.g. `vacuum_interval: 1d`, `auto` (every quarter of vacuum_retention, at most daily: the default) or `off` (only `strata maintain --vacuum` vacuums)".into()),
+                    );
+                    None
+                }
+            },
+        };
+    }
     m
 }
 
@@ -93,6 +112,7 @@ impl Maintenance {
             vacuum_retention: self.vacuum_retention.unwrap_or(base.vacuum_retention),
             log_retention: self.log_retention.unwrap_or(base.log_retention),
             interval: self.interval.unwrap_or(base.interval),
+            vacuum_every: self.vacuum_interval.unwrap_or(base.vacuum_every),
         }
     }
 }

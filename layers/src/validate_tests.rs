@@ -319,7 +319,7 @@ fn maintenance_is_read_per_warehouse_and_per_layer_with_defaults() {
     )
     .replace(
         "    sql: SELECT * FROM ods_deals\n",
-        "    sql: SELECT * FROM ods_deals\n    maintenance: {vacuum_retention: 1h, interval: off}\n",
+        "    sql: SELECT * FROM ods_deals\n    maintenance: {vacuum_retention: 1h, interval: off, vacuum_interval: 10m}\n",
     );
     let w = parse_str(&text, Path::new("/w/wh.yaml")).unwrap();
     let day = std::time::Duration::from_secs(86_400);
@@ -332,13 +332,23 @@ fn maintenance_is_read_per_warehouse_and_per_layer_with_defaults() {
     assert_eq!(dwd.min_small_files, 8, "the warehouse's");
     assert_eq!(dwd.vacuum_retention, std::time::Duration::from_secs(3600));
     assert_eq!(dwd.interval, None);
+    assert_eq!(
+        dwd.vacuum_every,
+        strata_engine::maintenance::VacuumEvery::Every(std::time::Duration::from_secs(600))
+    );
+    assert_eq!(dwd.vacuum_interval(), None, "no background maintenance");
+    assert_eq!(
+        ods.vacuum_every,
+        strata_engine::maintenance::VacuumEvery::Auto,
+        "the default"
+    );
 }
 
 #[test]
 fn maintenance_problems_point_at_their_line() {
     let text = GOOD.replace(
         "layers:\n",
-        "maintenance:\n  vacuum_retention: 1s\n  target_file_size_mb: 0\n  compact: yes\nlayers:\n",
+        "maintenance:\n  vacuum_retention: 1s\n  target_file_size_mb: 0\n  compact: yes\n  vacuum_interval: daily\nlayers:\n",
     );
     let ds = problems(&text);
     let short = find(&ds, "maintenance.vacuum_retention");
@@ -350,6 +360,9 @@ fn maintenance_problems_point_at_their_line() {
     find(&ds, "maintenance.target_file_size_mb");
     let unknown = find(&ds, "compact");
     assert_eq!(unknown.pos.line, 20, "{unknown}");
+    let every = find(&ds, "maintenance.vacuum_interval");
+    assert_eq!(every.pos.line, 21, "{every}");
+    assert!(every.to_string().contains("`auto`"), "{every}");
 }
 
 #[test]

@@ -21,11 +21,6 @@ pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
     let w = load_warehouse(&args.file)?;
     let plan = plan_layers(&w, &args.layers, false)?;
     let tables = tables_of(&plan.dataflow).await?;
-    let longest_interval = w
-        .layers
-        .iter()
-        .filter_map(|l| l.checkpoint_interval)
-        .fold(w.checkpoint.interval, Duration::max);
     // A dry run changes nothing: no lease needed.
     let (lease, compaction_elsewhere) = if args.dry_run {
         (None, false)
@@ -35,7 +30,7 @@ pub async fn run(args: MaintainArgs) -> Result<(), Failure> {
     let options = MaintainOptions {
         vacuum: args.vacuum,
         dry_run: args.dry_run,
-        min_retention: strata_layers::min_vacuum_retention(longest_interval),
+        min_retention: strata_layers::min_vacuum_retention(longest_interval(&w)),
         keep_log: false,
         compaction_elsewhere,
     };
@@ -116,6 +111,15 @@ async fn compactor(
     }
 }
 
+/// The longest checkpoint interval of the warehouse's layers: what the
+/// shortest safe VACUUM retention is measured in.
+fn longest_interval(w: &strata_layers::Warehouse) -> Duration {
+    w.layers
+        .iter()
+        .filter_map(|l| l.checkpoint_interval)
+        .fold(w.checkpoint.interval, Duration::max)
+}
+
 /// Whether a table has been created (has a `_delta_log`).
 fn exists(url: &url::Url) -> bool {
     match url.to_file_path() {
@@ -149,23 +153,28 @@ pub fn spawn_background(
                 (t, spec)
             })
             .collect();
-        strata_engine::maintenance::run_background(tables, shutdown).await;
+        let min_retention = strata_layers::min_vacuum_retention(longest_interval(&w));
+        strata_engine::maintenance::run_background(tables, min_retention, shutdown).await;
     })
 }
 
 /// How a layer's tables are maintained, for `strata validate`.
 pub fn describe(spec: &MaintenanceSpec) -> String {
     let mib = |b: u64| b / (1024 * 1024);
+    let every = |d: Option<Duration>| d.map(|d| duration(d.as_micros() as i64));
     format!(
-        "maintenance: compact once {} files are under {} MiB, into {} MiB; vacuum keeps {}; log keeps {}; in the background {}",
+        "maintenance: compact once {} files are under {} MiB, into {} MiB; vacuum keeps {} ({}); log keeps {}{}; in the background {}",
         spec.min_small_files,
         mib(spec.target_file_size / 2),
         mib(spec.target_file_size),
         duration(spec.vacuum_retention.as_micros() as i64),
-        duration(spec.log_retention.as_micros() as i64),
-        spec.interval.map_or("never".to_string(), |i| format!(
-            "every {}",
-            duration(i.as_micros() as i64)
-        ))
+        every(spec.vacuum_interval()).map_or(
+            "only `strata maintain --vacuum` vacuums".to_string(),
+            |e| format!("vacuumed every {e}")
+        ),
+        duration(spec.log_kept_for().as_micros() as i64),
+        every(spec.log_cleanup_interval())
+            .map_or(String::new(), |e| format!(" (cleaned every {e})")),
+        every(spec.interval).map_or("never".to_string(), |e| format!("every {e}"))
     )
 }

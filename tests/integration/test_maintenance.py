@@ -1,7 +1,9 @@
-"""Table maintenance (`strata run`'s background compaction, `strata maintain`):
-compaction under a live pipeline changes no query result and makes the file count drop (and `strata maintain` leaves it to the run); VACUUM removes the
-files of a crashed epoch and keeps every file a version within the
-retention needs; a damaged table is refused.
+"""Table maintenance (`strata run`'s background compaction, VACUUM and log
+cleanup; `strata maintain`): compaction under a live pipeline changes no
+query result and makes the file count drop (and `strata maintain` leaves it
+to the run); VACUUM removes the files of a crashed epoch and keeps every
+file a version within the retention needs; the run vacuums and cleans the
+log by itself; a damaged table is refused.
 
 Needs: the shared broker (memory storage) from scripts/test.
 """
@@ -11,12 +13,13 @@ import os
 import pathlib
 import signal
 import subprocess
+import threading
 import time
 
 from deltalake import DeltaTable
 
 from conftest import (
-    Strata, Warehouse, check_exactly_once, create_topic, is_valid, make_records,
+    Strata, Warehouse, check_exactly_once, create_topic, is_valid, make_records, produce,
     produce_in_background, unique, wait_until,
 )
 
@@ -109,7 +112,7 @@ def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retent
     producer, errors = produce_in_background(kafka, topic, records, chunk=150, pause=0.2)
     wh = Warehouse(tmp_path, kafka, topic, interval="200ms",
                    extra=f"maintenance:\n  min_small_files: 4\n  vacuum_retention: {RETENTION_S}s\n"
-                         "  interval: 2s\n")
+                         "  interval: 2s\n  vacuum_interval: off\n")
     # The first epoch with rows writes its files, then the process dies
     # before its manifest: they are in no version of the table.
     strata = Strata(strata_bin, wh).start(STRATA_FAILPOINT="before_manifest_with_rows:*")
@@ -171,3 +174,91 @@ def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retent
     assert refused.returncode != 0
     assert "do not exist" in refused.stderr, refused.stderr
     assert parquet_files(wh.table_path) == files
+
+
+def removed_by(path, version: int) -> set[str]:
+    """The files version `version`'s commit removes."""
+    entry = path / "_delta_log" / f"{version:020}.json"
+    return {json.loads(line)["remove"]["path"] for line in entry.read_text().splitlines()
+            if line.startswith('{"remove"')}
+
+
+def stream_until(stop: threading.Event, kafka: str, topic: str, rng, first: int):
+    """Produces chunks of records until `stop` is set. Returns (thread,
+    sent, errors): `sent` holds every record produced."""
+    sent, errors = [], []
+
+    def run():
+        try:
+            while not stop.is_set():
+                chunk = make_records(40, partitions=2, malformed_every=41, rng=rng,
+                                     first=first + len(sent))
+                produce(kafka, topic, chunk)
+                sent.extend(chunk)
+                time.sleep(0.4)
+        except Exception as e:  # reported by the caller
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, sent, errors
+
+
+def test_the_run_vacuums_and_cleans_the_log_in_the_background_while_records_stream_in(
+        tmp_path, strata_bin, kafka, rng):
+    """What keeps a long run's files and log bounded without an operator:
+    `strata run` itself removes a crashed epoch's files, the files its
+    compactions replaced and old log entries, once they are older than
+    their retentions, while records stream in; every record stays once."""
+    topic = unique("deals")
+    create_topic(kafka, topic, partitions=2)
+    records = make_records(2_000, partitions=2, malformed_every=41, rng=rng)
+    producer, errors = produce_in_background(kafka, topic, records, chunk=100, pause=0.2)
+    # Both retentions 30 s: VACUUM and log cleanup every 7.5 s (a quarter).
+    wh = Warehouse(tmp_path, kafka, topic, interval="200ms",
+                   extra=f"maintenance:\n  min_small_files: 3\n  vacuum_retention: {RETENTION_S}s\n"
+                         f"  log_retention: {RETENTION_S}s\n  interval: 2s\n")
+    # The first epoch with rows writes its files, then the process dies
+    # before its manifest: they are in no version of the table.
+    strata = Strata(strata_bin, wh).start(STRATA_FAILPOINT="before_manifest_with_rows:*")
+    assert strata.wait(timeout=60) == -signal.SIGABRT, strata.log()[-3000:]
+    orphans = parquet_files(wh.table_path) - referenced_files(wh.table_path)
+    assert orphans, "the crashed epoch left no files: " + strata.log()[-3000:]
+    producer.join()
+    assert not errors, errors
+
+    strata.start()
+    stop = threading.Event()
+    producer, more, errors = stream_until(stop, kafka, topic, rng, first=len(records))
+    wait_until(lambda: (strata.assert_alive(), optimize_versions(wh.table_path))[1], 120,
+               "a background compaction")
+    replaced = removed_by(wh.table_path, optimize_versions(wh.table_path)[0])
+    assert replaced and replaced <= parquet_files(wh.table_path), replaced
+
+    # Gone once older than the retention and its floor (30 s + 30 s), with
+    # no `strata maintain`, while records stream in: the orphans, the
+    # files the compaction replaced, and version 0's commit (a checkpoint
+    # newer than it is within the retention).
+    first_commit = wh.table_path / "_delta_log" / f"{0:020}.json"
+    wait_until(lambda: (strata.assert_alive(),
+                        not (orphans | replaced) & parquet_files(wh.table_path)
+                        and not first_commit.exists())[1],
+               RETENTION_S + FLOOR_S + 120, "the run's VACUUM and log cleanup")
+    stop.set()
+    producer.join()
+    assert not errors, errors
+    records += more
+    n_valid = sum(map(is_valid, records))
+    wait_until(lambda: (strata.assert_alive(), wh.row_count() >= n_valid)[1], 120, "all valid rows")
+    stopped_at = time.time()
+    assert strata.stop() == 0, strata.log()[-3000:]
+    check_exactly_once(wh, records)
+    assert "background maintenance failed" not in strata.log(), strata.log()[-3000:]
+    # Every version within the retention when the run stopped reads whole
+    # (the run's last VACUUM kept all of them, and more).
+    table = DeltaTable(str(wh.table_path))
+    within = [c["version"] for c in table.history()
+              if c["timestamp"] / 1000 >= stopped_at - RETENTION_S]
+    assert within, table.history()[:3]
+    for version in within:
+        DeltaTable(str(wh.table_path), version=version).to_pyarrow_table()

@@ -1,10 +1,11 @@
 //! Maintenance in the background of `strata run`: every table is looked at
 //! at its layer's interval and compacted when a size tier is due (see
 //! [`tiers`](crate::maintenance::tiers)), one table at a time (its own
-//! small budget); its log is cleaned at most hourly (the cleanup lists the
-//! whole `_delta_log`); never VACUUM (an operator's decision:
-//! `strata maintain --vacuum`). A failure is logged and tried again at the
-//! next interval; it never stops the pipeline.
+//! small budget); its log is cleaned and it is vacuumed at a quarter of
+//! their retentions (see [`cadence`](crate::maintenance::cadence): the
+//! cleanup lists the whole `_delta_log`, VACUUM the whole table). A failure
+//! is logged and tried again at the next interval; it never stops the
+//! pipeline.
 
 use std::time::Duration;
 
@@ -14,53 +15,82 @@ use tracing::{debug, warn};
 use crate::maintenance::{MaintainOptions, MaintainedTable, MaintenanceSpec, maintain};
 use crate::shutdown::Shutdown;
 
-/// How often a table's `_delta_log` is cleaned in the background.
-const LOG_CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+/// One table's next passes.
+struct Due {
+    table: MaintainedTable,
+    spec: MaintenanceSpec,
+    interval: Duration,
+    next_pass: Instant,
+    next_log_cleanup: Instant,
+    next_vacuum: Option<Instant>,
+}
 
 /// Maintains `tables` until `shutdown`; tables whose spec has no interval
-/// are left alone.
-pub async fn run_background(tables: Vec<(MaintainedTable, MaintenanceSpec)>, shutdown: Shutdown) {
+/// are left alone. `min_retention` is the shortest VACUUM retention that
+/// cannot reach an epoch still being committed (see
+/// [`MaintainOptions::min_retention`]).
+pub async fn run_background(
+    tables: Vec<(MaintainedTable, MaintenanceSpec)>,
+    min_retention: Duration,
+    shutdown: Shutdown,
+) {
     let start = Instant::now();
-    // (next pass, interval, next log cleanup, table, spec)
-    let mut due: Vec<(Instant, Duration, Instant, MaintainedTable, MaintenanceSpec)> = tables
+    let mut due: Vec<Due> = tables
         .into_iter()
-        .filter_map(|(t, spec)| spec.interval.map(|i| (start + i, i, start + i, t, spec)))
+        .filter_map(|(table, spec)| {
+            let interval = spec.interval?;
+            Some(Due {
+                next_pass: start + interval,
+                next_log_cleanup: start + spec.log_cleanup_interval()?,
+                next_vacuum: spec.vacuum_interval().map(|every| start + every),
+                interval,
+                table,
+                spec,
+            })
+        })
         .collect();
     let stopped = shutdown.wait();
     tokio::pin!(stopped);
     loop {
-        let Some(next) = due.iter().map(|d| d.0).min() else {
+        let Some(next) = due.iter().map(|d| d.next_pass).min() else {
             return;
         };
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = &mut stopped => return,
         }
-        for (at, interval, clean_at, table, spec) in &mut due {
-            if *at > Instant::now() {
+        for d in &mut due {
+            if d.next_pass > Instant::now() {
                 continue;
             }
             if shutdown.is_triggered() {
                 return;
             }
-            let keep_log = *clean_at > Instant::now();
+            let now = Instant::now();
+            let keep_log = d.next_log_cleanup > now;
             if !keep_log {
-                *clean_at = Instant::now() + LOG_CLEANUP_EVERY.max(*interval);
+                d.next_log_cleanup = now + d.spec.log_cleanup_interval().unwrap_or(d.interval);
+            }
+            let vacuum = d.next_vacuum.is_some_and(|at| at <= now);
+            if vacuum {
+                d.next_vacuum = d.spec.vacuum_interval().map(|every| now + every);
             }
             let options = MaintainOptions {
                 keep_log,
+                vacuum,
+                min_retention,
                 ..Default::default()
             };
-            match maintain(&table.location, spec, options).await {
+            match maintain(&d.table.location, &d.spec, options).await {
                 Ok(r) => {
-                    debug!(table = %table.name, files = r.files_after, log_entries_removed = r.log_entries_removed, "background maintenance")
+                    debug!(table = %d.table.name, files = r.files_after, log_entries_removed = r.log_entries_removed, vacuumed = r.vacuumed.len(), "background maintenance")
                 }
                 // A table not created yet is not an error worth more.
                 Err(e) => {
-                    warn!(table = %table.name, error = %e, "background maintenance failed; trying again at the next interval")
+                    warn!(table = %d.table.name, error = %e, "background maintenance failed; trying again at the next interval")
                 }
             }
-            *at = Instant::now() + *interval;
+            d.next_pass = Instant::now() + d.interval;
         }
     }
 }

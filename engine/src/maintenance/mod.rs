@@ -11,12 +11,16 @@
 //!   epoch commits racing it see the same rows; a live commit that loses
 //!   a race to it commits again on the newest version, and a compaction
 //!   that loses to a live upsert gives way);
-//! - log cleanup: `_delta_log` entries older than the log retention and
-//!   older than the newest Delta checkpoint are removed (epoch commits no
-//!   longer do it: it lists the whole log);
-//! - VACUUM ([`vacuum`]), on request: files no version within the
-//!   retention needs (replaced by compaction or upserts, written by epochs
-//!   that crashed before their manifest, staged upserts of crashed epochs).
+//! - log cleanup: `_delta_log` entries older than the log retention (and
+//!   the VACUUM retention) and older than the newest Delta checkpoint are
+//!   removed (epoch commits no longer do it: it lists the whole log);
+//! - VACUUM ([`vacuum`]): files no version within the retention needs
+//!   (replaced by compaction or upserts, written by epochs that crashed
+//!   before their manifest, staged upserts of crashed epochs).
+//!
+//! `strata run` does all three in the background, log cleanup and VACUUM
+//! at a quarter of their retentions ([`cadence`]), so a table's files and
+//! log entries stop growing once its retentions have passed.
 //!
 //! One compactor per warehouse: the lease holder (`strata run`'s
 //! background task, or `strata maintain` when no run holds the lease; see
@@ -27,6 +31,7 @@
 //! committed) and refuse, changing nothing, when they cannot.
 
 mod background;
+pub mod cadence;
 mod compact;
 mod removable;
 mod retention_edge;
@@ -37,6 +42,7 @@ mod vacuum;
 use std::time::Duration;
 
 pub use background::run_background;
+pub use cadence::VacuumEvery;
 pub use compact::compact;
 pub use tables::{MaintainedTable, tables_of};
 pub use vacuum::vacuum;
@@ -57,14 +63,19 @@ pub struct MaintenanceSpec {
     /// How long files no longer in the table are kept for readers of older
     /// versions and time travel, before VACUUM removes them (default 7 days).
     pub vacuum_retention: Duration,
-    /// How long `_delta_log` entries are kept (default 30 days, Delta's).
+    /// How long `_delta_log` entries are kept (default 30 days, Delta's;
+    /// never less than `vacuum_retention`: see
+    /// [`log_kept_for`](Self::log_kept_for)).
     pub log_retention: Duration,
     /// How often `strata run` looks at its tables in the background and
     /// compacts the size tiers that are due (default 1 minute: a table
     /// with nothing due costs a look at its newest state; `None`: never).
-    /// Log cleanup, which lists the whole `_delta_log`, runs at most
-    /// hourly.
+    /// Log cleanup and VACUUM, which list the whole `_delta_log` and the
+    /// whole table, run less often (see [`cadence`]).
     pub interval: Option<Duration>,
+    /// When the background vacuums (default: every quarter of the
+    /// retention, at most daily).
+    pub vacuum_every: VacuumEvery,
 }
 
 impl Default for MaintenanceSpec {
@@ -75,6 +86,7 @@ impl Default for MaintenanceSpec {
             vacuum_retention: Duration::from_secs(7 * 24 * 3600),
             log_retention: Duration::from_secs(30 * 24 * 3600),
             interval: Some(Duration::from_secs(60)),
+            vacuum_every: VacuumEvery::Auto,
         }
     }
 }
@@ -87,7 +99,7 @@ pub struct MaintainOptions {
     /// Only say what would be done.
     pub dry_run: bool,
     /// Leave the `_delta_log` as it is (background passes between their
-    /// hourly log cleanups).
+    /// log cleanups).
     pub keep_log: bool,
     /// The shortest retention VACUUM accepts: files younger than this may
     /// belong to an epoch still being committed (a few checkpoint
@@ -133,7 +145,7 @@ pub async fn maintain(
     )
     .await?;
     if !options.dry_run && !options.keep_log {
-        report.log_entries_removed = vacuum::clean_log(location, spec.log_retention).await?;
+        report.log_entries_removed = vacuum::clean_log(location, spec.log_kept_for()).await?;
     }
     if options.vacuum {
         report.vacuumed = vacuum(location, spec.vacuum_retention, options).await?;
