@@ -88,6 +88,7 @@ async fn run(args: Args, kafka: String) -> BenchResult<()> {
         rate: args.rate,
         interval: &args.interval,
         maintenance_interval: None,
+        retention: None,
     })?;
     let BeikeRun {
         work,

@@ -35,6 +35,11 @@
 //! the warehouse file) under the same load: before/after figures.
 //! `--maintenance-interval 10m` sets the reference warehouse's background
 //! maintenance interval (its `maintenance.interval`, 1 minute by default).
+//! `--retention 5m` (the default) sets its VACUUM and log retentions, so
+//! that `strata run`'s background VACUUM and log cleanup (every quarter of
+//! them) reach their steady state within the run: files and log entries
+//! level off after the retention; `--retention 7d` keeps the defaults
+//! (7 and 30 days), under which they grow for a week.
 //!
 //! ```text
 //! STRATA_BENCH=soak scripts/bench --minutes 30 --interval 200ms --rate 2000
@@ -64,6 +69,7 @@ struct Args {
     poll_ms: u64,
     interval: String,
     maintenance_interval: String,
+    retention: String,
     strata: PathBuf,
     warehouse: PathBuf,
 }
@@ -81,6 +87,7 @@ fn main() -> ExitCode {
         "poll-ms",
         "interval",
         "maintenance-interval",
+        "retention",
         "strata",
         "warehouse",
     ];
@@ -92,6 +99,7 @@ fn main() -> ExitCode {
             poll_ms: flags.get("poll-ms", 250)?,
             interval: flags.get("interval", "200ms".to_string())?,
             maintenance_interval: flags.get("maintenance-interval", "1m".to_string())?,
+            retention: flags.get("retention", "5m".to_string())?,
             strata: flags.strata(),
             warehouse: flags
                 .text("warehouse")
@@ -175,13 +183,14 @@ struct Scan {
 
 async fn soak(args: Args, kafka: String) -> BenchResult<()> {
     println!(
-        "soak: strata {} | {} | broker {kafka} | {} events/s for {} min, checkpoint {}, maintenance every {}, report every {} s",
+        "soak: strata {} | {} | broker {kafka} | {} events/s for {} min, checkpoint {}, maintenance every {}, VACUUM and log retention {}, report every {} s",
         args.strata.display(),
         args.warehouse.display(),
         args.rate,
         args.minutes,
         args.interval,
         args.maintenance_interval,
+        args.retention,
         args.report_secs
     );
     let run = BeikeRun::start(&BeikeOptions {
@@ -191,6 +200,7 @@ async fn soak(args: Args, kafka: String) -> BenchResult<()> {
         rate: args.rate,
         interval: &args.interval,
         maintenance_interval: Some(&args.maintenance_interval),
+        retention: Some(&args.retention),
     })?;
     let logged = LoggedRecords::new(&kafka)?;
     let mut manifests = ManifestTimes::new(&run.root, "beike");

@@ -51,10 +51,14 @@ install_python_clients() {
 }
 
 # start_broker PORT STORAGE_URL LOGFILE: starts nisshi on 127.0.0.1:PORT and
-# waits until it accepts connections. Prints the pid.
+# waits until it accepts connections. Prints the pid. With
+# STRATA_BROKER_CPUS set (a taskset list, e.g. "1"), the broker runs on
+# those cores only.
 start_broker() {
     local port=$1 storage=$2 logfile=$3
-    "$STRATA_NISSHI_BIN" broker \
+    local pin=()
+    [ -n "${STRATA_BROKER_CPUS:-}" ] && pin=(taskset -c "$STRATA_BROKER_CPUS")
+    "${pin[@]}" "$STRATA_NISSHI_BIN" broker \
         --listener-url "tcp://127.0.0.1:$port" \
         --advertised-listener-url "tcp://127.0.0.1:$port" \
         --storage-engine "$storage" >"$logfile" 2>&1 &

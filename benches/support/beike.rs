@@ -28,6 +28,9 @@ pub struct BeikeOptions<'a> {
     /// The background maintenance interval (`10m`, `1m`, `off`); `None`:
     /// the warehouse file's.
     pub maintenance_interval: Option<&'a str>,
+    /// The VACUUM and log retentions (`5m`); `None`: the warehouse
+    /// file's.
+    pub retention: Option<&'a str>,
 }
 
 /// The generator and the pipeline, running.
@@ -65,6 +68,12 @@ impl BeikeRun {
             match options.maintenance_interval {
                 Some(every) => std::env::set_var("STRATA_MAINTENANCE_INTERVAL", every),
                 None => std::env::remove_var("STRATA_MAINTENANCE_INTERVAL"),
+            }
+            for var in ["STRATA_VACUUM_RETENTION", "STRATA_LOG_RETENTION"] {
+                match options.retention {
+                    Some(kept) => std::env::set_var(var, kept),
+                    None => std::env::remove_var(var),
+                }
             }
             std::env::set_var("STRATA_FLIGHT_LISTEN", format!("127.0.0.1:{flight_port}"));
             std::env::set_var("STRATA_DASHBOARD", "127.0.0.1:0");
