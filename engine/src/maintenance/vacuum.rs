@@ -39,7 +39,7 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt, stream};
 use object_store::ObjectStoreExt;
 use object_store::path::Path;
-use tracing::info;
+use tracing::{debug, info};
 
 use crate::delta::proof::{active_files, every_file_present};
 use crate::delta::table::{open_existing, open_version};
@@ -125,7 +125,13 @@ pub async fn vacuum(
             .try_collect::<Vec<()>>()
             .await?;
     }
-    info!(table = %url, files = doomed.len(), edge_version = at_edge, dry_run = options.dry_run, "vacuumed");
+    // Background passes find nothing to remove most of the time: only a
+    // removal is worth a line at the default level.
+    if doomed.is_empty() {
+        debug!(table = %url, edge_version = at_edge, dry_run = options.dry_run, "vacuumed: nothing to remove");
+    } else {
+        info!(table = %url, files = doomed.len(), edge_version = at_edge, dry_run = options.dry_run, "vacuumed");
+    }
     Ok(doomed.into_iter().map(|p| p.to_string()).collect())
 }
 
