@@ -104,21 +104,30 @@ def test_compaction_under_a_live_pipeline_changes_no_result_and_drops_the_file_c
     assert "panicked" not in strata.log(), strata.log()[-3000:]
 
 
-def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retention_need(
-        tmp_path, strata_bin, kafka, rng):
+def after_a_crashed_epoch(tmp_path, strata_bin, kafka, rng, n: int, maintenance: str):
+    """A warehouse with `maintenance` over a new topic that `n` records are
+    being produced to, whose first run died (at a failpoint) after its
+    first epoch with rows wrote its files and before its manifest: those
+    files are in no version of the table. Returns (warehouse, its stopped
+    Strata, topic, records, the orphaned files, producer, errors)."""
     topic = unique("deals")
     create_topic(kafka, topic, partitions=2)
-    records = make_records(3_000, partitions=2, malformed_every=41, rng=rng)
-    producer, errors = produce_in_background(kafka, topic, records, chunk=150, pause=0.2)
-    wh = Warehouse(tmp_path, kafka, topic, interval="200ms",
-                   extra=f"maintenance:\n  min_small_files: 4\n  vacuum_retention: {RETENTION_S}s\n"
-                         "  interval: 2s\n  vacuum_interval: off\n")
-    # The first epoch with rows writes its files, then the process dies
-    # before its manifest: they are in no version of the table.
+    records = make_records(n, partitions=2, malformed_every=41, rng=rng)
+    producer, errors = produce_in_background(kafka, topic, records, chunk=n // 20, pause=0.2)
+    wh = Warehouse(tmp_path, kafka, topic, interval="200ms", extra=maintenance)
     strata = Strata(strata_bin, wh).start(STRATA_FAILPOINT="before_manifest_with_rows:*")
     assert strata.wait(timeout=60) == -signal.SIGABRT, strata.log()[-3000:]
     orphans = parquet_files(wh.table_path) - referenced_files(wh.table_path)
     assert orphans, "the crashed epoch left no files: " + strata.log()[-3000:]
+    return wh, strata, topic, records, orphans, producer, errors
+
+
+def test_vacuum_removes_a_crashed_epochs_files_and_keeps_what_versions_in_retention_need(
+        tmp_path, strata_bin, kafka, rng):
+    wh, strata, topic, records, orphans, producer, errors = after_a_crashed_epoch(
+        tmp_path, strata_bin, kafka, rng, 3_000,
+        f"maintenance:\n  min_small_files: 4\n  vacuum_retention: {RETENTION_S}s\n"
+        "  interval: 2s\n  vacuum_interval: off\n")
 
     strata.start()
     producer.join()
@@ -210,20 +219,11 @@ def test_the_run_vacuums_and_cleans_the_log_in_the_background_while_records_stre
     `strata run` itself removes a crashed epoch's files, the files its
     compactions replaced and old log entries, once they are older than
     their retentions, while records stream in; every record stays once."""
-    topic = unique("deals")
-    create_topic(kafka, topic, partitions=2)
-    records = make_records(2_000, partitions=2, malformed_every=41, rng=rng)
-    producer, errors = produce_in_background(kafka, topic, records, chunk=100, pause=0.2)
     # Both retentions 30 s: VACUUM and log cleanup every 7.5 s (a quarter).
-    wh = Warehouse(tmp_path, kafka, topic, interval="200ms",
-                   extra=f"maintenance:\n  min_small_files: 3\n  vacuum_retention: {RETENTION_S}s\n"
-                         f"  log_retention: {RETENTION_S}s\n  interval: 2s\n")
-    # The first epoch with rows writes its files, then the process dies
-    # before its manifest: they are in no version of the table.
-    strata = Strata(strata_bin, wh).start(STRATA_FAILPOINT="before_manifest_with_rows:*")
-    assert strata.wait(timeout=60) == -signal.SIGABRT, strata.log()[-3000:]
-    orphans = parquet_files(wh.table_path) - referenced_files(wh.table_path)
-    assert orphans, "the crashed epoch left no files: " + strata.log()[-3000:]
+    wh, strata, topic, records, orphans, producer, errors = after_a_crashed_epoch(
+        tmp_path, strata_bin, kafka, rng, 2_000,
+        f"maintenance:\n  min_small_files: 3\n  vacuum_retention: {RETENTION_S}s\n"
+        f"  log_retention: {RETENTION_S}s\n  interval: 2s\n")
     producer.join()
     assert not errors, errors
 
