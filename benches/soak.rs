@@ -39,7 +39,10 @@
 //! that `strata run`'s background VACUUM and log cleanup (every quarter of
 //! them) reach their steady state within the run: files and log entries
 //! level off after the retention; `--retention 7d` keeps the defaults
-//! (7 and 30 days), under which they grow for a week.
+//! (7 and 30 days), under which they grow for a week. `scripts/bench`
+//! runs it with the broker on a core of its own: the test broker's memory
+//! storage costs more CPU the more it holds, and would otherwise slow
+//! strata down as it fills.
 //!
 //! ```text
 //! STRATA_BENCH=soak scripts/bench --minutes 30 --interval 200ms --rate 2000
