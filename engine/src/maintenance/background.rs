@@ -1,9 +1,10 @@
 //! Maintenance in the background of `strata run`: every table is looked at
 //! at its layer's interval and compacted when a size tier is due (see
 //! [`tiers`](crate::maintenance::tiers)), one table at a time (its own
-//! small budget); its log is cleaned and it is vacuumed at a quarter of
-//! their retentions (see [`cadence`](crate::maintenance::cadence): the
-//! cleanup lists the whole `_delta_log`, VACUUM the whole table). A failure
+//! small budget); its log is cleaned and it is vacuumed at the first pass
+//! and then at a quarter of their retentions (see
+//! [`cadence`](crate::maintenance::cadence): the cleanup lists the whole
+//! `_delta_log`, VACUUM the whole table). A failure
 //! is logged and tried again at the next interval; it never stops the
 //! pipeline.
 
@@ -39,10 +40,13 @@ pub async fn run_background(
         .into_iter()
         .filter_map(|(table, spec)| {
             let interval = spec.interval?;
+            // The first pass after a start cleans the log and vacuums too:
+            // a warehouse redeployed more often than once a cadence (daily,
+            // for VACUUM) would otherwise never get either.
             Some(Due {
                 next_pass: start + interval,
-                next_log_cleanup: start + spec.log_cleanup_interval()?,
-                next_vacuum: spec.vacuum_interval().map(|every| start + every),
+                next_log_cleanup: start + interval,
+                next_vacuum: spec.vacuum_interval().map(|_| start + interval),
                 interval,
                 table,
                 spec,
