@@ -16,11 +16,13 @@ use tracing::{debug, warn};
 use crate::maintenance::{MaintainOptions, MaintainedTable, MaintenanceSpec, maintain};
 use crate::shutdown::Shutdown;
 
-/// One table's next passes.
+/// One table's cadences (from its spec, once) and next passes.
 struct Due {
     table: MaintainedTable,
     spec: MaintenanceSpec,
     interval: Duration,
+    log_cleanup_every: Duration,
+    vacuum_every: Option<Duration>,
     next_pass: Instant,
     next_log_cleanup: Instant,
     next_vacuum: Option<Instant>,
@@ -40,13 +42,16 @@ pub async fn run_background(
         .into_iter()
         .filter_map(|(table, spec)| {
             let interval = spec.interval?;
+            let vacuum_every = spec.vacuum_interval();
             // The first pass after a start cleans the log and vacuums too:
             // a warehouse redeployed more often than once a cadence (daily,
             // for VACUUM) would otherwise never get either.
             Some(Due {
                 next_pass: start + interval,
                 next_log_cleanup: start + interval,
-                next_vacuum: spec.vacuum_interval().map(|_| start + interval),
+                next_vacuum: vacuum_every.map(|_| start + interval),
+                log_cleanup_every: spec.log_cleanup_interval()?,
+                vacuum_every,
                 interval,
                 table,
                 spec,
@@ -73,11 +78,11 @@ pub async fn run_background(
             let now = Instant::now();
             let keep_log = d.next_log_cleanup > now;
             if !keep_log {
-                d.next_log_cleanup = now + d.spec.log_cleanup_interval().unwrap_or(d.interval);
+                d.next_log_cleanup = now + d.log_cleanup_every;
             }
             let vacuum = d.next_vacuum.is_some_and(|at| at <= now);
             if vacuum {
-                d.next_vacuum = d.spec.vacuum_interval().map(|every| now + every);
+                d.next_vacuum = d.vacuum_every.map(|every| now + every);
             }
             let options = MaintainOptions {
                 keep_log,
